@@ -1,0 +1,351 @@
+"""The typed config tree. Every number of the training plan is a key here; templates under ``configs/`` set them.
+
+Sections: ``stage``, ``dataset``, ``model``, ``loss``, ``augment``, ``train``, ``eval``, ``infer``, ``tta_ab``,
+``post``, ``ensemble``, ``refine``, ``distill``, ``health``, ``runtime``. Only ``dataset`` is required; everything
+else has the plan's defaults.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+StageKind = Literal["train", "evaluate", "tta_ab", "health", "refine", "distill", "ensemble", "demo_job"]
+
+
+@dataclass
+class StageCfg:
+    kind: StageKind = "train"
+    plan_stage: int = 1                      # 0..4, the column of the plan board
+    title: str = ""
+    description: str = ""
+    name: Optional[str] = None               # explicit run name; default derived from the config
+    checkpoint: Optional[str] = None         # evaluate / tta_ab / refine / health: a checkpoint file or a run id
+    demo_steps: int = 5                      # demo_job only (runner tests): steps to run
+    demo_step_seconds: float = 0.2
+    demo_fail_at: Optional[int] = None
+
+    def validate(self):
+        if not 0 <= self.plan_stage <= 4:
+            raise ValueError(f"plan_stage must be 0..4, got {self.plan_stage}")
+
+
+@dataclass
+class SplitCfg:
+    method: Literal["official", "by_group", "list"] = "by_group"
+    group_regex: str = r"^(?P<group>[^/]+)/"    # applied to the sample id; the named group is the split unit
+    ratios: dict[str, float] = field(default_factory=lambda: {"train": 0.75, "val": 0.25})
+    seed: int = 0
+    assign: dict[str, list[str]] = field(default_factory=dict)   # explicit group -> split lists (wins over ratios)
+    list_file: Optional[str] = None         # method=list: a file of "sample_id split" lines
+
+    def validate(self):
+        if self.method == "by_group" and not self.assign:
+            total = sum(self.ratios.values())
+            if abs(total - 1.0) > 1e-6:
+                raise ValueError(f"split.ratios must add up to 1.0, got {total}")
+
+
+@dataclass
+class DatasetCfg:
+    name: str = "dataset"
+    type: Literal["loveda", "color_mask", "index_mask"] = "color_mask"
+    root: str = ""                          # relative paths resolve against the project root
+    classes: list[str] = field(default_factory=list)
+    palette: list[str] = field(default_factory=list)             # display colour per class, "#RRGGBB"
+    ignore_index: int = 255
+    # color_mask: mask colour -> class name; colours mapped to ignore explicitly
+    color_map: dict[str, str] = field(default_factory=dict)
+    ignore_colors: list[str] = field(default_factory=list)
+    # index_mask / loveda: raw mask value -> class index; raw values that mean "ignore"
+    value_map: dict[int, int] = field(default_factory=dict)
+    ignore_values: list[int] = field(default_factory=list)
+    # folder layout for color_mask / index_mask: glob patterns relative to root
+    image_glob: str = "**/images/*.jpg"
+    mask_from_image: list[str] = field(default_factory=lambda: ["/images/", "/masks/", ".jpg", ".png"])
+    splits: list[str] = field(default_factory=lambda: ["Train", "Val", "Test"])   # loveda: official folders
+    domains: list[str] = field(default_factory=lambda: ["Urban", "Rural"])        # loveda: domain folders
+    split: SplitCfg = field(default_factory=SplitCfg)
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: Optional[str] = None
+    leak_list: Optional[str] = None         # file of sample ids that must not appear in training (e.g. EarthVQA)
+    max_samples: Optional[int] = None       # cap per split (quick runs)
+
+    def validate(self):
+        if not self.root:
+            raise ValueError("dataset.root must name the dataset folder")
+        if not self.classes:
+            raise ValueError("dataset.classes must list the class names")
+        if self.palette and len(self.palette) != len(self.classes):
+            raise ValueError(f"dataset.palette has {len(self.palette)} colours for {len(self.classes)} classes")
+        if 0 <= self.ignore_index < len(self.classes):
+            raise ValueError(f"ignore_index {self.ignore_index} collides with class id "
+                             f"{self.ignore_index} ({self.classes[self.ignore_index]})")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass
+class FreezeCfg:
+    ratio: float = 0.0                      # share of encoder parameter groups frozen at the start (0.5-0.7 plan)
+    unfreeze_every: int = 10                # epochs between unfreezing one more group
+    groups: int = 4                         # encoder split into this many groups (stages) for unfreezing
+
+
+@dataclass
+class ModelCfg:
+    arch: Literal["segformer", "unet", "unetplusplus", "deeplabv3plus", "upernet", "fpn"] = "segformer"
+    encoder: str = "mit_b2"
+    pretrained: str = "none"                # "none" or a local weights file; "imagenet" etc. fail with a hint
+    pretrained_min_loaded: float = 0.9      # refuse a checkpoint that fills less than this share of the encoder
+    force_pretrained: bool = False
+    mean: Optional[list[float]] = None      # override the backbone's pretrained_cfg normalisation (0..1 scale)
+    std: Optional[list[float]] = None
+    freeze: FreezeCfg = field(default_factory=FreezeCfg)
+    boundary_head: bool = False
+    grad_checkpointing: bool = False
+    decoder_channels: Optional[int] = None
+
+
+@dataclass
+class LossPhase:
+    from_epoch: int = 0
+    terms: dict[str, float] = field(default_factory=lambda: {"ce": 0.7, "dice": 0.3})
+
+
+@dataclass
+class LossCfg:
+    ignore_index: Optional[int] = None      # null: the dataset's ignore_index (the health check compares them)
+    class_weights: Optional[list[float]] = None
+    schedule: list[LossPhase] = field(default_factory=lambda: [LossPhase()])
+    ohem_keep: float = 0.3                  # OHEM: keep the hardest share of pixels (term name "ohem")
+    focal_gamma: float = 2.0
+    boundary_classes: list[str] = field(default_factory=list)   # boundary loss on these classes (all if empty)
+    boundary_px: int = 3
+    lovasz_guard: bool = True               # keep old mix 10 more epochs if val mIoU fell below the last milestone
+
+    def validate(self):
+        known = {"ce", "ohem", "dice", "lovasz", "focal", "boundary"}
+        for phase in self.schedule:
+            bad = set(phase.terms) - known
+            if bad:
+                raise ValueError(f"unknown loss term(s) {sorted(bad)}; known terms: {sorted(known)}")
+
+
+@dataclass
+class AugmentCfg:
+    enabled: bool = True
+    crop_size: list[int] = field(default_factory=lambda: [512, 512])
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    hflip: float = 0.5
+    vflip: float = 0.0
+    rotate_deg: float = 10.0
+    rotate_p: float = 0.3
+    color_jitter: list[float] = field(default_factory=lambda: [0.1, 0.1, 0.1, 0.05])  # brightness contrast sat hue
+    color_jitter_p: float = 0.5
+    cutmix_p: float = 0.0
+    cutmix_same_domain: bool = True
+    mixup_p: float = 0.0
+    mixup_alpha: float = 0.2
+    class_aware_sampling: bool = False
+    cat_max_ratio: float = 0.75             # re-crop when one class fills more than this share (mmseg)
+
+
+@dataclass
+class EmaCfg:
+    enabled: bool = True
+    decay: float = 0.999
+
+
+@dataclass
+class EarlyStopCfg:
+    patience: int = 12
+    min_delta: float = 0.001
+
+
+@dataclass
+class TrainCfg:
+    epochs: int = 50
+    batch_size: int = 8                     # per process (per GPU)
+    num_workers: int = 2
+    lr: float = 6e-5
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    backbone_lr_mult: float = 0.65
+    head_lr_mult: float = 1.0
+    warmup_epochs: float = 1.0
+    warmup_ratio: float = 1e-3              # LR at the start of warmup, as a share of the peak
+    min_lr_ratio: float = 0.01              # cosine floor, as a share of the peak
+    scale_lr: bool = True                   # LR scaled linearly with the global batch
+    base_batch: int = 8                     # the global batch the LR above is meant for
+    grad_clip: Optional[float] = 1.0
+    accumulate: int = 1
+    amp: bool = True                        # on GPU only; CPU runs in fp32
+    ema: EmaCfg = field(default_factory=EmaCfg)
+    early_stop: EarlyStopCfg = field(default_factory=EarlyStopCfg)
+    seed: int = 42
+    deterministic: bool = False
+    steps_per_epoch: Optional[int] = None   # cap the optimiser steps per epoch (quick runs)
+    log_every: int = 10                     # steps between sampled step-loss events
+    val_every: int = 1
+    save_best_by: Literal["miou", "mbiou"] = "miou"
+
+
+@dataclass
+class TTACfg:
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    hflip: bool = False
+    vflip: bool = False
+
+
+@dataclass
+class EvalCfg:
+    mode: Literal["whole", "slide"] = "whole"
+    tile: list[int] = field(default_factory=lambda: [1024, 1024])
+    stride: list[int] = field(default_factory=lambda: [768, 768])
+    window_batch: int = 4
+    tta: TTACfg = field(default_factory=TTACfg)
+    boundary_px: int = 3
+    split: str = "val"
+    max_tiles: Optional[int] = None
+    save_predictions: bool = True
+    save_probabilities: bool = False
+
+
+@dataclass
+class TTAVariant:
+    name: str = "tta"
+    scales: list[float] = field(default_factory=lambda: [0.75, 1.0, 1.25])
+    hflip: bool = True
+    vflip: bool = False
+
+
+@dataclass
+class TTAABCfg:
+    variants: list[TTAVariant] = field(default_factory=lambda: [TTAVariant()])
+    threshold: float = 0.8                  # mIoU points the variant must gain to be kept
+
+
+@dataclass
+class PostCfg:
+    enabled: bool = False
+    min_area: dict[str, int] = field(default_factory=dict)    # class name -> minimum component area (px)
+    road_class: Optional[str] = None
+    road_min_width: int = 0                 # morphological opening width in px (0: off)
+    threshold: float = 0.0                  # mIoU points needed to keep post-processing
+
+
+@dataclass
+class EnsembleMember:
+    checkpoint: str = ""
+    weight: float = 1.0
+
+
+@dataclass
+class EnsembleCfg:
+    members: list[EnsembleMember] = field(default_factory=list)
+    average: Literal["prob", "logit"] = "prob"
+
+
+@dataclass
+class CRFCfg:
+    iterations: int = 5
+    gauss_sxy: float = 3.0
+    gauss_compat: float = 3.0
+    bilateral_sxy: float = 80.0
+    bilateral_srgb: float = 13.0
+    bilateral_compat: float = 10.0
+
+
+@dataclass
+class SAMCfg:
+    model_type: str = "vit_t"               # any segment_anything registry key, or efficientsam
+    checkpoint: Optional[str] = None        # local file; none -> sam chains unavailable
+    neg_offset_px: list[int] = field(default_factory=lambda: [3, 5])
+    max_points_per_component: int = 3
+    use_box: bool = True
+    min_component_area: int = 64
+
+
+@dataclass
+class RefineCfg:
+    chains: list[str] = field(default_factory=lambda: ["raw", "crf", "sam", "sam+crf"])
+    max_tiles: Optional[int] = 100
+    threshold_biou: float = 1.0             # Boundary IoU points needed to adopt a chain
+    crf: CRFCfg = field(default_factory=CRFCfg)
+    sam: SAMCfg = field(default_factory=SAMCfg)
+
+
+@dataclass
+class TeacherCfg:
+    kind: Literal["timm", "workbench"] = "timm"
+    model: str = "vit_small_patch14_dinov2"
+    weights: Optional[str] = None            # local file
+    img_size: Optional[int] = None
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    cache_features: bool = True
+
+
+@dataclass
+class DistillCfg:
+    enabled: bool = False
+    teacher: TeacherCfg = field(default_factory=TeacherCfg)
+    student_stages: list[int] = field(default_factory=lambda: [-1])
+    feature_loss: Literal["l2", "at"] = "l2"
+    feature_weight: float = 1.0
+    logit_weight: float = 0.0
+    temperature: float = 3.0
+
+    def validate(self):
+        if not 1.0 <= self.temperature <= 10.0:
+            raise ValueError(f"distill.temperature {self.temperature} is outside 1..10 (plan: 2-4)")
+
+
+@dataclass
+class HealthCfg:
+    checks: list[str] = field(default_factory=lambda: [
+        "ids", "per_class", "normalisation", "alignment", "splits", "eval_consistency", "metric", "sanity"])
+    scan_max_masks: Optional[int] = None
+    phash_distance: int = 6
+    sanity_steps: int = 60
+    sanity_lr: float = 1e-3
+    sanity_batch: int = 2
+    sanity_size: int = 128
+    sanity_loss_ratio: float = 0.5           # the loss must fall below this share of its start
+    weak_classes: int = 3
+
+
+@dataclass
+class RuntimeCfg:
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    gpus: int = 1                           # GPUs per job (torchrun when > 1)
+    threads: Optional[int] = None           # torch CPU threads
+
+
+@dataclass
+class Config:
+    dataset: DatasetCfg
+    stage: StageCfg = field(default_factory=StageCfg)
+    model: ModelCfg = field(default_factory=ModelCfg)
+    loss: LossCfg = field(default_factory=LossCfg)
+    augment: AugmentCfg = field(default_factory=AugmentCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+    eval: EvalCfg = field(default_factory=EvalCfg)
+    tta_ab: TTAABCfg = field(default_factory=TTAABCfg)
+    post: PostCfg = field(default_factory=PostCfg)
+    ensemble: EnsembleCfg = field(default_factory=EnsembleCfg)
+    refine: RefineCfg = field(default_factory=RefineCfg)
+    distill: DistillCfg = field(default_factory=DistillCfg)
+    health: HealthCfg = field(default_factory=HealthCfg)
+    runtime: RuntimeCfg = field(default_factory=RuntimeCfg)
+    meta: dict[str, Any] = field(default_factory=dict)   # free-form notes (not validated)
+
+    @property
+    def ignore_index(self) -> int:
+        return self.dataset.ignore_index
+
+    @property
+    def loss_ignore_index(self) -> int:
+        return self.dataset.ignore_index if self.loss.ignore_index is None else self.loss.ignore_index
