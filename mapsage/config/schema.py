@@ -23,6 +23,8 @@ class StageCfg:
     demo_steps: int = 5                      # demo_job only (runner tests): steps to run
     demo_step_seconds: float = 0.2
     demo_fail_at: Optional[int] = None
+    demo_spawn_child: bool = False           # demo_job: start a child process (proves cancel ends the group)
+    demo_ignore_stop: bool = False           # demo_job: ignore cancel requests (proves SIGKILL after the grace)
 
     def validate(self):
         if not 0 <= self.plan_stage <= 4:
@@ -96,7 +98,8 @@ class FreezeCfg:
 
 @dataclass
 class ModelCfg:
-    arch: Literal["segformer", "unet", "unetplusplus", "deeplabv3plus", "upernet", "fpn"] = "segformer"
+    # dpt: smp's ViT decoder, the architecture for plain-ViT encoders (tu-vit_*_dinov3 and the like)
+    arch: Literal["segformer", "unet", "unetplusplus", "deeplabv3plus", "upernet", "fpn", "dpt"] = "segformer"
     encoder: str = "mit_b2"
     pretrained: str = "none"                # "none" or a local weights file; "imagenet" etc. fail with a hint
     pretrained_min_loaded: float = 0.9      # refuse a checkpoint that fills less than this share of the encoder
@@ -125,6 +128,7 @@ class LossCfg:
     boundary_classes: list[str] = field(default_factory=list)   # boundary loss on these classes (all if empty)
     boundary_px: int = 3
     lovasz_guard: bool = True               # keep old mix 10 more epochs if val mIoU fell below the last milestone
+    lovasz_guard_epochs: int = 10           # the guard's milestone spacing and postponement (epochs)
 
     def validate(self):
         known = {"ce", "ohem", "dice", "lovasz", "focal", "boundary"}
@@ -150,6 +154,7 @@ class AugmentCfg:
     mixup_p: float = 0.0
     mixup_alpha: float = 0.2
     class_aware_sampling: bool = False
+    class_aware_temp: float = 0.1           # rare-class sampling temperature over class pixel shares (lower: rarer)
     cat_max_ratio: float = 0.75             # re-crop when one class fills more than this share (mmseg)
 
 
@@ -157,6 +162,7 @@ class AugmentCfg:
 class EmaCfg:
     enabled: bool = True
     decay: float = 0.999
+    warmup: bool = True                     # effective decay min(decay, (1+t)/(10+t)) so early EMA is not the init
 
 
 @dataclass
@@ -183,11 +189,12 @@ class TrainCfg:
     grad_clip: Optional[float] = 1.0
     accumulate: int = 1
     amp: bool = True                        # on GPU only; CPU runs in fp32
+    amp_dtype: Literal["auto", "bf16", "fp16"] = "auto"   # auto: bf16 where supported, else fp16 + GradScaler
     ema: EmaCfg = field(default_factory=EmaCfg)
     early_stop: EarlyStopCfg = field(default_factory=EarlyStopCfg)
     seed: int = 42
     deterministic: bool = False
-    steps_per_epoch: Optional[int] = None   # cap the optimiser steps per epoch (quick runs)
+    steps_per_epoch: Optional[int] = None   # optimiser steps per epoch (null: one pass over the training set)
     log_every: int = 10                     # steps between sampled step-loss events
     val_every: int = 1
     save_best_by: Literal["miou", "mbiou"] = "miou"
@@ -239,14 +246,15 @@ class PostCfg:
 
 @dataclass
 class EnsembleMember:
-    checkpoint: str = ""
-    weight: float = 1.0
+    checkpoint: str = ""                    # a checkpoint file, a run id or "latest:<template>" (as stage.checkpoint)
+    weight: Optional[float] = None          # null for all members: the plan's 0.6/0.4 (two members), else equal
 
 
 @dataclass
 class EnsembleCfg:
     members: list[EnsembleMember] = field(default_factory=list)
     average: Literal["prob", "logit"] = "prob"
+    threshold: float = 0.0                  # mIoU points over the best member needed to keep the ensemble
 
 
 @dataclass
@@ -257,16 +265,30 @@ class CRFCfg:
     bilateral_sxy: float = 80.0
     bilateral_srgb: float = 13.0
     bilateral_compat: float = 10.0
+    sam_label_weight: float = 0.6           # sam+crf: unary from (1-w) * softmax + w * one-hot(SAM labels)
 
 
 @dataclass
 class SAMCfg:
-    model_type: str = "vit_t"               # any segment_anything registry key, or efficientsam
+    # efficientsam_ti / efficientsam_s (plan default: EfficientSAM-Ti), any segment_anything registry key
+    # (vit_b, vit_l, vit_h), or vit_t (MobileSAM, needs the mobile_sam package)
+    model_type: str = "efficientsam_ti"
     checkpoint: Optional[str] = None        # local file; none -> sam chains unavailable
     neg_offset_px: list[int] = field(default_factory=lambda: [3, 5])
     max_points_per_component: int = 3
+    neg_points_per_component: int = 4       # negative points spread around the component, neg_offset_px outside
     use_box: bool = True
     min_component_area: int = 64
+    min_mask_iou: float = 0.3               # reject a SAM mask overlapping its raw component less than this IoU
+    prompt_batch: int = 16                  # prompts decoded per SAM call
+
+    def validate(self):
+        lo, hi = (list(self.neg_offset_px) + [None, None])[:2]
+        if len(self.neg_offset_px) != 2 or not 1 <= lo <= hi:
+            raise ValueError(f"refine.sam.neg_offset_px must be [min, max] pixels with 1 <= min <= max, "
+                             f"got {self.neg_offset_px}")
+        if self.max_points_per_component < 1:
+            raise ValueError("refine.sam.max_points_per_component must be at least 1")
 
 
 @dataclass
@@ -277,30 +299,66 @@ class RefineCfg:
     crf: CRFCfg = field(default_factory=CRFCfg)
     sam: SAMCfg = field(default_factory=SAMCfg)
 
+    def validate(self):
+        known = ("raw", "crf", "sam", "sam+crf")          # mapsage.refine.CHAINS
+        bad = [c for c in self.chains if str(c).strip().lower() not in known]
+        if bad:
+            raise ValueError(f"unknown refine.chains {bad}; known chains: {', '.join(known)}")
+        if self.max_tiles is not None and self.max_tiles < 1:
+            raise ValueError(f"refine.max_tiles must be at least 1 (or null for all tiles), got {self.max_tiles}")
+
 
 @dataclass
 class TeacherCfg:
+    # timm: a timm model name, optionally with its pretrained tag (vit_large_patch16_dinov3.sat493m: DINOv3-SAT);
+    # workbench: a segmentation checkpoint the workbench trained (then logit distillation is possible)
     kind: Literal["timm", "workbench"] = "timm"
     model: str = "vit_small_patch14_dinov2"
-    weights: Optional[str] = None            # local file
-    img_size: Optional[int] = None
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
-    cache_features: bool = True
+    weights: Optional[str] = None            # timm: local weights file; workbench: .pth, run id or latest:<template>
+    model_kwargs: dict[str, Any] = field(default_factory=dict)   # timm create_model kwargs (embed_dim, depth, ...)
+    layer: int = -1                          # timm: the block whose tokens are the target; workbench: encoder stage
+    img_size: Optional[int] = None           # timm: input / tile-window size (multiple of the patch); null: model's
+    mean: Optional[list[float]] = None       # teacher input normalisation (0..1 scale); null: its pretrained config
+    std: Optional[list[float]] = None
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"   # fp16 on GPU only (bf16 is used on CPU instead)
+    cache_features: bool = True              # cache teacher features where the augmentation allows (mapsage.distill)
+    cache_mb: float = 4096.0                 # memory cap of the feature cache (least recently used tiles dropped)
+
+
+@dataclass
+class DistillPhase:
+    from_epoch: int = 0
+    feature_weight: float = 1.0
+    logit_weight: float = 0.0
 
 
 @dataclass
 class DistillCfg:
     enabled: bool = False
     teacher: TeacherCfg = field(default_factory=TeacherCfg)
-    student_stages: list[int] = field(default_factory=lambda: [-1])
+    student_stages: list[int] = field(default_factory=lambda: [-1])   # indices into the encoder's feature maps
     feature_loss: Literal["l2", "at"] = "l2"
     feature_weight: float = 1.0
     logit_weight: float = 0.0
     temperature: float = 3.0
+    schedule: list[DistillPhase] = field(default_factory=list)   # epoch phases of the weights; empty: constant
+    baseline: str = "train"                  # kind distill A/B arm without teacher: train | none | ckpt / run id
+    threshold: float = 0.0                   # points of train.save_best_by the distilled student must gain (keep)
 
     def validate(self):
         if not 1.0 <= self.temperature <= 10.0:
             raise ValueError(f"distill.temperature {self.temperature} is outside 1..10 (plan: 2-4)")
+        if not self.student_stages:
+            raise ValueError("distill.student_stages is empty; list at least one encoder stage index (e.g. [-1])")
+        weights = [self.feature_weight, self.logit_weight]
+        weights += [w for p in self.schedule for w in (p.feature_weight, p.logit_weight)]
+        if any(w < 0 for w in weights):
+            raise ValueError("distill weights (feature_weight, logit_weight, schedule) must be >= 0")
+        starts = [p.from_epoch for p in self.schedule]
+        if any(s < 0 for s in starts) or len(set(starts)) != len(starts):
+            raise ValueError(f"distill.schedule from_epoch values must be distinct and >= 0, got {starts}")
+        if not str(self.baseline).strip():
+            raise ValueError("distill.baseline is empty; use 'train', 'none' or a checkpoint / run id")
 
 
 @dataclass
@@ -315,6 +373,12 @@ class HealthCfg:
     sanity_size: int = 128
     sanity_loss_ratio: float = 0.5           # the loss must fall below this share of its start
     weak_classes: int = 3
+    # eval_consistency: final-evaluation templates (evaluate / tta_ab) compared with training-time validation;
+    # empty: every template under configs/ of kind evaluate or tta_ab on the same dataset
+    eval_configs: list[str] = field(default_factory=list)
+    quick_eval_tiles: int = 4                # per_class without a run under test: val tiles of the quick evaluation
+    alignment_trials: int = 6                # alignment: random draws of the training transforms
+    hash_max_images: Optional[int] = None    # splits: cap of images hashed per split (None: all)
 
 
 @dataclass

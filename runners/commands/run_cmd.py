@@ -1,0 +1,84 @@
+"""``mapsage run CONFIG [--set k=v ...] [--gpus N] [--wait]``: queue a job and print its run id.
+
+With ``--wait`` it follows the run (a progress bar on stderr, its log records, its final status) and exits with
+the job's status: 0 succeeded, 1 failed, 3 cancelled, 4 died."""
+from __future__ import annotations
+
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="launch a plan stage as a background job (prints the run id)")
+    p.add_argument("config", help="a config file (a template under configs/, or any path)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key (dotted path), repeatable: --set train.epochs=2")
+    p.add_argument("--gpus", type=int, default=None, metavar="N",
+                   help="GPUs for this job (runtime.gpus); more than 1 runs under torchrun; 0 = a CPU slot")
+    p.add_argument("--wait", action="store_true", help="follow the run until it ends; exit with its status")
+    p.set_defaults(func=run_command)
+
+
+def follow(run_id: str, out=None) -> str:
+    """Follow a run with a tqdm bar on stderr; print its status changes and log records. Returns the final
+    status."""
+    from tqdm import tqdm
+
+    from runners import jobs
+
+    out = out or sys.stderr
+    bar = tqdm(total=1000, desc="queued", unit="‰", file=out, dynamic_ncols=True,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
+
+    def on_record(r: dict) -> None:
+        t = r.get("type")
+        if t == "status":
+            bar.set_description_str(r.get("status", "?"))
+            msg = r.get("message")
+            bar.write(f"[{r.get('status')}] {msg}" if msg else f"[{r.get('status')}]", file=out)
+            if r.get("status") == "succeeded":
+                bar.n = bar.total
+                bar.refresh()
+        elif t == "heartbeat" and r.get("progress"):
+            p = r["progress"]
+            frac = p.get("frac")
+            if frac is None and p.get("steps"):
+                frac = (p.get("step") or 0) / p["steps"]
+            if frac is None and p.get("epochs"):
+                frac = (p.get("epoch") or 0) / p["epochs"]
+            if frac is not None:
+                bar.n = int(max(0.0, min(1.0, float(frac))) * bar.total)
+            parts = []
+            if p.get("epochs"):
+                parts.append(f"epoch {p.get('epoch')}/{p['epochs']}")
+            if p.get("message"):
+                parts.append(str(p["message"]))
+            bar.set_postfix_str(" ".join(parts), refresh=False)
+            bar.refresh()
+        elif t == "log":
+            bar.write(f"  {r.get('level', 'info')}: {r.get('message')}", file=out)
+        elif t == "metrics":
+            s = r.get("summary") or {}
+            bar.write(f"  {r.get('split')}/{r.get('domain')}/{r.get('variant')} epoch {r.get('epoch')}: "
+                      f"mIoU {s.get('miou')} mBIoU {s.get('mbiou')}", file=out)
+
+    try:
+        status = jobs.wait(run_id, on_record=on_record)
+    finally:
+        bar.close()
+    return status
+
+
+def run_command(args) -> int:
+    from runners import jobs
+
+    run_id = jobs.launch(args.config, args.overrides, gpus=args.gpus)
+    print(run_id, flush=True)
+    if not args.wait:
+        return 0
+    status = follow(run_id)
+    if status in ("failed", "died"):
+        st = jobs.live_status(run_id)
+        print(f"run {run_id} {status}: {st.get('message')}", file=sys.stderr)
+        if st.get("traceback"):
+            print(st["traceback"], file=sys.stderr)
+    return jobs.exit_code(status)

@@ -1,0 +1,286 @@
+"""``mapsage runs list|show|logs|cancel|resume|wait|ingest|schedule``: watch and steer jobs.
+
+``list`` and ``show`` take ``--json``; ``show`` includes the traceback of a failed run (and the tail of
+``stdout.log`` for a failed or died one). A RUN_ID may be shortened to any unique prefix."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+from mapsage.errors import UserError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("runs", help="list, inspect, follow, cancel and resume runs")
+    rs = p.add_subparsers(dest="runs_command", metavar="ACTION")
+    rs.required = True
+
+    ls = rs.add_parser("list", help="the runs, newest first")
+    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--status", action="append", help="only this status (repeatable)")
+    ls.add_argument("--kind", action="append", help="only this stage kind (repeatable)")
+    ls.add_argument("--limit", type=int, default=None)
+    ls.set_defaults(func=cmd_list)
+
+    sh = rs.add_parser("show", help="one run: status, traceback, progress, figures, config facts")
+    sh.add_argument("run_id")
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=cmd_show)
+
+    lg = rs.add_parser("logs", help="the run's stdout.log (or its log events)")
+    lg.add_argument("run_id")
+    lg.add_argument("-n", "--lines", type=int, default=200)
+    lg.add_argument("--follow", "-f", action="store_true", help="keep printing until the run ends")
+    lg.add_argument("--events", action="store_true", help="print the event file's log records instead")
+    lg.set_defaults(func=cmd_logs)
+
+    cn = rs.add_parser("cancel", help="SIGTERM the run's process group, SIGKILL after the grace period")
+    cn.add_argument("run_id")
+    cn.add_argument("--grace", type=float, default=None, metavar="SECONDS",
+                    help="seconds between SIGTERM and SIGKILL (default: the scheduler setting, 30)")
+    cn.add_argument("--no-wait", action="store_true", help="return after the SIGTERM")
+    cn.set_defaults(func=cmd_cancel)
+
+    rm = rs.add_parser("resume", help="a new run continuing from the run's last checkpoint")
+    rm.add_argument("run_id")
+    rm.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    rm.add_argument("--gpus", type=int, default=None)
+    rm.add_argument("--wait", action="store_true")
+    rm.set_defaults(func=cmd_resume)
+
+    wt = rs.add_parser("wait", help="follow a run until it ends; exit with its status")
+    wt.add_argument("run_id")
+    wt.set_defaults(func=cmd_wait)
+
+    ig = rs.add_parser("ingest", help="load new run events into the store")
+    ig.add_argument("--rebuild", action="store_true", help="forget and re-read every event file (keeps verdicts)")
+    ig.set_defaults(func=cmd_ingest)
+
+    sc = rs.add_parser("schedule", help="check running jobs and start queued ones now")
+    sc.set_defaults(func=cmd_schedule)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def resolve_run_id(prefix: str) -> str:
+    from mapsage.workspace import runs_dir
+
+    root = runs_dir()
+    if (root / prefix).is_dir():
+        return prefix
+    matches = sorted(p.name for p in root.glob(f"{prefix}*") if p.is_dir()) if root.exists() else []
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise UserError(f"no run {prefix!r} under {root} (see `mapsage runs list`)")
+    raise UserError(f"{prefix!r} matches {len(matches)} runs ({', '.join(matches[:5])}...); give more of the id")
+
+
+def _plain(v):
+    if v is None:
+        return None
+    if hasattr(v, "isoformat"):
+        try:
+            return v.isoformat()
+        except ValueError:
+            return None
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
+        try:
+            return _plain(v.item())
+        except (ValueError, AttributeError):
+            pass
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    try:
+        import pandas as pd
+
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return v
+
+
+def _records(df) -> list[dict]:
+    return [{k: _plain(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
+
+
+def _fmt(v, digits=4) -> str:
+    v = _plain(v)
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def cmd_list(args) -> int:
+    from runners import api
+
+    df = api.list_runs(status=args.status, kind=args.kind, limit=args.limit)
+    if args.json:
+        print(json.dumps(_records(df), indent=1))
+        return 0
+    if df.empty:
+        print("no runs yet: launch one with `mapsage run CONFIG`")
+        return 0
+    rows = []
+    for r in df.to_dict(orient="records"):
+        prog = _plain(r["progress_frac"])
+        rows.append([r["run_id"], r["status"] or "-", f"{100 * prog:.0f}%" if prog is not None else "-",
+                     r["kind"] or "-", r["split"] or "-", _fmt(r["best_val_miou"]), _fmt(r["best_val_mbiou"]),
+                     _fmt(r["created_at"])[:19]])
+    head = ["RUN_ID", "STATUS", "PROG", "KIND", "SPLIT", "BEST_mIoU", "BEST_mBIoU", "CREATED (UTC)"]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    for line in [head, *rows]:
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip())
+    return 0
+
+
+def _show_data(run_id: str) -> dict:
+    import store
+
+    from runners import api, jobs
+
+    api.refresh(min_interval=0.0)
+    live = jobs.live_status(run_id)
+    row = store.run(run_id) or {}
+    for k in ("config_json", "info_json", "progress_json"):
+        row.pop(k, None)
+    data = {k: _plain(v) for k, v in row.items()}
+    # the event file is fresher than the store when an ingest was skipped
+    data.update(status=live["status"], status_message=live["message"], traceback=live["traceback"],
+                progress=live["progress"], queue_position=live["queue_position"])
+    data["run_id"] = run_id
+    data["run_dir"] = str(jobs._require_run(run_id))
+    data["checkpoint"] = str(jobs.find_checkpoint(run_id) or "") or None
+    if live.get("status") in ("failed", "died"):
+        data["log_tail"] = jobs.log_tail(run_id, 30)
+    evals = store.metrics(run_id)
+    data["evaluations"] = _records(evals[["eval_key", "split", "domain", "variant", "epoch", "miou", "mbiou",
+                                          "macc", "mf1"]].tail(20)) if not evals.empty else []
+    return data
+
+
+def cmd_show(args) -> int:
+    run_id = resolve_run_id(args.run_id)
+    data = _show_data(run_id)
+    if args.json:
+        print(json.dumps(data, indent=1, default=str))
+        return 0
+    cfg = data.pop("config", None)
+    order = ["run_id", "name", "status", "status_message", "kind", "plan_stage", "title", "dataset", "split",
+             "progress", "best_val_miou", "best_val_mbiou", "best_epoch", "best_variant", "fps", "created_at",
+             "started_at", "ended_at", "host", "pid", "gpus", "parent_run", "parent_relation", "resume_from",
+             "checkpoint", "config_hash", "code_commit", "backbone", "pretrain", "loss", "aug", "lr_schedule", "size",
+             "tta", "post", "run_dir"]
+    for k in order:
+        if data.get(k) is not None:
+            print(f"{k:>16}: {data[k]}")
+    if data.get("evaluations"):
+        print("     evaluations:")
+        for e in data["evaluations"]:
+            print(f"                  {e['eval_key']:<28} mIoU {_fmt(e['miou'])}  mBIoU {_fmt(e['mbiou'])}")
+    if data.get("traceback"):
+        print("\ntraceback:\n" + data["traceback"].rstrip())
+    if data.get("log_tail"):
+        print("\nstdout.log (tail):\n" + data["log_tail"].rstrip())
+    if cfg is None and data.get("status") is None:
+        return 1
+    return 0
+
+
+def cmd_logs(args) -> int:
+    import time
+
+    from runners import jobs, scheduler
+
+    run_id = resolve_run_id(args.run_id)
+    if args.events:
+        from mapsage.events import EVENTS_FILE, read_events
+        from mapsage.workspace import run_dir
+
+        records, _ = read_events(run_dir(run_id) / EVENTS_FILE)
+        for r in records:
+            if r.get("type") in ("log", "status"):
+                what = r.get("message") if r["type"] == "log" else f"[{r.get('status')}] {r.get('message') or ''}"
+                print(f"{time.strftime('%H:%M:%S', time.localtime(r.get('ts', 0)))} {what}")
+        return 0
+    print(jobs.log_tail(run_id, args.lines))
+    if args.follow:
+        path = jobs._require_run(run_id) / scheduler.STDOUT_FILE
+        pos = path.stat().st_size if path.exists() else 0
+        while True:
+            if path.exists() and path.stat().st_size > pos:
+                with open(path, "rb") as fh:
+                    fh.seek(pos)
+                    chunk = fh.read()
+                    pos += len(chunk)
+                sys.stdout.write(chunk.decode("utf-8", "replace"))
+                sys.stdout.flush()
+            if jobs.live_status(run_id)["final"]:
+                break
+            scheduler.schedule()
+            time.sleep(0.5)
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    from runners import jobs
+
+    run_id = resolve_run_id(args.run_id)
+    status = jobs.cancel(run_id, grace_s=args.grace, wait_for_end=not args.no_wait)
+    print(f"{run_id}: {status}")
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from runners import jobs
+
+    from .run_cmd import follow
+
+    run_id = resolve_run_id(args.run_id)
+    new_id = jobs.resume(run_id, args.overrides, gpus=args.gpus)
+    print(new_id, flush=True)
+    if args.wait:
+        return jobs.exit_code(follow(new_id))
+    return 0
+
+
+def cmd_wait(args) -> int:
+    from runners import jobs
+
+    from .run_cmd import follow
+
+    run_id = resolve_run_id(args.run_id)
+    return jobs.exit_code(follow(run_id))
+
+
+def cmd_ingest(args) -> int:
+    import store
+
+    report = store.rebuild() if args.rebuild else store.ingest_all()
+    print(f"ingested {report.events} events from {report.runs_changed} of {report.runs_seen} runs in "
+          f"{report.seconds:.2f} s ({report.events_per_s:,.0f} events/s)"
+          + (f"; re-read from the start: {', '.join(report.resets)}" if report.resets else "")
+          + (f"; errors: {report.errors}" if report.errors else ""))
+    return 0
+
+
+def cmd_schedule(args) -> int:
+    from runners import scheduler
+
+    result = scheduler.schedule()
+    for rid in result["started"]:
+        print(f"started {rid}")
+    for rid, status in result["ended"]:
+        print(f"ended   {rid}: {status}")
+    return 0

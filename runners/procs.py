@@ -1,0 +1,100 @@
+"""Process facts on this host: is a pid (still the same process) alive, which processes are in a group, signals.
+
+A pid alone is not an identity (pids are reused), so a job records the process's start time in clock ticks
+(``/proc/<pid>/stat`` field 22) next to its pid; a zombie counts as dead."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+HOST = socket.gethostname()
+_PROC = Path("/proc")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = (_PROC / str(pid) / "stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError, OSError):
+        return None
+    # "pid (comm) state ppid pgrp ..." -- comm may contain spaces and parentheses
+    return text[text.rfind(")") + 2:].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    f = _stat_fields(pid)
+    return int(f[19]) if f and len(f) > 19 else None
+
+
+def pid_alive(pid: int | None, ticks: int | None = None) -> bool:
+    """True when ``pid`` runs (not a zombie) and, given ``ticks``, is the process that started then."""
+    if not pid:
+        return False
+    if _PROC.exists():
+        f = _stat_fields(int(pid))
+        if f is None or f[0] in ("Z", "X"):
+            return False
+        return ticks is None or int(f[19]) == int(ticks)
+    try:  # pragma: no cover - non-Linux fallback
+        os.kill(int(pid), 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def group_members(pgid: int | None) -> list[int]:
+    """Live (non-zombie) processes of a process group."""
+    if not pgid:
+        return []
+    if not _PROC.exists():  # pragma: no cover
+        try:
+            os.killpg(int(pgid), 0)
+            return [int(pgid)]
+        except (ProcessLookupError, PermissionError):
+            return []
+    out = []
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        f = _stat_fields(int(entry.name))
+        if f and len(f) > 2 and f[0] not in ("Z", "X") and int(f[2]) == int(pgid):
+            out.append(int(entry.name))
+    return out
+
+
+def signal_group(pgid: int | None, sig: int) -> bool:
+    """Send ``sig`` to a process group; False when the group is gone."""
+    if not pgid or int(pgid) <= 1 or int(pgid) == os.getpgid(0):
+        return False  # never signal our own group (or init)
+    try:
+        os.killpg(int(pgid), sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+
+
+def wait_group_gone(pgid: int | None, timeout: float, poll: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not group_members(pgid):
+            return True
+        time.sleep(poll)
+    return not group_members(pgid)
+
+
+def kill_group(pgid: int | None, grace_s: float) -> str:
+    """SIGTERM the group, SIGKILL after ``grace_s``. Returns 'gone', 'terminated' or 'killed'."""
+    if not group_members(pgid):
+        return "gone"
+    signal_group(pgid, signal.SIGTERM)
+    if wait_group_gone(pgid, grace_s):
+        return "terminated"
+    signal_group(pgid, signal.SIGKILL)
+    wait_group_gone(pgid, 10.0)
+    return "killed"
