@@ -322,6 +322,7 @@ class TeacherCfg:
     std: Optional[list[float]] = None
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"   # fp16 on GPU only (bf16 is used on CPU instead)
     cache_features: bool = True              # cache teacher features where the augmentation allows (mapsage.distill)
+    cache_mode: Literal["auto", "tile", "sample"] = "auto"   # auto: whole-tile cache only where it is cheaper
     cache_mb: float = 4096.0                 # memory cap of the feature cache (least recently used tiles dropped)
 
 
