@@ -1,7 +1,7 @@
 """The Review page's map of one tile: image, label, raw and refined masks as layers, with no network needed.
 
 Pure Python (folium + numpy + Pillow + rasterio); no Streamlit here. The page shows the result with
-``st.components.v1.html(review_map_html(...), height=...)``.
+``st.iframe(review_map_html(...), height=...)`` (``st.components.v1.html`` before Streamlit had ``st.iframe``).
 
 What the map holds:
 
@@ -378,14 +378,16 @@ def build_review_map(image: ArrayOrPath, *, classes: Sequence[str], palette: Seq
                      refined: Union[None, ArrayOrPath, Mapping[str, ArrayOrPath]] = None,
                      georef: Union[None, bool, str, Path, Georef] = None, base_map: Optional[str] = None,
                      base_map_attr: str = "", ignore_index: int = 255, mask_opacity: float = 0.6,
-                     height: Union[int, str] = "100%", show_label: bool = False):
+                     height: Union[int, str] = "100%", show_label: bool = False, raw_name: str = "raw"):
     """A folium map of one tile. Render it offline with :func:`render_offline` (or use :func:`review_map_html`).
 
     ``image``: RGB array or image file; a GeoTIFF file (with a CRS) is georeferenced automatically.
     ``label`` / ``raw`` / ``refined``: class-id arrays (or id PNG files) of the image's size; ``refined`` may map
     chain names to masks (``{"crf": ..., "sam+crf": ...}``). ``georef``: ``None`` = from ``image`` when it is a
     georeferenced file, ``False`` = pixel CRS, a raster path or a :class:`Georef` = that grid. ``base_map``: a
-    tile URL template shown under a georeferenced tile (it is the only thing allowed to reach the network)."""
+    tile URL template shown under a georeferenced tile (it is the only thing allowed to reach the network).
+    ``raw_name``: the layer name of ``raw`` (the left side of the swipe), e.g. ``ema`` when two plain predictions
+    are compared."""
     import folium
 
     rgb = _read_array(image, "image")
@@ -410,7 +412,7 @@ def build_review_map(image: ArrayOrPath, *, classes: Sequence[str], palette: Seq
     if label is not None:
         masks.append(("label", _read_array(label, "label")))
     if raw is not None:
-        masks.append(("raw", _read_array(raw, "raw")))
+        masks.append((raw_name, _read_array(raw, raw_name)))
     if refined is not None:
         items = refined.items() if isinstance(refined, Mapping) else [("refined", refined)]
         for name, value in items:
@@ -453,14 +455,14 @@ def build_review_map(image: ArrayOrPath, *, classes: Sequence[str], palette: Seq
                                                   show=show)
         layer.add_to(m)
         layer_vars.append((name, layer.get_name()))
-        if name == "raw":
+        if name == raw_name:
             left.append(layer.get_name())
         elif name.startswith("refined"):
             right.append(layer.get_name())
 
     swipe_names = None
     if left and right:
-        swipe_names = ("raw", "refined")
+        swipe_names = (raw_name, next(n for n, _ in mask_arrs if n.startswith("refined")))
     control = _SwipeFadeLegend()
     control.layers = layer_vars
     control.left = left
@@ -471,7 +473,7 @@ def build_review_map(image: ArrayOrPath, *, classes: Sequence[str], palette: Seq
     m.add_child(control)
     folium.LayerControl(collapsed=False, position="topright").add_to(m)
     m.mapsage_info = {"bounds": bounds, "georeferenced": geo is not None, "layers": [n for n, _ in layer_vars],
-                      "swipe": {"left": [n for n, _ in mask_arrs if n == "raw"],
+                      "swipe": {"left": [n for n, _ in mask_arrs if n == raw_name],
                                 "right": [n for n, _ in mask_arrs if n.startswith("refined")]},
                       "base_map": base_map}
     return m
