@@ -1,0 +1,143 @@
+"""Compare: two or more runs -- config diff, metric deltas, per-class delta bars, overlaid curves, and a paired
+bootstrap over tiles giving a 95 % interval for each ΔmIoU, with differences inside the noise marked as such."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app.widgets import charts, compare, data
+from app.widgets.common import PAGE_FILES, guard, query_list
+from app.widgets.report_button import report_button
+from app.widgets.nav import ensure_routed
+
+ensure_routed()
+st.title(":material/compare_arrows: Compare runs")
+
+runs = guard(data.runs, default=pd.DataFrame(), what="Reading the run list")
+if runs is None or runs.empty:
+    st.info("No runs yet. Launch some from the Plan board, then select two or more on the Runs page.",
+            icon=":material/arrow_forward:")
+    st.stop()
+
+names = dict(zip(runs["run_id"], runs["name"]))
+wanted = [r for r in query_list("runs") if r in names]
+picked = st.multiselect("Runs (the first is the reference; run ids are name_date-time_suffix)", list(names),
+                        default=wanted, key="compare_runs")
+if picked != wanted:
+    st.query_params["runs"] = ",".join(picked)
+if len(picked) < 2:
+    st.info("Pick two or more runs (or select rows on the Runs page and press *Compare selected*).")
+    st.page_link(PAGE_FILES["runs"], label="Runs", icon=":material/table_chart:")
+    st.stop()
+
+# labels: the run name, made unique
+labels: dict[str, str] = {}
+for rid in picked:
+    label = names[rid]
+    if label in labels.values():
+        label = f"{label} [{rid[-4:]}]"
+    labels[rid] = label
+reference = labels[picked[0]]
+report_button(picked, key="compare", names=[labels[r] for r in picked])
+
+rows = {rid: guard(data.run_row, rid) for rid in picked}
+bundles = {rid: data.bundle(rid, (rows[rid] or {}).get("n_events")) for rid in picked}
+all_metrics = pd.concat([b["metrics"] for b in bundles.values()], ignore_index=True)
+splits = sorted(all_metrics["split"].dropna().unique(), key=lambda s: (s != "val", s)) if not all_metrics.empty \
+    else ["val"]
+variants = sorted(all_metrics["variant"].dropna().unique()) if not all_metrics.empty else ["raw"]
+common = [v for v in variants if all((bundles[r]["metrics"]["variant"] == v).any() for r in picked)]
+c1, c2, c3 = st.columns([1, 1, 2])
+split = c1.selectbox("Split", splits, key="compare_split")
+default_variant = "raw" if "raw" in common else (common[0] if common else variants[0])
+variant = c2.selectbox("Weights / variant", variants, index=variants.index(default_variant), key="compare_variant",
+                       help="raw or EMA weights, or a TTA variant; each run contributes its latest evaluation "
+                            "of these weights on this split")
+n_boot = c3.select_slider("Bootstrap resamples", [500, 1000, 2000, 5000], value=2000, key="compare_nboot")
+palette = data.palette_of(rows[picked[0]])
+
+evals = {labels[r]: compare.latest_eval(bundles[r]["metrics"], split, variant) for r in picked}
+missing = [lab for lab, ev in evals.items() if ev is None]
+if missing:
+    st.warning(f"No `{variant}` evaluation on `{split}` for: " + ", ".join(missing))
+
+# ---------------------------------------------------------------------------------------------------------- deltas
+st.subheader(f"Metric deltas against the reference ({split})")
+deltas = compare.metric_deltas(evals, reference)
+fmt = {c: st.column_config.NumberColumn(f"{c} ({split})", format="%.2f" if not c.startswith("Δ") else "%+.2f")
+       for c in deltas.columns if c not in ("run", "role", "epoch", "images")}
+st.dataframe(deltas, hide_index=True, width="stretch", column_config=fmt)
+st.caption(f"Points (%). Each run's latest `{variant}` evaluation on `{split}` (its epoch is shown); the reference "
+           f"is **{reference}**.")
+
+# ---------------------------------------------------------------------------------------------------------- bootstrap
+st.subheader("Is the difference real? Paired bootstrap over tiles")
+tiles = {labels[r]: data.tiles(r, (rows[r] or {}).get("n_events"), split, variant) for r in picked}
+boot, problems = compare.bootstrap_rows(tiles, reference, n=n_boot)
+for label, why in problems.items():
+    st.warning(f"{label}: cannot bootstrap — {why}")
+if not boot.empty:
+    st.plotly_chart(charts.bootstrap_forest(boot, split), width="stretch", key="boot_forest")
+    table = pd.DataFrame({
+        "run": boot["run"],
+        f"ΔmIoU ({split})": boot["delta"] * 100,
+        "95 % CI low": boot["lo"] * 100,
+        "95 % CI high": boot["hi"] * 100,
+        "verdict": [compare.verdict(r) for _, r in boot.iterrows()],
+        f"ΔBoundary IoU ({split})": boot["bdelta"] * 100,
+        "bIoU CI": [f"[{lo * 100:+.2f}, {hi * 100:+.2f}]" for lo, hi in zip(boot["blo"], boot["bhi"])],
+        "tiles": boot["n_tiles"],
+    })
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(c, format="%+.2f")
+                                for c in table.columns if c.startswith(("Δ", "95"))})
+    few = int(boot["n_tiles"].min())
+    st.caption(f"{n_boot} resamples of the {few} shared tiles (the same draw for both runs; dataset-level mIoU "
+               f"recomputed from the summed intersections and unions). A difference is *real* only when its 95 % "
+               f"interval excludes 0." + (f" **Only {few} tiles: the interval itself is unreliable; evaluate on "
+                                          f"more tiles before trusting it.**" if few < 10 else ""))
+
+# ---------------------------------------------------------------------------------------------------------- classes
+st.subheader("Per-class ΔIoU")
+pcs = {}
+for r in picked:
+    ev = evals[labels[r]]
+    pc = bundles[r]["per_class"]
+    pcs[labels[r]] = pc[pc["seq"] == int(ev["seq"])] if ev is not None and not pc.empty else pd.DataFrame()
+cd = compare.class_deltas(pcs, reference)
+st.plotly_chart(charts.delta_bars(cd, palette, split), width="stretch", key="class_deltas")
+
+# ---------------------------------------------------------------------------------------------------------- curves
+st.subheader("Curves")
+series, losses, lrs = [], [], []
+for r in picked:
+    m = bundles[r]["metrics"]
+    m = m[(m["split"] == split) & (m["variant"] == variant) & (m["domain"].fillna("all") == "all")
+          & m["epoch"].notna()] if not m.empty else m
+    if not m.empty:
+        series.append(m.groupby("epoch", as_index=False)["miou"].last().assign(run=labels[r]))
+    s = bundles[r]["scalars"]
+    if not s.empty:
+        ep = s[(s["split"] == "train_epoch") & s["epoch"].notna()]
+        for name, bucket in (("loss", losses), ("lr", lrs)):
+            x = ep[ep["name"] == name]
+            if not x.empty:
+                bucket.append(x.groupby("epoch", as_index=False)["value"].last().assign(run=labels[r]))
+left, right = st.columns(2)
+miou_series = pd.concat(series) if series else pd.DataFrame(columns=["run", "epoch", "miou"])
+loss_series = pd.concat(losses) if losses else pd.DataFrame(columns=["run", "epoch", "value"])
+left.plotly_chart(charts.overlay_curves(miou_series, "miou", f"mIoU % ({split})",
+                                        f"mIoU per epoch ({split}, {variant})", 100.0), width="stretch", key="ov_miou")
+right.plotly_chart(charts.overlay_curves(loss_series, "value", "loss", "Training loss per epoch"), width="stretch",
+                   key="ov_loss")
+if lrs:
+    st.plotly_chart(charts.overlay_curves(pd.concat(lrs), "value", "learning rate", "Learning rate", log_y=True),
+                    width="stretch", key="ov_lr")
+
+# ---------------------------------------------------------------------------------------------------------- config
+st.subheader("Config diff")
+diff = compare.config_diff({labels[r]: (rows[r] or {}).get("config") for r in picked})
+if diff.empty:
+    st.info("The resolved configs are identical (apart from provenance).")
+else:
+    st.dataframe(diff, hide_index=True, width="stretch")

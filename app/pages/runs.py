@@ -1,0 +1,67 @@
+"""Runs: the plan's experiment table, ranked and filtered, with row selection to open or compare runs."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app.widgets import data
+from app.widgets.common import PAGE_FILES, guard
+from app.widgets.tables import RANK_METRICS, column_config, experiment_table, filter_runs
+from app.widgets.nav import ensure_routed
+
+ensure_routed()
+st.title(":material/table_chart: Runs")
+
+runs = guard(data.runs, default=pd.DataFrame(), what="Reading the run list")
+if runs is None or runs.empty:
+    st.info("No runs yet. Launch the demo plan from the Home page, or any template from the Plan board.",
+            icon=":material/arrow_forward:")
+    st.page_link(PAGE_FILES["plan"], label="Open the Plan board", icon=":material/map:")
+    st.stop()
+
+splits = guard(data.evaluated_splits, default=[]) or ["val"]
+
+# ---------------------------------------------------------------------------------------------------------- controls
+c1, c2, c3 = st.columns([1, 1, 2])
+split = c1.selectbox("Split of the figures", splits, index=0, key="runs_split",
+                     help="every figure in the table is measured on this split; its column headers say so")
+rank_label = c2.selectbox("Rank by", list(RANK_METRICS), index=0, key="runs_rank")
+text = c3.text_input("Search (name, run id, backbone, loss, aug, title)", "", key="runs_search")
+f1, f2, f3, f4, f5 = st.columns(5)
+statuses = f1.multiselect("Status", sorted(runs["status"].dropna().unique()), key="runs_status")
+stages = f2.multiselect("Stage", sorted(int(s) for s in runs["plan_stage"].dropna().unique()), key="runs_stage")
+kinds = f3.multiselect("Kind", sorted(runs["kind"].dropna().unique()), key="runs_kind")
+datasets = f4.multiselect("Dataset", sorted(runs["dataset"].dropna().unique()), key="runs_dataset")
+backbones = f5.multiselect("Backbone", sorted(runs["backbone"].dropna().unique()), key="runs_backbone")
+per_class = st.toggle("Per-class IoU columns", value=len(datasets) == 1 or runs["dataset"].nunique() == 1,
+                      key="runs_per_class")
+
+board = guard(data.leaderboard, split, RANK_METRICS[rank_label], default=pd.DataFrame(),
+              what="Reading the leaderboard")
+shown = filter_runs(runs, statuses, stages, kinds, datasets, backbones, text)
+table = experiment_table(shown, board, split, RANK_METRICS[rank_label], per_class=per_class)
+
+n_fig = int(table["Rank"].notna().sum()) if not table.empty else 0
+st.caption(f"{len(table)} of {len(runs)} run(s) shown; {n_fig} with an evaluation on `{split}`. Figures are points "
+           f"(%) of each run's best evaluation on `{split}` by {rank_label}; the epoch and weights it came from are "
+           f"columns too. Select rows to open or compare them.")
+
+event = st.dataframe(table, hide_index=True, width="stretch", height=min(36 + 35 * max(1, len(table)), 640),
+                     column_config=column_config(table, split), on_select="rerun", selection_mode="multi-row",
+                     key="runs_table", column_order=[c for c in table.columns if c != "run_id"])
+selected_rows = list(event.selection.rows) if event is not None and hasattr(event, "selection") else []
+selected = [table.iloc[i]["run_id"] for i in selected_rows if i < len(table)]
+
+b1, b2, b3 = st.columns([1, 1, 3])
+if b1.button(f"Open detail ({'1' if len(selected) == 1 else 'select one'})", disabled=len(selected) != 1,
+             key="runs_open_selected"):
+    st.switch_page(PAGE_FILES["detail"], query_params={"run": selected[0]})
+if b2.button(f"Compare selected ({len(selected)})", disabled=len(selected) < 2, key="runs_compare_selected"):
+    st.switch_page(PAGE_FILES["compare"], query_params={"runs": ",".join(selected)})
+
+# quick open by name (keyboard friendly; also what the browser test uses)
+with b3:
+    pick = st.selectbox("Open a run", list(table["run_id"]), index=None, key="runs_open_pick",
+                        placeholder="choose a run (by run id) to open its detail page", label_visibility="collapsed")
+    if pick:
+        st.switch_page(PAGE_FILES["detail"], query_params={"run": pick})

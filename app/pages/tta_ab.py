@@ -1,0 +1,77 @@
+"""TTA A/B: the variants of each A/B run, their figures and the keep/drop decisions (from the store's ab rows).
+Post-processing, refinement, ensemble and distillation A/B rows are one click away (same table, other kind)."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from app.widgets import charts, data
+from app.widgets.common import PAGE_FILES, guard
+from app.widgets.report_button import report_button
+from app.widgets.nav import ensure_routed
+
+ensure_routed()
+st.title(":material/science: TTA A/B")
+st.caption("Each variant is compared with its baseline on the same checkpoint and tiles; the plan keeps TTA only "
+           "where it gains at least the threshold (+0.8 mIoU points by default) — reported side by side with the "
+           "cost in images/s.")
+
+ab = guard(data.ab_rows, default=pd.DataFrame(), what="Reading the A/B rows")
+if ab is None or ab.empty:
+    st.info("No A/B rows yet. Launch the TTA A/B template of stage 3 from the Plan board (it needs a trained "
+            "checkpoint, e.g. the demo baseline's).", icon=":material/arrow_forward:")
+    st.page_link(PAGE_FILES["plan"], label="Open the Plan board", icon=":material/map:")
+    st.stop()
+
+kinds = sorted(ab["ab_kind"].dropna().unique())
+kind = st.segmented_control("A/B kind", kinds, default="tta" if "tta" in kinds else kinds[0], key="ab_kind") \
+    or kinds[0]
+rows = ab[ab["ab_kind"] == kind]
+runs = guard(data.runs, default=pd.DataFrame())
+names = dict(zip(runs["run_id"], runs["name"])) if runs is not None and not runs.empty else {}
+
+for rid, g in rows.groupby("run_id", sort=False):
+    g = g.sort_values("seq")
+    split = g["split"].iloc[0]
+    crit = g["criterion"].iloc[0] or "miou"
+    with st.container(border=True):
+        st.markdown(f"**{names.get(rid, rid)}** · `{rid}` · split `{split}` · criterion `{crit}`")
+        kept = g[g["decision"] == "keep"]["variant"].tolist()
+        if kept:
+            st.success("Keep: " + ", ".join(f"**{v}**" for v in kept), icon=":material/check_circle:")
+        else:
+            st.info("No variant reached the threshold: keep the baseline.", icon=":material/remove:")
+        table = pd.DataFrame({
+            "variant": g["variant"],
+            "baseline": g["baseline"],
+            f"mIoU ({split})": g["miou"] * 100,
+            f"Boundary IoU ({split})": g["mbiou"] * 100,
+            f"baseline mIoU ({split})": g["baseline_miou"] * 100,
+            f"gain ({crit}, points)": g["gain"],
+            "threshold (points)": g["threshold"],
+            "decision": g["decision"],
+            "images/s": g["images_per_s"],
+            "wall (s)": g["wall_s"],
+        })
+        num = {c: st.column_config.NumberColumn(c, format="%.2f") for c in table.columns
+               if c.endswith(f"({split})") or c in ("threshold (points)", "images/s", "wall (s)")}
+        num[f"gain ({crit}, points)"] = st.column_config.NumberColumn(f"gain ({crit}, points)", format="%+.2f")
+        st.dataframe(table, hide_index=True, width="stretch", column_config=num)
+        left, right = st.columns([3, 2])
+        left.plotly_chart(charts.ab_bars(g[g["decision"] != "baseline"] if (g["decision"] != "baseline").any()
+                                         else g, title=f"{kind}: gain against the baseline ({split})"),
+                          width="stretch", key=f"ab_{rid}")
+        with right:
+            for _, r in g.iterrows():
+                details = r.get("details_json")
+                if details:
+                    with st.expander(f"Figures behind `{r['variant']}` → {r['decision']}"):
+                        try:
+                            st.json(json.loads(details))
+                        except ValueError:
+                            st.code(details)
+        report_button([rid], key=f"ab_report_{rid}", names=[names.get(rid, rid)])
+        if st.button("Open run detail", key=f"ab_open_{rid}"):
+            st.switch_page(PAGE_FILES["detail"], query_params={"run": rid})

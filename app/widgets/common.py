@@ -1,0 +1,166 @@
+"""Page plumbing shared by every page: the page registry, store refresh, error display and number formatting.
+
+Pages link to each other by file (``st.switch_page(PAGE_FILES[...], query_params=...)``); a run is addressed by
+the ``run`` query parameter on the Run detail page and by ``runs`` (comma-separated) on Compare, so every view can
+be bookmarked and reloaded."""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Iterable, Optional
+
+import pandas as pd
+import streamlit as st
+
+from mapsage.errors import UserError
+from mapsage.workspace import workspace_root
+
+PAGE_FILES = {
+    "home": "pages/home.py",
+    "plan": "pages/plan.py",
+    "runs": "pages/runs.py",
+    "detail": "pages/run_detail.py",
+    "compare": "pages/compare.py",
+    "tta": "pages/tta_ab.py",
+}
+
+STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/autorenew:",
+                "succeeded": ":material/check_circle:", "failed": ":material/error:",
+                "cancelled": ":material/cancel:", "died": ":material/heart_broken:"}
+STATUS_COLORS = {"queued": "gray", "running": "blue", "succeeded": "green", "failed": "red", "cancelled": "orange",
+                 "died": "red"}
+ACTIVE = ("queued", "running")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# store access
+
+
+def refresh(ingest: bool | str = True) -> Optional[dict]:
+    """Run the scheduler (finds dead jobs, starts queued ones) and ingest new events without waiting for another
+    ingesting process -- the app's one cheap write path (throttled to once a second per process). The entry
+    script calls it with ``ingest="background"`` (a page render never waits for an ingest; what it loads shows on
+    the next read); the live fragment ingests in the call, so each tick shows the events of the one before.
+    Errors the user can act on are shown, never raised."""
+    from runners import api
+
+    try:
+        return api.refresh(min_interval=1.0, ingest=ingest)
+    except UserError as exc:
+        st.warning(f"Store not refreshed: {exc}", icon=":material/warning:")
+    return None
+
+
+def guard(fn, *args, default=None, what: str = "", **kwargs):
+    """Call a store/runner function; a UserError is shown with ``st.error`` and ``default`` returned."""
+    try:
+        return fn(*args, **kwargs)
+    except UserError as exc:
+        show_error(exc, what)
+        return default
+
+
+def show_error(exc: BaseException, what: str = "") -> None:
+    prefix = f"{what}: " if what else ""
+    st.error(f"{prefix}{exc}", icon=":material/error:")
+
+
+def workspace_label() -> str:
+    return str(workspace_root())
+
+
+# ------------------------------------------------------------------------------------------------------------
+# navigation
+
+
+def open_run(run_id: str) -> None:
+    st.switch_page(PAGE_FILES["detail"], query_params={"run": run_id})
+
+
+def open_compare(run_ids: Iterable[str]) -> None:
+    st.switch_page(PAGE_FILES["compare"], query_params={"runs": ",".join(run_ids)})
+
+
+def query_list(name: str) -> list[str]:
+    raw = st.query_params.get_all(name) if hasattr(st.query_params, "get_all") else [st.query_params.get(name)]
+    out: list[str] = []
+    for item in raw or []:
+        if item:
+            out.extend(p for p in str(item).split(",") if p)
+    return list(dict.fromkeys(out))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# formatting
+
+
+def isnum(v: Any) -> bool:
+    try:
+        return v is not None and not (isinstance(v, float) and math.isnan(v)) and not pd.isna(v)
+    except (TypeError, ValueError):
+        return False
+
+
+def pct(v: Any, digits: int = 2) -> str:
+    """A fraction as points (``0.4312`` -> ``43.12``); ``–`` when missing."""
+    return f"{float(v) * 100:.{digits}f}" if isnum(v) else "–"
+
+
+def signed_pct(v: Any, digits: int = 2) -> str:
+    return f"{float(v) * 100:+.{digits}f}" if isnum(v) else "–"
+
+
+def duration(seconds: Any) -> str:
+    if not isnum(seconds):
+        return "–"
+    s = int(round(float(seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+def ago(ts: Any) -> str:
+    if not isnum(ts) and not isinstance(ts, pd.Timestamp):
+        return "–"
+    t = ts.timestamp() if isinstance(ts, pd.Timestamp) else float(ts)
+    return duration(time.time() - t) + " ago"
+
+
+def status_text(status: Optional[str]) -> str:
+    """A coloured badge with an icon (Markdown, for st.markdown / labels)."""
+    color = STATUS_COLORS.get(status or "", "gray")
+    icon = STATUS_ICONS.get(status or "", ":material/help:")
+    return f":{color}-badge[{icon} {status or 'unknown'}]"
+
+
+def progress_text(progress: Optional[dict]) -> str:
+    """One line from a heartbeat's progress: epoch (1-based), phase and the stage's own message."""
+    if not progress:
+        return ""
+    message = str(progress.get("message") or "")
+    parts = []
+    if progress.get("epochs") and "epoch" not in message.lower():
+        epoch = progress.get("epoch")
+        parts.append(f"epoch {int(epoch) + 1 if isnum(epoch) else '?'}/{progress['epochs']}")
+    if progress.get("phase"):
+        parts.append(str(progress["phase"]))
+    if message:
+        parts.append(message)
+    elif progress.get("steps"):
+        parts.append(f"step {progress.get('step', '?')}/{progress['steps']}")
+    return " · ".join(parts)
+
+
+def progress_fraction(progress: Optional[dict]) -> Optional[float]:
+    if not progress:
+        return None
+    frac = progress.get("frac")
+    if frac is None and progress.get("steps"):
+        frac = (progress.get("step") or 0) / max(1, progress["steps"])
+    if frac is None and progress.get("epochs"):
+        frac = (progress.get("epoch") or 0) / max(1, progress["epochs"])
+    if frac is None:
+        return None
+    return max(0.0, min(1.0, float(frac)))

@@ -1,0 +1,357 @@
+"""Every page of the workbench under Streamlit's AppTest, on a store filled by real short runs and on an empty
+workspace. The runs are made once per session by ``tests/conftest_app.py`` (the demo templates with --set
+overrides, through the job worker and the real stage code, then ingested)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest_app import app_store  # noqa: F401  (session fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN = str(ROOT / "app" / "main.py")
+DUBAI_COLOURS = ["#E2A929", "#8429F6", "#6EC1E4", "#3C1098", "#FEDD3A"]
+
+
+def _app(page: str | None = None, timeout: float = 120, **query) -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=timeout)
+    at.run()
+    if page:
+        for k, v in query.items():
+            at.query_params[k] = v
+        at.switch_page(page)
+        at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def _texts(at: AppTest) -> str:
+    parts = [e.value for e in at.markdown] + [e.value for e in at.caption] + [e.value for e in at.info] + \
+            [e.value for e in at.warning] + [e.value for e in at.success] + [e.value for e in at.error] + \
+            [e.value for e in at.subheader] + [e.value for e in at.title]
+    return "\n".join(str(p) for p in parts)
+
+
+def _arr(v) -> np.ndarray:
+    """A plotly JSON array: a plain list, or plotly's typed-array form {dtype, bdata (base64), shape}."""
+    if isinstance(v, dict) and "bdata" in v:
+        import base64
+
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        shape = v.get("shape")
+        if shape:
+            a = a.reshape([int(x) for x in str(shape).split(",")])
+        return a
+    return np.asarray(v)
+
+
+def _figures(at: AppTest) -> dict[str, dict]:
+    out = {}
+    for el in at.get("plotly_chart"):
+        spec = json.loads(el.proto.spec)
+        title = (spec.get("layout", {}).get("title") or {}).get("text", "")
+        out[title] = spec
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# empty workspace
+
+
+def test_empty_workspace_home_shows_the_dataset_the_plan_and_one_first_step(tmp_workspace):
+    at = _app()
+    text = _texts(at)
+    assert "This workspace is empty" in text and "launch the demo plan" in text
+    assert [b.label for b in at.button] == [":material/rocket_launch: Launch the demo plan"]
+    # the bundled dataset: name, licence, number of pairs, classes with their colours
+    assert "dataset `dubai`" in text and "CC0 1.0" in text and "**Image/mask pairs:** 72" in text
+    assert "train 54 pairs" in text and "val 18 pairs" in text
+    classes = at.dataframe[0].value
+    assert list(classes["class"]) == ["water", "land", "road", "building", "vegetation"]
+    assert list(classes["colour"]) == DUBAI_COLOURS
+    swatches = next(m.value for m in at.markdown if "border-radius" in m.value)
+    assert all(c in swatches for c in DUBAI_COLOURS)
+    # the plan's stages 0-4 with their templates
+    stages = at.dataframe[1].value
+    assert list(stages["stage"]) == [0, 1, 2, 3, 4]
+    row1 = stages.set_index("stage").loc[1]
+    assert row1["templates"] >= 1 and any(t.startswith("Demo baseline") for t in row1["template titles"])
+    assert any(t.startswith("Health checks") for t in stages.set_index("stage").loc[0, "template titles"])
+
+
+def test_empty_workspace_demo_plan_button_launches_health_then_baseline(tmp_workspace, monkeypatch):
+    from runners import api
+
+    calls = []
+
+    def fake_launch(path, overrides=None, gpus=None):
+        calls.append((Path(path).relative_to(ROOT).as_posix(), list(overrides or []), gpus))
+        return f"run-{len(calls)}"
+
+    monkeypatch.setattr(api, "launch", fake_launch)       # the button's wiring, not a job: no process starts
+    at = _app()
+    at.button[0].click().run()
+    assert not at.exception
+    assert [c[0] for c in calls] == ["configs/stage0_health/health_dubai.yaml",
+                                     "configs/stage1_baselines/demo_segformer_mit-b0_dubai.yaml"]
+    assert all(c[1] == [] for c in calls)
+    assert "Launched `run-1`, `run-2`" in _texts(at)
+
+
+@pytest.mark.parametrize("page, expected", [
+    ("pages/plan.py", "No job is queued or running."),
+    ("pages/runs.py", "No runs yet"),
+    ("pages/run_detail.py", "No runs yet"),
+    ("pages/compare.py", "No runs yet"),
+    ("pages/tta_ab.py", "No A/B rows yet"),
+])
+def test_empty_workspace_every_page_says_what_to_do(tmp_workspace, page, expected):
+    at = _app(page)
+    assert expected in _texts(at)
+
+
+def test_plan_board_lists_every_stage_with_templates_and_knobs(tmp_workspace):
+    at = _app("pages/plan.py")
+    assert [t.label for t in at.tabs] == ["0 · Health checks", "1 · Baselines",
+                                          "2 · Losses, augmentation, distillation", "3 · Inference and TTA",
+                                          "4 · Refinement and ensembles"]
+    labels = {w.label for w in at.number_input}
+    assert {"Epochs", "Crop height", "Crop width", "GPUs per job", "Steps per epoch (0 = all)"} <= labels
+    assert {"Backbone", "Pretrained weights file"} <= {w.label for w in at.text_input}
+    assert "Model" in {w.label for w in at.selectbox}
+    assert any(b.label.endswith("Launch") for b in at.button)
+
+
+def test_plan_check_turns_knobs_into_overrides_and_reports_a_misspelt_key(tmp_workspace):
+    from mapsage.config import load_config, run_name
+
+    template = "configs/stage1_baselines/demo_segformer_mit-b0_dubai.yaml"
+    cfg = load_config(ROOT / template)
+    epochs, crop_w = cfg.train.epochs + 2, cfg.augment.crop_size[1]
+    at = _app("pages/plan.py")
+    key = "configs_stage1_baselines_demo_segformer_mit_b0_dubai_yaml"
+
+    def check():
+        [b for b in at.button if b.label == "Check" and b.proto.form_id == f"form_{key}"][0].click().run()
+
+    at.number_input(key=f"{key}:epochs").set_value(epochs)
+    at.number_input(key=f"{key}:crop_h").set_value(128)
+    at.text_area(key=f"{key}:extra").input("train.lr=1e-4")
+    check()
+    text = _texts(at)
+    expected = [f"augment.crop_size=[128, {crop_w}]", f"train.epochs={epochs}", "train.lr=1e-4"]
+    assert all(f"`--set {o}`" in text for o in expected), text
+    assert f"run name `{run_name(load_config(ROOT / template, expected))}`" in text
+    assert any(c.value.startswith(f"mapsage run {template}") and f"--set 'train.epochs={epochs}'" in c.value
+               for c in at.code)
+
+    at.text_area(key=f"{key}:extra").input("train.epoch=3")
+    check()
+    errors = [e.value for e in at.error]
+    assert any("train.epoch" in e and "did you mean 'train.epochs'" in e for e in errors), errors
+
+
+# ------------------------------------------------------------------------------------------------------------
+# a store filled by real runs
+
+
+@pytest.fixture
+def filled(app_store, monkeypatch):
+    monkeypatch.setenv("MAPSAGE_WORKSPACE", str(app_store["workspace"]))
+    return app_store
+
+
+def test_home_summarises_the_workspace(filled):
+    import store
+
+    at = _app()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics[":material/check_circle: succeeded"] == "5" and metrics[":material/error: failed"] == "0"
+    runs = store.list_runs().dropna(subset=["best_val_miou"])
+    assert set(runs["dataset"]) == {"dubai", "loveda-samples"}
+    for dataset, g in runs.groupby("dataset"):                 # one best per dataset, never mixed
+        best = g.loc[g["best_val_miou"].idxmax()]
+        assert f"- `{dataset}`: **{best['best_val_miou'] * 100:.2f}** (split `val`) — `{best['name']}`" in _texts(at)
+
+
+def test_plan_shows_best_result_per_stage_and_recent_runs(filled):
+    import store
+
+    at = _app("pages/plan.py")
+    text = _texts(at)
+    runs = store.list_runs()
+    s1 = runs[runs["plan_stage"] == 1]
+    best1 = s1.loc[s1["best_val_miou"].idxmax()]
+    assert f"Best so far: **mIoU (val) {best1['best_val_miou'] * 100:.2f}**" in text and f"`{best1['name']}`" in text
+    s3 = runs[runs["plan_stage"] == 3].iloc[0]
+    assert f"mIoU (val) {s3['best_val_miou'] * 100:.2f}" in text
+    assert "Recent runs of this stage" in text
+    checks = store.health(filled["runs"]["health"])
+    assert f"Latest checks: {int((checks['status'] == 'pass').sum())} pass · 0 warn · 0 fail" in text
+    # the stage tabs are lazy: the open one (stage 1) lists its recent runs
+    assert sum(b.label == "Open" for b in at.button) == int((runs["plan_stage"] == 1).sum())
+    assert not any(b.label == "Resume" for b in at.button)      # only an ended, unfinished run can be resumed
+    assert "0 active" in text
+
+
+def test_runs_table_has_the_plans_columns_labelled_with_their_split(filled):
+    import store
+
+    at = _app("pages/runs.py")
+    table = at.dataframe[0].value
+    for col in ("Run", "Status", "Backbone", "Pretrain", "Loss", "Aug", "LR schedule", "Size", "TTA", "Post",
+                "mIoU (val)", "Boundary IoU (val)", "FPS (img/s)", "Split", "Duration (min)", "run_id"):
+        assert col in table.columns, col
+    board = store.leaderboard(split="val", metric="miou")
+    ranked = table.dropna(subset=["Rank"])
+    assert list(ranked["run_id"]) == list(board["run_id"])
+    assert np.allclose(ranked["mIoU (val)"], board["miou"] * 100)
+    assert set(table["Split"]) == {"val"} and set(table["Status"]) == {"succeeded"}
+    assert len(table) == 5 and len(ranked) == 4            # the health run has no evaluation: unranked, listed
+    lovasz = table.set_index("Run").loc["app-test-ce-dice-lovasz"]
+    assert lovasz["Loss"] == "ce0.6+dice0.3+lovasz0.1" and lovasz["Size"] == "128x128"
+    assert table.set_index("Run").loc["app-test-tta-ab", "TTA"].startswith("A/B: flip")
+    # filters
+    at.multiselect(key="runs_kind").set_value(["tta_ab"]).run()
+    assert list(at.dataframe[0].value["Run"]) == ["app-test-tta-ab"]
+    at.multiselect(key="runs_kind").set_value([]).run()
+    at.text_input(key="runs_search").input("lovasz").run()
+    assert list(at.dataframe[0].value["Run"]) == ["app-test-ce-dice-lovasz"]
+    # ranking by Boundary IoU follows the store's leaderboard on mbiou
+    at.text_input(key="runs_search").input("").run()
+    at.selectbox(key="runs_rank").set_value("Boundary IoU").run()
+    by_b = store.leaderboard(split="val", metric="mbiou")
+    assert list(at.dataframe[0].value.dropna(subset=["Rank"])["run_id"]) == list(by_b["run_id"])
+
+
+def _tab(at: AppTest, label: str) -> AppTest:
+    """Open a Run detail tab: the tabs are lazy and bound to the ``tab`` query parameter."""
+    at.query_params["tab"] = label
+    return at.run()
+
+
+def test_run_detail_of_a_training_run(filled):
+    import store
+
+    rid = filled["runs"]["baseline"]
+    run = store.run(rid)
+    at = _app("pages/run_detail.py", run=rid)
+    text = _texts(at)
+    assert [t.label for t in at.tabs] == ["Curves", "Per class", "Confusion", "Domains", "Health", "A/B", "Config",
+                                          "Log"]
+    # Curves (the default tab; the others are not computed until opened)
+    assert "Plateau note" in text and "over the last 20 % of the 2 evaluated epochs" in text
+    figs = _figures(at)
+    assert set(figs) == {"mIoU / Boundary IoU over epochs", "Per-class IoU over epochs", "Training curves",
+                         "Sampled step losses (train)"}
+    panels = [a["text"] for a in figs["Training curves"]["layout"]["annotations"]]
+    for panel in ("Loss terms (train, per epoch)", "Learning rate", "Gradient norm (before clipping)",
+                  "Peak memory (MB)"):
+        assert panel in panels
+    assert any(p.startswith("Time per epoch") for p in panels)
+    assert [t["line"]["color"] for t in figs["Per-class IoU over epochs"]["data"]] == DUBAI_COLOURS
+    miou_raw = next(t for t in figs["mIoU / Boundary IoU over epochs"]["data"] if t["name"] == "mIoU (val, raw)")
+    stored = store.metrics(rid, split="val", domain="all", variant="raw").dropna(subset=["epoch"])
+    assert np.allclose(_arr(miou_raw["y"]), stored.sort_values("epoch")["miou"] * 100)
+
+    # Per class: the best evaluation by default; bars in the dataset's colours; the weakest classes named
+    text = _texts(_tab(at, "Per class"))
+    figs = _figures(at)
+    assert figs["Per-class IoU (val)"]["data"][0]["marker"]["color"] == DUBAI_COLOURS
+    assert "Per-class Boundary IoU (val)" in figs
+    best = store.metrics(rid, split="val", domain="all", epoch=run["best_epoch"], variant=run["best_variant"])
+    rows = store.per_class(rid, split="val", domain="all", variant=run["best_variant"], epoch=run["best_epoch"])
+    weakest = list(rows.dropna(subset=["iou"]).nsmallest(3, "iou")["class_name"])
+    warning = next(w.value for w in at.warning if w.value.startswith("Weakest classes"))
+    assert all(f"**{w}**" in warning for w in weakest)
+    assert f"mIoU **{best['miou'].iloc[-1] * 100:.2f}**" in text
+
+    # Confusion: row-normalised by default, raw counts = the store's matrix
+    _tab(at, "Confusion")
+    assert any(t.startswith("Confusion matrix, row-normalised") for t in _figures(at))
+    at.toggle(key="cm_norm").set_value(False).run()
+    counts = next(s for t, s in _figures(at).items() if t.startswith("Confusion matrix, pixel counts"))
+    m, _ = store.confusion_matrix(rid, split="val", domain="all", variant=run["best_variant"],
+                                  epoch=run["best_epoch"])
+    assert np.array_equal(_arr(counts["data"][0]["z"]), m)
+
+    assert "This dataset has no domains" in _texts(_tab(at, "Domains"))
+
+    # Health: the latest health-check run on the same dataset
+    text = _texts(_tab(at, "Health"))
+    health = store.health(filled["runs"]["health"])
+    assert f"The latest health-check run on dataset `dubai`: `{filled['runs']['health']}`." in text
+    shown = [e.label for e in at.expander if e.label.startswith(":material/")]
+    for _, row in health.iterrows():
+        assert any(f"**{row['check_name']}** — {row['verdict']}" in label for label in shown), row["check_name"]
+
+    # Config and log tail
+    assert any("encoder: mit_b0" in c.value for c in _tab(at, "Config").code)
+    assert any("[worker" in c.value and "succeeded" in c.value for c in _tab(at, "Log").code)
+
+
+def test_run_detail_domains_and_ab(filled):
+    at = _app("pages/run_detail.py", run=filled["runs"]["loveda"], tab="Domains")
+    figs = _figures(at)
+    assert set(figs) == {"Urban / Rural breakdown", "Per-class IoU by domain"}
+    domains = list(figs["Urban / Rural breakdown"]["data"][0]["x"])
+    assert "Rural" in domains and "all" in domains
+    loveda_palette = ["#FFFFFF", "#FF0000", "#FFFF00", "#0000FF", "#9F81B7", "#00FF00", "#FFC380"]
+    by_domain = figs["Per-class IoU by domain"]["data"][0]["marker"]["color"]
+    assert by_domain == loveda_palette
+    assert _figures(_tab(at, "Per class"))["Per-class IoU (val)"]["data"][0]["marker"]["color"] == loveda_palette
+
+    at = _app("pages/run_detail.py", run=filled["runs"]["tta"])        # an A/B run opens on its A/B tab
+    assert "A/B: gain against the baseline" in _figures(at)
+
+
+def test_compare_two_runs_with_a_paired_bootstrap(filled):
+    import store
+    from mapsage.metrics import paired_bootstrap
+
+    a, b = filled["runs"]["baseline"], filled["runs"]["lovasz"]
+    at = _app("pages/compare.py", runs=f"{a},{b}")
+    deltas = at.dataframe[0].value.set_index("run")
+    ma = store.metrics(a, split="val", domain="all", variant="raw").sort_values("seq").iloc[-1]
+    mb = store.metrics(b, split="val", domain="all", variant="raw").sort_values("seq").iloc[-1]
+    assert deltas.loc["app-test-ce-dice-lovasz", "Δ mIoU"] == pytest.approx((mb["miou"] - ma["miou"]) * 100)
+    assert deltas.loc["app-test-baseline-ce-dice", "role"] == "reference"
+    boot = at.dataframe[1].value.iloc[0]
+    ref = paired_bootstrap(store.tiles(a, split="val", variant="raw"), store.tiles(b, split="val", variant="raw"),
+                           n=2000, seed=0)
+    assert boot["ΔmIoU (val)"] == pytest.approx(ref["delta"] * 100)
+    assert (boot["95 % CI low"], boot["95 % CI high"]) == pytest.approx((ref["ci_low"] * 100, ref["ci_high"] * 100))
+    assert boot["verdict"] == ("inside the noise (95 % CI contains 0)" if not ref["significant"] else
+                               "real gain" if ref["delta"] > 0 else "real loss")
+    assert boot["tiles"] == 3 and "Only 3 tiles" in _texts(at)
+    figs = _figures(at)
+    assert figs["Per-class ΔIoU against the reference run"]["data"][0]["marker"]["color"] == DUBAI_COLOURS
+    assert "mIoU per epoch (val, raw)" in figs and "Training loss per epoch" in figs
+    diff = at.dataframe[2].value
+    assert "loss.schedule" in set(diff["key"]) and "train.ema.enabled" in set(diff["key"])
+    assert not any(k.startswith("meta.") for k in diff["key"])
+
+
+def test_compare_needs_two_runs(filled):
+    at = _app("pages/compare.py", runs=filled["runs"]["baseline"])
+    assert "Pick two or more runs" in _texts(at)
+
+
+def test_tta_ab_page_shows_variants_figures_and_decisions(filled):
+    import store
+
+    at = _app("pages/tta_ab.py")
+    table = at.dataframe[0].value
+    ab = store.ab_rows(filled["runs"]["tta"])
+    assert list(table["variant"]) == list(ab["variant"]) == ["tta=off", "tta=flip"]
+    assert list(table["decision"]) == list(ab["decision"])
+    assert np.allclose(table["mIoU (val)"], ab["miou"] * 100)
+    assert np.allclose(table["gain (miou, points)"], ab["gain"])
+    text = _texts(at)
+    kept = ab[ab["decision"] == "keep"]
+    assert ("Keep: " in text) == (len(kept) > 0)
+    assert "keep threshold +0.8" in json.dumps(_figures(at))
