@@ -1,0 +1,84 @@
+"""A/B decisions of stage 3 (TTA, post-processing, ensembles): the keep-or-drop rule and the ``ab`` event row.
+
+The rule: a variant is **kept** only where its gain over the baseline, in points of the criterion (mIoU × 100 by
+default), reaches the threshold (``gain >= threshold``; the plan's TTA threshold is +0.8 points); otherwise it is
+**dropped**. Gains are rounded to 1e-6 points before the comparison, so a gain of exactly the threshold computed
+from fractions (0.508 - 0.500 = 0.00800000000000001) is not lost to binary rounding. A NaN criterion (nothing
+scored) is always a drop. The baseline's own row has the decision ``baseline``."""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+GAIN_DECIMALS = 6
+
+
+def gain_points(variant_value: Optional[float], baseline_value: Optional[float]) -> float:
+    """``(variant - baseline) × 100`` rounded to 1e-6 points; NaN when either is missing."""
+    if variant_value is None or baseline_value is None:
+        return float("nan")
+    a, b = float(variant_value), float(baseline_value)
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return float("nan")
+    return round((a - b) * 100.0, GAIN_DECIMALS)
+
+
+def decide(gain: float, threshold: float) -> str:
+    """``keep`` where ``gain >= threshold`` (both in points), else ``drop``."""
+    if gain is None or not math.isfinite(gain):
+        return "drop"
+    return "keep" if gain >= round(float(threshold), GAIN_DECIMALS) else "drop"
+
+
+def _criterion_value(result, criterion: str) -> float:
+    return float(getattr(result, criterion))
+
+
+def class_table(result) -> dict[str, dict[str, Optional[float]]]:
+    """Per-class IoU and Boundary IoU by class name (fractions, None for NaN)."""
+    return {c["name"]: {"iou": c["iou"], "biou": c["biou"], "acc": c["acc"]} for c in result.per_class}
+
+
+def bootstrap(outcome_a, outcome_b, n: int = 1000, seed: int = 0) -> Optional[dict]:
+    """Paired bootstrap of the variant against the baseline over tiles (mapsage.metrics), or None."""
+    try:
+        from ..metrics import paired_bootstrap
+    except ImportError:  # pragma: no cover - the metrics engine provides it
+        return None
+    rows_a = outcome_a.metrics.tile_rows()
+    rows_b = outcome_b.metrics.tile_rows()
+    if not rows_a or len(rows_a) != len(rows_b) or len(rows_a) < 2:
+        return None
+    return paired_bootstrap(rows_b, rows_a, n=n, seed=seed)
+
+
+def ab_row(*, ab_kind: str, variant: str, baseline: str, outcome, baseline_outcome, threshold: float,
+           criterion: str = "miou", details: Optional[dict] = None, is_baseline: bool = False,
+           bootstrap_n: int = 1000) -> dict[str, Any]:
+    """The payload of one ``ab`` event (see :mod:`mapsage.events`), with the figures behind the decision."""
+    res, base = outcome.result, baseline_outcome.result
+    gain = 0.0 if is_baseline else gain_points(_criterion_value(res, criterion), _criterion_value(base, criterion))
+    decision = "baseline" if is_baseline else decide(gain, threshold)
+    info: dict[str, Any] = {
+        "rule": f"keep if gain >= {threshold:g} points of {criterion}",
+        "classes": class_table(res),
+        "baseline_classes": class_table(base),
+        "gain_mbiou": gain_points(res.mbiou, base.mbiou),
+        "gain_macc": gain_points(res.macc, base.macc),
+        "n_images": outcome.n_images,
+        "mpix_per_s": outcome.mpix_per_s,
+        "baseline_images_per_s": baseline_outcome.images_per_s,
+        "device": outcome.device,
+        "infer_s": outcome.infer_s,
+    }
+    if not is_baseline:
+        boot = bootstrap(outcome, baseline_outcome, n=bootstrap_n)
+        if boot is not None:
+            info["bootstrap"] = boot
+    info.update(details or {})
+    return {
+        "ab_kind": ab_kind, "variant": variant, "baseline": baseline, "split": outcome.split,
+        "summary": res.summary, "baseline_summary": base.summary, "gain": gain, "criterion": criterion,
+        "threshold": float(threshold), "decision": decision, "images_per_s": outcome.images_per_s,
+        "wall_s": outcome.wall_s, "details": info,
+    }

@@ -1,0 +1,123 @@
+"""Optimiser and learning-rate schedule: AdamW with layer-wise LR, warmup then cosine per iteration.
+
+* Parameter groups: encoder ("backbone", LR × ``train.backbone_lr_mult``) and everything else ("head", decoder and
+  heads, LR × ``train.head_lr_mult``), each split into decayed weights and no-decay parameters (biases, norm
+  weights, position embeddings, tokens), as mmsegmentation's SegFormer recipe does.
+* ``effective_lr``: ``train.lr`` scaled linearly with the global batch (``batch_size × world_size × accumulate``)
+  over ``train.base_batch`` when ``train.scale_lr``.
+* :class:`WarmupCosine`: linear warmup from ``warmup_ratio × peak`` over ``warmup_epochs`` worth of iterations,
+  then cosine decay to ``min_lr_ratio × peak`` at the last iteration. Stepped once per optimiser step.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+NO_DECAY_NAMES = ("pos_embed", "cls_token", "dist_token", "relative_position_bias_table", "absolute_pos_embed",
+                  "pos_block", "mask_token", "reg_token")
+
+
+def global_batch(cfg, world_size: int = 1) -> int:
+    return int(cfg.train.batch_size) * int(world_size) * max(1, int(cfg.train.accumulate))
+
+
+def effective_lr(cfg, world_size: int = 1) -> float:
+    lr = float(cfg.train.lr)
+    if cfg.train.scale_lr:
+        lr *= global_batch(cfg, world_size) / float(max(1, cfg.train.base_batch))
+    return lr
+
+
+def _no_decay(name: str, p: nn.Parameter) -> bool:
+    return p.ndim <= 1 or name.endswith(".bias") or any(k in name for k in NO_DECAY_NAMES)
+
+
+def param_groups(model: nn.Module, cfg) -> list[dict]:
+    """Four groups (backbone/head × decay/no_decay) with ``lr_mult`` and ``weight_decay``; empty ones dropped.
+
+    Frozen parameters are included: they get no gradient (AdamW skips them) until they are unfrozen."""
+    from ..models import unwrap
+    m = unwrap(model)
+    enc_ids = {id(p) for p in m.encoder.parameters()} if hasattr(m, "encoder") else set()
+    wd = float(cfg.train.weight_decay)
+    buckets: dict[tuple[str, bool], list] = {}
+    for name, p in m.named_parameters():
+        part = "backbone" if id(p) in enc_ids else "head"
+        buckets.setdefault((part, _no_decay(name, p)), []).append(p)
+    mult = {"backbone": float(cfg.train.backbone_lr_mult), "head": float(cfg.train.head_lr_mult)}
+    groups = []
+    for part in ("backbone", "head"):
+        for nd in (False, True):
+            ps = buckets.get((part, nd))
+            if ps:
+                groups.append({"params": ps, "name": f"{part}{'_no_decay' if nd else ''}", "lr_mult": mult[part],
+                               "weight_decay": 0.0 if nd else wd})
+    return groups
+
+
+def build_optimizer(model: nn.Module, cfg, world_size: int = 1) -> tuple[torch.optim.Optimizer, float]:
+    """AdamW over :func:`param_groups`. Returns (optimizer, peak LR)."""
+    peak = effective_lr(cfg, world_size)
+    groups = param_groups(model, cfg)
+    for g in groups:
+        g["lr"] = peak * g["lr_mult"]
+    betas = tuple(float(b) for b in cfg.train.betas)
+    kwargs = {}
+    if any(p.is_cuda for g in groups for p in g["params"]):
+        kwargs["fused"] = True
+    opt = torch.optim.AdamW(groups, lr=peak, betas=betas, weight_decay=float(cfg.train.weight_decay), **kwargs)
+    return opt, peak
+
+
+class WarmupCosine:
+    """Per-iteration LR: linear warmup then cosine to a floor. ``lr_at(t)`` is the LR used for optimiser step t."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, peak_lr: float, total_steps: int, warmup_steps: int,
+                 warmup_ratio: float = 1e-3, min_lr_ratio: float = 0.01):
+        self.optimizer = optimizer
+        self.peak = float(peak_lr)
+        self.total = max(1, int(total_steps))
+        self.warmup = max(0, min(int(warmup_steps), self.total))
+        self.warmup_ratio = float(warmup_ratio)
+        self.min_ratio = float(min_lr_ratio)
+        self.step_count = 0
+        self._apply()
+
+    def factor(self, t: int) -> float:
+        if self.warmup and t < self.warmup:
+            return self.warmup_ratio + (1.0 - self.warmup_ratio) * t / self.warmup
+        span = max(1, self.total - self.warmup - 1)
+        progress = min(1.0, max(0.0, (t - self.warmup) / span))
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def lr_at(self, t: int) -> float:
+        return self.peak * self.factor(t)
+
+    def _apply(self) -> None:
+        lr = self.lr_at(self.step_count)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr * g.get("lr_mult", 1.0)
+
+    def step(self) -> None:
+        self.step_count += 1
+        self._apply()
+
+    @property
+    def current_lr(self) -> float:
+        return self.lr_at(self.step_count)
+
+    def state_dict(self) -> dict:
+        return {"step_count": self.step_count, "peak": self.peak, "total": self.total, "warmup": self.warmup,
+                "warmup_ratio": self.warmup_ratio, "min_ratio": self.min_ratio}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_count = int(state["step_count"])
+        self._apply()
+
+
+def build_scheduler(optimizer, cfg, peak_lr: float, steps_per_epoch: int) -> WarmupCosine:
+    total = int(cfg.train.epochs) * int(steps_per_epoch)
+    warm = int(round(float(cfg.train.warmup_epochs) * steps_per_epoch))
+    return WarmupCosine(optimizer, peak_lr, total, warm, cfg.train.warmup_ratio, cfg.train.min_lr_ratio)

@@ -1,0 +1,65 @@
+"""Stage entry point of training runs (kinds ``train`` and, with a distillation module, ``distill``).
+
+``run(ctx)`` trains ``ctx.cfg`` into ``ctx.run_dir`` (checkpoints under ``checkpoints/``), writing events through
+``ctx.events`` on rank 0, heartbeats through ``ctx.progress``, honouring ``ctx.should_stop()`` (saves
+``last.pth`` and returns) and resuming from ``ctx.resume_from``. Under ``torchrun`` every rank calls it; the
+process group is joined from the environment. The runner writes the final status record; a NaN loss raises
+:class:`mapsage.errors.TrainingError` (the run fails, its last good checkpoint stays).
+
+Distillation (issue 11) plugs in through :func:`register_extra_losses`: a factory ``f(cfg, ctx) -> {name:
+module}`` whose modules the engine adds to the loss (see :mod:`mapsage.train.engine`). With no factory registered,
+``run`` hands distillation configs (``stage.kind: distill`` or ``distill.enabled``) to
+:func:`mapsage.distill.stage.run`, which trains through that same hook (teacher, feature cache, A/B arm).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from ..stage import StageContext
+from .engine import Trainer
+
+_EXTRA_LOSS_FACTORIES: list[Callable] = []
+
+
+def register_extra_losses(factory: Callable) -> None:
+    """Register ``factory(cfg, ctx) -> dict[str, nn.Module] | None``; called by every training run."""
+    if factory not in _EXTRA_LOSS_FACTORIES:
+        _EXTRA_LOSS_FACTORIES.append(factory)
+
+
+def _extra_losses(ctx: StageContext) -> dict:
+    out: dict = {}
+    for f in _EXTRA_LOSS_FACTORIES:
+        got = f(ctx.cfg, ctx)
+        if got:
+            out.update(got)
+    if (ctx.cfg.distill.enabled or ctx.cfg.stage.kind == "distill") and not out:
+        from ..config import ConfigError
+        raise ConfigError("distillation was asked for (distill.enabled / stage.kind: distill) but no distillation "
+                          "loss is registered in this installation (mapsage.train.stage.register_extra_losses); "
+                          "set distill.enabled=false and stage.kind=train")
+    return out
+
+
+def run(ctx: StageContext, extra_losses: Optional[dict] = None) -> dict:
+    """Train ``ctx.cfg``. Returns the summary (best metrics, epochs done, history)."""
+    cfg = ctx.cfg
+    if extra_losses is None and not _EXTRA_LOSS_FACTORIES and (cfg.stage.kind == "distill" or cfg.distill.enabled):
+        # issue 11: the distillation stage builds the teacher, its feature cache and the A/B, and trains through
+        # this engine's extra-loss hook (mapsage/distill/stage.py)
+        from ..distill.stage import run as run_distill
+        return run_distill(ctx)
+    if cfg.runtime.threads:
+        torch.set_num_threads(int(cfg.runtime.threads))
+    losses = dict(extra_losses or {})
+    losses.update(_extra_losses(ctx))
+    trainer = Trainer(cfg, run_dir=ctx.run_dir, events=ctx.events if ctx.is_main else None,
+                      progress=ctx.progress if ctx.is_main else None, should_stop=ctx.should_stop,
+                      extra_losses=losses)
+    ctx.rank, ctx.world_size = trainer.rank, trainer.world
+    try:
+        return trainer.fit(resume_from=ctx.resume_from)
+    finally:
+        trainer.close()
