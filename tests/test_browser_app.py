@@ -127,7 +127,8 @@ def test_launch_demo_baseline_watch_it_and_open_it(app_server, artifacts_dir):
             form.get_by_role("textbox", name="More overrides").fill(EXTRA)
             form.get_by_role("button", name="Launch").click()
             expect(page.get_by_text("Launched", exact=False).first).to_be_visible()
-            expect(page.get_by_text("--set 'train.epochs=2'", exact=False).first).to_be_visible()
+            # the template's own epochs may already be 2; steps per epoch certainly differs from it
+            expect(page.get_by_text("--set 'train.steps_per_epoch=2'", exact=False).first).to_be_visible()
 
             # 3. running, with a progress bar (the live fragment refreshes on its own)
             live = page.get_by_text("1 active", exact=False).first

@@ -339,6 +339,7 @@ class _StopAfterFirstEpoch(StageContext):
         return (Path(self.run_dir) / "checkpoints" / "last.pth").exists()
 
 
+@pytest.mark.slow
 def test_distilled_training_keeps_the_teacher_frozen_and_resumes_exactly(teacher_file, tmp_path, monkeypatch):
     """A training config with distill.enabled goes through the engine's extra-loss hook (tile cache on); an
     interrupted run resumed from last.pth ends with the same student and projections as an uninterrupted one,

@@ -148,6 +148,10 @@ class SegLoss(nn.Module):
                 val = TERMS[name](logits, targets, self.ctx)
             values[name] = val.detach()
             total = total + float(w) * val
+        if blogits is not None and not terms.get("boundary"):
+            # the boundary head is idle in this phase: keep it in the graph (zero gradient) so DDP sees every
+            # trainable parameter used
+            total = total + blogits.float().sum() * 0.0
         for name, module in self.extra_terms.items():
             val = module(batch, outputs)
             values[name] = val.detach()
