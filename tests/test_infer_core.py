@@ -203,3 +203,13 @@ def test_infer_probs_does_not_change_training_mode():
     model = tiny_segformer().train()
     infer_probs(model, dubai_tensor(1, 1, size=(64, 64)), eval_cfg(mode="whole"), 5)
     assert model.training
+
+
+def test_window_groups_are_balanced():
+    from mapsage.infer.core import _chunks
+    assert [len(g) for g in _chunks(list(range(9)), 4)] == [3, 3, 3]
+    assert [len(g) for g in _chunks(list(range(10)), 4)] == [4, 4, 2]
+    assert [len(g) for g in _chunks(list(range(8)), 4)] == [4, 4]
+    assert [len(g) for g in _chunks(list(range(3)), 16)] == [3]
+    assert [len(g) for g in _chunks(list(range(5)), 1)] == [1] * 5
+    assert sum(_chunks([], 4), []) == []

@@ -138,8 +138,15 @@ def slide_windows(height: int, width: int, tile: Sequence[int], stride: Sequence
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
+    """Consecutive groups of at most ``size`` items, balanced: 9 windows at 4 per pass run as 3 + 3 + 3, not
+    4 + 4 + 1 (a lone window in the last pass costs nearly as much time as a full pass on a CPU)."""
+    n = len(items)
+    if n == 0:
+        return
+    passes = -(-n // max(1, size))
+    per = -(-n // passes)
+    for i in range(0, n, per):
+        yield items[i:i + per]
 
 
 def whole_logits(model: nn.Module, images: torch.Tensor, num_classes: int, divisor: int) -> torch.Tensor:
