@@ -206,7 +206,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--big", type=int, default=4096)
+    ap.add_argument("--big", type=int, nargs="+", default=[4096],
+                    help="input side(s) of the memory comparison (e.g. 4096 8192)")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-windows", action="store_true")
     ap.add_argument("--json", action="store_true")
@@ -218,7 +219,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     if args.child:
-        print(json.dumps(memory_child(args.child, args.big, args.device, args.tif)))
+        print(json.dumps(memory_child(args.child, args.big[0], args.device, args.tif)))
         return 0
     from mapsage.infer import device_name
 
@@ -247,9 +248,15 @@ def print_windows(w: dict) -> dict:
 
 
 def print_memory(args, report: dict) -> None:
-    mem = bench_memory(args.big, args.device, args.threads)
-    report["memory"] = mem
-    print(f"{args.big}x{args.big} input (the real tile mirrored out), windows 512 / 384, window_batch 4:")
+    report["memory"] = []
+    for size in args.big:
+        mem = bench_memory(size, args.device, args.threads)
+        report["memory"] += mem
+        print(f"{size}x{size} input (the real tile mirrored out), windows 512 / 384, window_batch 4:")
+        _print_mem(mem)
+
+
+def _print_mem(mem: list[dict]) -> None:
     for m in mem:
         extra = (f", CUDA peak +{m['cuda_peak_above_setup_mb']:.0f} MiB" if "cuda_peak_above_setup_mb" in m
                  else "")
