@@ -12,6 +12,10 @@
    a. in-memory sliding window (``infer_probs`` on the whole image tensor),
    b. the bounded-memory raster path (``mapsage.infer.large.predict_raster``) on the same pixels as a GeoTIFF.
    The big image is the real tile mirrored out to the size (real pixels, no synthetic content).
+
+Both parts run with the allocator settings every stage process uses (``mapsage.runtime.tune_allocator``,
+``runtime.keep_freed_memory``); ``--glibc-defaults`` measures with glibc's defaults instead, where every forward
+pass faults its large activations in again and batching gains little on a CPU.
 """
 from __future__ import annotations
 
@@ -189,13 +193,13 @@ def write_big_geotiff(size: int, path: Path) -> Path:
     return path
 
 
-def bench_memory(size: int, device: str, threads: int) -> list[dict]:
+def bench_memory(size: int, device: str, threads: int, glibc_defaults: bool = False) -> list[dict]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-infer-"))
     tif = write_big_geotiff(size, tmp / f"big_{size}.tif")
     results = []
     for mode in ("in_memory", "raster"):
         cmd = [sys.executable, __file__, "--child", mode, "--big", str(size), "--device", device,
-               "--threads", str(threads), "--tif", str(tif)]
+               "--threads", str(threads), "--tif", str(tif)] + (["--glibc-defaults"] if glibc_defaults else [])
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return results
@@ -211,12 +215,16 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-windows", action="store_true")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--glibc-defaults", action="store_true",
+                    help="leave the C allocator at glibc's defaults (runtime.keep_freed_memory: false)")
     ap.add_argument("--child", choices=["in_memory", "raster"], help=argparse.SUPPRESS)
     ap.add_argument("--tif", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     import torch
 
+    from mapsage.runtime import tune_allocator
+    allocator = tune_allocator(not args.glibc_defaults)
     torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(memory_child(args.child, args.big[0], args.device, args.tif)))
@@ -224,8 +232,8 @@ def main(argv=None) -> int:
     from mapsage.infer import device_name
 
     dev = device_name(args.device)
-    print(f"device: {dev}; torch {torch.__version__}; threads {torch.get_num_threads()}")
-    report = {"device": dev, "threads": torch.get_num_threads()}
+    print(f"device: {dev}; torch {torch.__version__}; threads {torch.get_num_threads()}; {allocator}")
+    report = {"device": dev, "threads": torch.get_num_threads(), "allocator": allocator}
     if not args.skip_windows:
         report["windows"] = print_windows(bench_windows(args.device, args.repeats))
     if not args.skip_memory:
@@ -250,7 +258,7 @@ def print_windows(w: dict) -> dict:
 def print_memory(args, report: dict) -> None:
     report["memory"] = []
     for size in args.big:
-        mem = bench_memory(size, args.device, args.threads)
+        mem = bench_memory(size, args.device, args.threads, args.glibc_defaults)
         report["memory"] += mem
         print(f"{size}x{size} input (the real tile mirrored out), windows 512 / 384, window_batch 4:")
         _print_mem(mem)

@@ -102,7 +102,11 @@ def submit(cfg: Config, parent_run: str | None = None, parent_relation: str | No
                         parent_relation=parent_relation, resume_from=str(resume_from) if resume_from else None,
                         created_at=now, launched_by=_whoami())
     ev = EventWriter(rdir)
-    ev.status("queued", message=f"queued for {gpus} GPU(s)" if gpus else "queued")
+    if gpus and load_settings().gpus:
+        queued_for = f"queued for {gpus} GPU(s)"
+    else:   # no GPU pool on this machine (or runtime.gpus 0): the job waits for a CPU slot
+        queued_for = "queued for a CPU slot" + (" (no GPUs on this machine)" if gpus else "")
+    ev.status("queued", message=queued_for)
     ev.emit("run_info", name=name, kind=kind, plan_stage=cfg.stage.plan_stage, title=cfg.stage.title or None,
             config_hash=config_hash(cfg), code_commit=git_commit(), dataset=cfg.dataset.name,
             parent_run=parent_run, parent_relation=parent_relation,

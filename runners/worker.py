@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
 
         data = yaml.safe_load((rdir / "config.yaml").read_text(encoding="utf-8"))
         cfg = config_from_dict(data, {k: str(rdir / "config.yaml") for k in data})
+        from mapsage.runtime import tune_allocator
+
+        _say(tune_allocator(cfg.runtime.keep_freed_memory))
         fn = resolve(cfg.stage.kind)
         if not job.get("parent_run") and cfg.stage.kind not in ("train", "distill") and cfg.stage.checkpoint:
             from .jobs import run_of_checkpoint   # a stage working on another run's checkpoint: link the two

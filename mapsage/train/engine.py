@@ -50,6 +50,7 @@ from ..config import ConfigError, config_hash, to_dict
 from ..errors import CheckpointError, TrainingError
 from ..events import EventWriter, NullEvents
 from ..losses import SegLoss, Targets, describe_mix
+from ..runtime import tune_allocator
 from ..models import FreezeSchedule, build_model, summarize_report
 from . import checkpoint as ck
 from .distributed import DistInfo, all_reduce_max, barrier, init_from_env, is_dist
@@ -134,6 +135,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ set-up
     def _setup_runtime(self) -> None:
         cfg = self.cfg
+        tune_allocator(cfg.runtime.keep_freed_memory)
         threads = cfg.runtime.threads
         if threads is None and self.device.type == "cpu" and self.world > 1:
             threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", self.world)))

@@ -48,18 +48,21 @@ def follow(run_id: str, out=None) -> str:
             if frac is not None:
                 bar.n = int(max(0.0, min(1.0, float(frac))) * bar.total)
             parts = []
-            if p.get("epochs"):
-                parts.append(f"epoch {p.get('epoch')}/{p['epochs']}")
             if p.get("message"):
-                parts.append(str(p["message"]))
+                parts.append(str(p["message"]))          # the stage's own words (training: "epoch 1/2 step 4/60")
+            elif p.get("epochs"):
+                parts.append(f"epoch {int(p.get('epoch') or 0) + 1}/{p['epochs']}")   # progress epochs are 0-based
             bar.set_postfix_str(" ".join(parts), refresh=False)
             bar.refresh()
         elif t == "log":
             bar.write(f"  {r.get('level', 'info')}: {r.get('message')}", file=out)
         elif t == "metrics":
             s = r.get("summary") or {}
-            bar.write(f"  {r.get('split')}/{r.get('domain')}/{r.get('variant')} epoch {r.get('epoch')}: "
-                      f"mIoU {s.get('miou')} mBIoU {s.get('mbiou')}", file=out)
+            def pct(v):
+                return f"{100.0 * float(v):.2f}" if isinstance(v, (int, float)) else "-"
+            epoch = f" epoch {r['epoch']}" if r.get("epoch") is not None else ""   # as stored (0-based)
+            bar.write(f"  {r.get('split')}/{r.get('domain')}/{r.get('variant')}{epoch}: mIoU {pct(s.get('miou'))} "
+                      f"mAcc {pct(s.get('macc'))} mBIoU {pct(s.get('mbiou'))}", file=out)
 
     try:
         status = jobs.wait(run_id, on_record=on_record)
