@@ -3,6 +3,7 @@ Post-processing, refinement, ensemble and distillation A/B rows are one click aw
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import streamlit as st
@@ -32,6 +33,16 @@ rows = ab[ab["ab_kind"] == kind]
 runs = guard(data.runs, default=pd.DataFrame())
 names = dict(zip(runs["run_id"], runs["name"])) if runs is not None and not runs.empty else {}
 
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*?_(\d{8})-(\d{6})_([0-9a-f]{4})")
+
+
+def short_label(label: str) -> str:
+    """Variant labels that embed run ids (ensemble members) with each id cut to its time and hash, e.g.
+    ``member=segformer_..._20261121-162813_db0b/best_ema`` -> ``member …162813_db0b/best_ema``; the full ids
+    are in the figures behind each row."""
+    return _RUN_ID.sub(lambda m: f"…{m.group(2)}_{m.group(3)}", str(label)).replace("member=", "member ")
+
+
 for rid, g in rows.groupby("run_id", sort=False):
     g = g.sort_values("seq")
     split = g["split"].iloc[0]
@@ -44,8 +55,8 @@ for rid, g in rows.groupby("run_id", sort=False):
         else:
             st.info("No variant reached the threshold: keep the baseline.", icon=":material/remove:")
         table = pd.DataFrame({
-            "variant": g["variant"],
-            "baseline": g["baseline"],
+            "variant": g["variant"].map(short_label),
+            "baseline": g["baseline"].map(short_label),
             f"mIoU ({split})": g["miou"] * 100,
             f"Boundary IoU ({split})": g["mbiou"] * 100,
             f"baseline mIoU ({split})": g["baseline_miou"] * 100,
@@ -58,16 +69,23 @@ for rid, g in rows.groupby("run_id", sort=False):
         num = {c: st.column_config.NumberColumn(c, format="%.2f") for c in table.columns
                if c.endswith(f"({split})") or c in ("threshold (points)", "images/s", "wall (s)")}
         num[f"gain ({crit}, points)"] = st.column_config.NumberColumn(f"gain ({crit}, points)", format="%+.2f")
+        for c in ("variant", "baseline"):     # long labels (ensemble members) must not push the figures off
+            num[c] = st.column_config.TextColumn(c, width="medium")
+        if g["baseline"].nunique() == 1:      # one baseline for every row: say it once, above the table
+            st.caption(f"baseline: `{short_label(g['baseline'].iloc[0])}`")
+            table = table.drop(columns=["baseline"])
         st.dataframe(table, hide_index=True, width="stretch", column_config=num)
         left, right = st.columns([3, 2])
-        left.plotly_chart(charts.ab_bars(g[g["decision"] != "baseline"] if (g["decision"] != "baseline").any()
-                                         else g, title=f"{kind}: gain against the baseline ({split})"),
+        shown = g[g["decision"] != "baseline"] if (g["decision"] != "baseline").any() else g
+        left.plotly_chart(charts.ab_bars(shown.assign(variant=shown["variant"].map(short_label)),
+                                         title=f"{kind}: gain against the baseline ({split})"),
                           width="stretch", key=f"ab_{rid}")
         with right:
             for _, r in g.iterrows():
                 details = r.get("details_json")
                 if details:
-                    with st.expander(f"Figures behind `{r['variant']}` → {r['decision']}"):
+                    with st.expander(f"Figures behind `{short_label(r['variant'])}` → {r['decision']}"):
+                        st.caption(f"variant `{r['variant']}` against `{r['baseline']}`")
                         try:
                             st.json(json.loads(details))
                         except ValueError:

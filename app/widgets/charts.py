@@ -397,8 +397,9 @@ def ab_bars(ab: pd.DataFrame, title: str = "A/B: gain against the baseline") -> 
                                  for g, d in zip(ab["gain"], ab["decision"])],
                            textposition="outside", cliponaxis=False))
     for thr in sorted(set(ab["threshold"].dropna())):
-        fig.add_hline(y=float(thr), line_dash="dash", line_color="#2CA02C",
-                      annotation_text=f"keep threshold +{thr:g}", annotation_position="top left")
+        fig.add_hline(y=float(thr), line_dash="dash", line_color="#1B6E1B", layer="above",
+                      annotation_text=f"keep threshold +{thr:g}", annotation_position="top left",
+                      annotation=dict(bgcolor="rgba(255,255,255,0.85)", font=dict(color="#1B6E1B")))
     fig.add_hline(y=0, line_color="#444", line_width=1)
     fig.update_layout(title=title, height=340, yaxis_title="gain, points", showlegend=False, **_LAYOUT)
     return fig

@@ -152,9 +152,12 @@ def run_evaluate(ctx) -> None:
         return
     if post is not None:
         name = f"{base}+post"
-        ctx.events.emit("ab", **ab_row(ab_kind="post", variant=name, baseline=base, outcome=outcomes[name],
-                                       baseline_outcome=outcomes[base], threshold=cfg.post.threshold,
-                                       details={"post": post.describe(cfg.dataset.classes)}))
+        row = ab_row(ab_kind="post", variant=name, baseline=base, outcome=outcomes[name],
+                     baseline_outcome=outcomes[base], threshold=cfg.post.threshold,
+                     details={"post": post.describe(cfg.dataset.classes)})
+        ctx.events.emit("ab", **row)
+        ctx.events.log(f"{name}: gain {row['gain']:+.2f} mIoU points (threshold {cfg.post.threshold:+.2f}) "
+                       f"-> {row['decision']}")
         ctx.events.emit("ab", **ab_row(ab_kind="post", variant=base, baseline=base, outcome=outcomes[base],
                                        baseline_outcome=outcomes[base], threshold=cfg.post.threshold,
                                        is_baseline=True))
@@ -251,12 +254,16 @@ def run_ensemble(ctx) -> None:
         raise UserError(f"ensemble.members lists {len(members_cfg)} checkpoint(s); an ensemble needs at least two")
     weights = default_weights([m.weight for m in members_cfg])
     device, dataset = _common(ctx)
-    models, names, infos = [], [], []
+    models, names, infos, resolved_all = [], [], [], []
     for i, member in enumerate(members_cfg):
         model, mcfg, resolved = _load(ctx, member.checkpoint, f"ensemble.members[{i}].checkpoint")
         models.append(_renormalized(model, mcfg, cfg))
         names.append(_member_name(resolved, i))
+        resolved_all.append(resolved)
         infos.append({**resolved.to_dict(), "weight": weights[i], "variant": names[i]})
+    if len(set(names)) != len(names):
+        # two checkpoints of one run (best.pth and best_ema.pth): name each by its file
+        names = [f"member={r.run_id}/{r.path.stem}" if r.run_id else n for r, n in zip(resolved_all, names)]
     if len(set(names)) != len(names):
         names = [f"{n}#{i}" for i, n in enumerate(names)]
         for info, n in zip(infos, names):
