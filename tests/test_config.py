@@ -289,3 +289,18 @@ def test_cli_config_show_and_typo(tmp_path, capsys):
     assert main(["config", "show", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(bad) in err and "did you mean 'augment.crop_size'?" in err
+
+
+def test_cli_output_into_a_closed_pipe_is_quiet(tmp_path):
+    # `mapsage config show ... | head -1`: the reader leaves early; no BrokenPipeError traceback, exit 0
+    import subprocess
+    import sys
+    from mapsage.config import CONFIGS_DIR as _C
+    root = _C.parent
+    code = (f"import sys; sys.argv = ['mapsage', 'config', 'show', {str(DUBAI_CONFIG)!r}]; "
+            "from runners.cli import main; sys.exit(main())")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()                       # the reader is gone before the first write
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert "BrokenPipeError" not in err and "Traceback" not in err, err
