@@ -1,7 +1,7 @@
 """MapSage Workbench: ``streamlit run app/main.py``.
 
 The entry point only sets the page up, refreshes the store (scheduler pass + non-blocking ingest: cheap, never
-waits on training work) and routes to one page file under ``app/pages/``. Pages read the store and start or stop
+waits on training work) and routes to one page file under ``app/views/``. Pages read the store and start or stop
 jobs through ``runners.api``; nothing here runs training code."""
 from __future__ import annotations
 

@@ -208,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"render times ({_load()}; AppTest script run through app/main.py, {args.repeat} renders each):")
         ok = True
-        for label, page, query in (("Runs", "pages/runs.py", {}),
-                                   ("Run detail", "pages/run_detail.py", {"run": rid})):
+        for label, page, query in (("Runs", "views/runs.py", {}),
+                                   ("Run detail", "views/run_detail.py", {"run": rid})):
             cold, warm, cpu, n = render_times(page, args.repeat, **query)
             ok &= statistics.median(cold) < 1.0
             print(f"  {label:<10} cold median {1000 * statistics.median(cold):6.0f} ms (min {1000 * min(cold):5.0f}, "

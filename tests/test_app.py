@@ -103,11 +103,11 @@ def test_empty_workspace_demo_plan_button_launches_health_then_baseline(tmp_work
 
 
 @pytest.mark.parametrize("page, expected", [
-    ("pages/plan.py", "No job is queued or running."),
-    ("pages/runs.py", "No runs yet"),
-    ("pages/run_detail.py", "No runs yet"),
-    ("pages/compare.py", "No runs yet"),
-    ("pages/tta_ab.py", "No A/B rows yet"),
+    ("views/plan.py", "No job is queued or running."),
+    ("views/runs.py", "No runs yet"),
+    ("views/run_detail.py", "No runs yet"),
+    ("views/compare.py", "No runs yet"),
+    ("views/tta_ab.py", "No A/B rows yet"),
 ])
 def test_empty_workspace_every_page_says_what_to_do(tmp_workspace, page, expected):
     at = _app(page)
@@ -115,7 +115,7 @@ def test_empty_workspace_every_page_says_what_to_do(tmp_workspace, page, expecte
 
 
 def test_plan_board_lists_every_stage_with_templates_and_knobs(tmp_workspace):
-    at = _app("pages/plan.py")
+    at = _app("views/plan.py")
     assert [t.label for t in at.tabs] == ["0 · Health checks", "1 · Baselines",
                                           "2 · Losses, augmentation, distillation", "3 · Inference and TTA",
                                           "4 · Refinement and ensembles"]
@@ -132,7 +132,7 @@ def test_plan_check_turns_knobs_into_overrides_and_reports_a_misspelt_key(tmp_wo
     template = "configs/stage1_baselines/demo_segformer_mit-b0_dubai.yaml"
     cfg = load_config(ROOT / template)
     epochs, crop_w = cfg.train.epochs + 2, cfg.augment.crop_size[1]
-    at = _app("pages/plan.py")
+    at = _app("views/plan.py")
     key = "configs_stage1_baselines_demo_segformer_mit_b0_dubai_yaml"
 
     def check():
@@ -181,7 +181,7 @@ def test_home_summarises_the_workspace(filled):
 def test_plan_shows_best_result_per_stage_and_recent_runs(filled):
     import store
 
-    at = _app("pages/plan.py")
+    at = _app("views/plan.py")
     text = _texts(at)
     runs = store.list_runs()
     s1 = runs[runs["plan_stage"] == 1]
@@ -201,7 +201,7 @@ def test_plan_shows_best_result_per_stage_and_recent_runs(filled):
 def test_runs_table_has_the_plans_columns_labelled_with_their_split(filled):
     import store
 
-    at = _app("pages/runs.py")
+    at = _app("views/runs.py")
     table = at.dataframe[0].value
     for col in ("Run", "Status", "Backbone", "Pretrain", "Loss", "Aug", "LR schedule", "Size", "TTA", "Post",
                 "mIoU (val)", "Boundary IoU (val)", "FPS (img/s)", "Split", "Duration (min)", "run_id"):
@@ -239,7 +239,7 @@ def test_run_detail_of_a_training_run(filled):
 
     rid = filled["runs"]["baseline"]
     run = store.run(rid)
-    at = _app("pages/run_detail.py", run=rid)
+    at = _app("views/run_detail.py", run=rid)
     text = _texts(at)
     assert [t.label for t in at.tabs] == ["Curves", "Per class", "Confusion", "Domains", "Health", "A/B", "Config",
                                           "Log"]
@@ -295,7 +295,7 @@ def test_run_detail_of_a_training_run(filled):
 
 
 def test_run_detail_domains_and_ab(filled):
-    at = _app("pages/run_detail.py", run=filled["runs"]["loveda"], tab="Domains")
+    at = _app("views/run_detail.py", run=filled["runs"]["loveda"], tab="Domains")
     figs = _figures(at)
     assert set(figs) == {"Urban / Rural breakdown", "Per-class IoU by domain"}
     domains = list(figs["Urban / Rural breakdown"]["data"][0]["x"])
@@ -305,7 +305,7 @@ def test_run_detail_domains_and_ab(filled):
     assert by_domain == loveda_palette
     assert _figures(_tab(at, "Per class"))["Per-class IoU (val)"]["data"][0]["marker"]["color"] == loveda_palette
 
-    at = _app("pages/run_detail.py", run=filled["runs"]["tta"])        # an A/B run opens on its A/B tab
+    at = _app("views/run_detail.py", run=filled["runs"]["tta"])        # an A/B run opens on its A/B tab
     assert "A/B: gain against the baseline" in _figures(at)
 
 
@@ -314,7 +314,7 @@ def test_compare_two_runs_with_a_paired_bootstrap(filled):
     from mapsage.metrics import paired_bootstrap
 
     a, b = filled["runs"]["baseline"], filled["runs"]["lovasz"]
-    at = _app("pages/compare.py", runs=f"{a},{b}")
+    at = _app("views/compare.py", runs=f"{a},{b}")
     deltas = at.dataframe[0].value.set_index("run")
     ma = store.metrics(a, split="val", domain="all", variant="raw").sort_values("seq").iloc[-1]
     mb = store.metrics(b, split="val", domain="all", variant="raw").sort_values("seq").iloc[-1]
@@ -337,14 +337,14 @@ def test_compare_two_runs_with_a_paired_bootstrap(filled):
 
 
 def test_compare_needs_two_runs(filled):
-    at = _app("pages/compare.py", runs=filled["runs"]["baseline"])
+    at = _app("views/compare.py", runs=filled["runs"]["baseline"])
     assert "Pick two or more runs" in _texts(at)
 
 
 def test_tta_ab_page_shows_variants_figures_and_decisions(filled):
     import store
 
-    at = _app("pages/tta_ab.py")
+    at = _app("views/tta_ab.py")
     table = at.dataframe[0].value
     ab = store.ab_rows(filled["runs"]["tta"])
     assert list(table["variant"]) == list(ab["variant"]) == ["tta=off", "tta=flip"]

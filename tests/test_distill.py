@@ -438,7 +438,7 @@ def test_distill_template_runs_as_a_job_and_its_ab_rows_reach_the_store_and_the_
     assert sibling["kind"] == "train" and "KD(" not in sibling["loss"] and sibling["parent_run"] == rid
     at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=120)
     at.run()
-    at.switch_page("pages/tta_ab.py")
+    at.switch_page("views/tta_ab.py")
     at.run()
     assert not at.exception, [e.message for e in at.exception]
     texts = " ".join(str(m.value) for m in at.markdown)

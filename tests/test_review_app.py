@@ -18,7 +18,7 @@ from tests.conftest_review import REFINE_TILES, review_store  # noqa: F401  (ses
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = str(ROOT / "app" / "main.py")
-PAGE = "pages/review.py"
+PAGE = "views/review.py"
 DUBAI_PALETTE = ["#E2A929", "#8429F6", "#6EC1E4", "#3C1098", "#FEDD3A"]
 
 

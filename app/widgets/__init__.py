@@ -1,4 +1,4 @@
-"""Shared widgets and helpers of the Streamlit workbench. Pages in ``app/pages/`` stay thin and call these.
+"""Shared widgets and helpers of the Streamlit workbench. Pages in ``app/views/`` stay thin and call these.
 
 ``nav`` (the page registry, the entry routine and the routing guard), ``common`` (store refresh, navigation links,
 error display, number and status formatting), ``data`` (cached reads of the store's public query functions),

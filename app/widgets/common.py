@@ -16,12 +16,12 @@ from mapsage.errors import UserError
 from mapsage.workspace import workspace_root
 
 PAGE_FILES = {
-    "home": "pages/home.py",
-    "plan": "pages/plan.py",
-    "runs": "pages/runs.py",
-    "detail": "pages/run_detail.py",
-    "compare": "pages/compare.py",
-    "tta": "pages/tta_ab.py",
+    "home": "views/home.py",
+    "plan": "views/plan.py",
+    "runs": "views/runs.py",
+    "detail": "views/run_detail.py",
+    "compare": "views/compare.py",
+    "tta": "views/tta_ab.py",
 }
 
 STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/autorenew:",

@@ -1,12 +1,12 @@
 """The page registry (``st.navigation``), the entry script's routine (:func:`route`) and the guard that keeps every
 page under it.
 
-Streamlit treats a ``pages/`` folder beside the entry script as a legacy (v1) multipage app until the first
-``st.navigation`` call of the server process (and AppTest resets that flag before every run). A request straight to
-a page URL (``/plan``) can therefore run ``pages/plan.py`` alone -- without the page set-up, the store refresh and
-the real menu. :func:`ensure_routed` (the first call of every page) notices that :func:`route` is not running this
-page and runs it in place -- the page then renders once, routed, inside it -- and stops the unrouted run. No extra
-rerun, so a widget event (a button click) is handled by the routed run, not lost."""
+The page files live in ``app/views/``, not ``app/pages/``: Streamlit treats a ``pages/`` folder beside the entry
+script as a legacy (v1) multipage app, which ran a page alone on a direct request to its URL. :func:`ensure_routed`
+(the first call of every page) stays as the guard for any other way a page file runs by itself (``streamlit run
+app/views/plan.py``, a test loading one page): it notices that :func:`route` is not running this page, runs it in
+place -- the page then renders once, routed, with the page set-up, the store refresh and the real menu -- and stops
+the unrouted run. No extra rerun, so a widget event (a button click) is handled by the routed run, not lost."""
 from __future__ import annotations
 
 import threading
@@ -34,8 +34,8 @@ def navigation():
         ],
     }
     # The map review page belongs to the refinement work (issue 9); it joins the menu once its file exists.
-    if (APP_DIR / "pages" / "review.py").exists():
-        pages["Results"].append(st.Page("pages/review.py", title="Review", icon=":material/layers:"))
+    if (APP_DIR / "views" / "review.py").exists():
+        pages["Results"].append(st.Page("views/review.py", title="Review", icon=":material/layers:"))
     return st.navigation(pages)
 
 
