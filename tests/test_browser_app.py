@@ -9,20 +9,11 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+from tests.conftest_browser import CHROMIUM, CHROMIUM_ARGS, require_browser, store_json, streamlit_server
+
 RUN_NAME = "browser-demo-baseline"
 EXTRA = "\n".join([f"stage.name={RUN_NAME}", "train.batch_size=2", "train.num_workers=0", "eval.mode=whole",
                    "eval.save_predictions=false", "runtime.threads=1"])
@@ -30,49 +21,15 @@ EXTRA = "\n".join([f"stage.name={RUN_NAME}", "train.batch_size=2", "train.num_wo
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer within {timeout} s")
-
-
 @pytest.fixture
 def app_server(tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium) to run the browser "
-                    f"test; no browser is downloaded")
-    pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
+    require_browser()
     ws = tmp_path / "workspace"
     ws.mkdir()
-    port = _free_port()
-    env = dict(os.environ, MAPSAGE_WORKSPACE=str(ws), MAPSAGE_CPU_JOBS="1", PYTHONUNBUFFERED="1")
-    log = open(tmp_path / "streamlit.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/_stcore/health", 90)
-        yield {"url": f"http://127.0.0.1:{port}", "workspace": ws, "log": tmp_path / "streamlit.log"}
+        with streamlit_server(ws, tmp_path / "streamlit.log", MAPSAGE_CPU_JOBS="1") as url:
+            yield {"url": url, "workspace": ws, "log": tmp_path / "streamlit.log"}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
         # a job still running (a failed assertion midway) is cancelled through the runner, by run id
         old = os.environ.get("MAPSAGE_WORKSPACE")
         os.environ["MAPSAGE_WORKSPACE"] = str(ws)
@@ -169,15 +126,9 @@ def test_launch_demo_baseline_watch_it_and_open_it(app_server, artifacts_dir):
             browser.close()
 
     # the run that the browser launched is in the store, succeeded, with validation figures
-    env_ws = str(app_server["workspace"])
-    code = ("import store, json; df = store.list_runs(); "
-            "print(json.dumps(df[['name','status','best_val_miou','n_evaluations']].to_dict('records')))")
-    res = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                         env=dict(os.environ, MAPSAGE_WORKSPACE=env_ws), timeout=120)
-    assert res.returncode == 0, res.stderr
-    import json
-
-    rows = json.loads(res.stdout.strip().splitlines()[-1])
+    rows = store_json(app_server["workspace"],
+                      "import store, json; df = store.list_runs(); "
+                      "print(json.dumps(df[['name','status','best_val_miou','n_evaluations']].to_dict('records')))")
     assert len(rows) == 1 and rows[0]["name"] == RUN_NAME and rows[0]["status"] == "succeeded", rows
     assert rows[0]["best_val_miou"] is not None and 0.0 <= rows[0]["best_val_miou"] <= 1.0
     assert rows[0]["n_evaluations"] >= 2          # validated after each of the 2 epochs

@@ -17,85 +17,30 @@ Screenshots go to ``test-artifacts/review_browser/``. Never downloads a browser:
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 import pytest
 
+from tests.conftest_browser import CHROMIUM, CHROMIUM_ARGS, require_browser, store_json, streamlit_server
 from tests.conftest_review import review_store  # noqa: F401  (session fixture)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 DUBAI_PALETTE = ["#E2A929", "#8429F6", "#6EC1E4", "#3C1098", "#FEDD3A"]
 DUBAI_CLASSES = ["water", "land", "road", "building", "vegetation"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer within {timeout} s")
-
-
 @pytest.fixture
 def review_server(review_store, tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium) to run the browser "
-                    f"test; no browser is downloaded")
-    pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
+    require_browser()
     ws = tmp_path / "workspace"
     shutil.copytree(review_store["workspace"], ws)          # verdicts written here stay out of the session's store
-    port = _free_port()
-    env = dict(os.environ, MAPSAGE_WORKSPACE=str(ws), PYTHONUNBUFFERED="1")
-    log = open(tmp_path / "streamlit.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/_stcore/health", 90)
-        yield {"url": f"http://127.0.0.1:{port}", "workspace": ws, "log": tmp_path / "streamlit.log",
-               "refine": review_store["refine"]}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
-
-
-def _store_json(ws: Path, code: str):
-    """Run ``code`` (which prints one JSON line) against the workspace's store in a fresh process."""
-    res = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                         env=dict(os.environ, MAPSAGE_WORKSPACE=str(ws)), timeout=120)
-    assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    with streamlit_server(ws, tmp_path / "streamlit.log") as url:
+        yield {"url": url, "workspace": ws, "log": tmp_path / "streamlit.log", "refine": review_store["refine"]}
 
 
 def _not_blank(png: Path) -> dict:
@@ -221,14 +166,14 @@ def test_review_page_overlays_swipe_and_verdict_with_the_network_blocked(review_
 
     from_map = [b for b in blocked if b["frame"] and b["frame"].startswith(("about:srcdoc", "about:blank"))]
     assert not from_map, f"the map asked the network for: {from_map}"
-    rows = _store_json(review_server["workspace"],
+    rows = store_json(review_server["workspace"],
                        "import json, store; df = store.verdicts(); "
                        "print(json.dumps(df[['run_id','tile','variant','baseline','verdict','comment','reviewer']]"
                        ".to_dict('records')))")
     assert rows == [{"run_id": rid, "tile": tile, "variant": "refine=crf", "baseline": "refine=raw",
                      "verdict": "better", "comment": "crf sharpens the road edges (browser test)",
                      "reviewer": "browser-reviewer"}], rows
-    summary = _store_json(review_server["workspace"],
+    summary = store_json(review_server["workspace"],
                           "import json, store; print(json.dumps(store.verdict_summary().to_dict('records')))")
     assert summary == [{"run_id": rid, "variant": "refine=crf", "reviewed": 1, "better": 1, "worse": 0, "same": 0}]
     (out / "blocked_requests.json").write_text(json.dumps(blocked, indent=1))
