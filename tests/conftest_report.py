@@ -13,9 +13,6 @@ with ``--set`` overrides: 2 epochs of 2 steps on 64 px crops, 3 train / 3 valida
 """
 from __future__ import annotations
 
-import os
-import signal
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,35 +27,12 @@ TINY = ["train.epochs=2", "train.steps_per_epoch=2", "train.batch_size=2", "trai
 
 
 def run_job_in_process(template: Path, overrides: list[str]) -> str:
-    """A run folder as ``runners.jobs.submit`` makes it, run by ``runners.worker.main`` in this process. Returns
-    the run id; raises with the events tail when the job does not succeed."""
-    from mapsage.config import config_hash, git_commit, load_config, run_name, save_resolved
-    from mapsage.events import EventWriter
-    from mapsage.workspace import run_dir
-    from runners import worker
+    """A run folder as ``runners.jobs.submit`` makes it, run by ``runners.worker.main`` in this process (the app
+    tests' runner, ``tests.conftest_app.run_in_process``). Returns the run id; raises with the events tail when the
+    job does not succeed."""
+    from tests.conftest_app import run_in_process
 
-    cfg = load_config(template, overrides)
-    name = run_name(cfg)
-    rid = f"{name}_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid() % 10000:04d}"
-    rdir = run_dir(rid)
-    rdir.mkdir(parents=True)
-    save_resolved(cfg, rdir)
-    ev = EventWriter(rdir)
-    ev.status("queued", message="queued (report test fixture: run in-process)")
-    ev.emit("run_info", name=name, kind=cfg.stage.kind, plan_stage=cfg.stage.plan_stage,
-            title=cfg.stage.title or None, config_hash=config_hash(cfg), code_commit=git_commit(),
-            dataset=cfg.dataset.name, created_at=time.time(), gpus_requested=int(cfg.runtime.gpus),
-            config_source=str(cfg.meta.get("source", "")), launched_by="pytest")
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        code = worker.main([str(rdir)])
-    finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
-    if code != 0:
-        tail = (rdir / "events.jsonl").read_text(encoding="utf-8")[-3000:]
-        raise AssertionError(f"report fixture run {rid} ended with exit code {code}; events tail:\n{tail}")
-    return rid
+    return run_in_process(template, overrides)
 
 
 def make_report_runs() -> dict[str, str]:
