@@ -85,6 +85,18 @@ def _epoch_filter(clauses: list[str], params: list, epoch: Any, column: str = "e
         _where(clauses, params, column, epoch)
 
 
+def _eval_where(run_id, split, domain, variant, epoch) -> tuple[str, list]:
+    """The WHERE clause (with its parameters) selecting evaluation-keyed rows: evaluations, class_metrics and
+    confusion share run_id / split / domain / variant / epoch."""
+    clauses, params = [], []
+    _where(clauses, params, "run_id", _ids(run_id))
+    _where(clauses, params, "split", split)
+    _where(clauses, params, "domain", domain)
+    _where(clauses, params, "variant", variant)
+    _epoch_filter(clauses, params, epoch)
+    return _sql_where(clauses), params
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # runs
 
@@ -183,13 +195,8 @@ def metrics(run_id: str | Sequence[str] | None = None, split: str | Sequence[str
     """Evaluation summaries (one row per metrics record): eval_key, split, domain, variant, epoch (null for a
     final evaluation), miou, macc, aacc, mf1, mbiou, per_image_miou, images_per_s, n_images, boundary_px,
     excluded_classes, and the per-class vectors class_names / class_iou / class_biou (NaN: class excluded)."""
-    clauses, params = [], []
-    _where(clauses, params, "run_id", _ids(run_id))
-    _where(clauses, params, "split", split)
-    _where(clauses, params, "domain", domain)
-    _where(clauses, params, "variant", variant)
-    _epoch_filter(clauses, params, epoch)
-    df = _query(f"SELECT * FROM evaluations{_sql_where(clauses)} ORDER BY run_id, seq", params)
+    where, params = _eval_where(run_id, split, domain, variant, epoch)
+    df = _query(f"SELECT * FROM evaluations{where} ORDER BY run_id, seq", params)
     df["excluded_classes"] = df["excluded_classes"].map(lambda v: _pylist(v, str) or [])
     df["class_names"] = df["class_names"].map(lambda v: _pylist(v, str))
     for c in ("class_iou", "class_biou"):
@@ -202,13 +209,8 @@ evaluations = metrics
 
 def _latest_seq_clause(run_id, split, domain, variant, epoch) -> tuple[str, list]:
     """SQL selecting the seq of the latest matching evaluation per run (for 'the' per-class table / confusion)."""
-    clauses, params = [], []
-    _where(clauses, params, "run_id", _ids(run_id))
-    _where(clauses, params, "split", split)
-    _where(clauses, params, "domain", domain)
-    _where(clauses, params, "variant", variant)
-    _epoch_filter(clauses, params, epoch)
-    return (f"SELECT run_id, max(seq) AS seq FROM evaluations{_sql_where(clauses)} GROUP BY run_id", params)
+    where, params = _eval_where(run_id, split, domain, variant, epoch)
+    return (f"SELECT run_id, max(seq) AS seq FROM evaluations{where} GROUP BY run_id", params)
 
 
 def per_class(run_id: str | Sequence[str], split: str | None = "val", domain: str | None = "all",
@@ -221,13 +223,8 @@ def per_class(run_id: str | Sequence[str], split: str | None = "val", domain: st
         sql = (f"SELECT c.* FROM class_metrics c JOIN ({sub}) l ON c.run_id = l.run_id AND c.seq = l.seq "
                f"ORDER BY c.run_id, c.class_id")
         return _query(sql, params)
-    clauses, params = [], []
-    _where(clauses, params, "run_id", _ids(run_id))
-    _where(clauses, params, "split", split)
-    _where(clauses, params, "domain", domain)
-    _where(clauses, params, "variant", variant)
-    _epoch_filter(clauses, params, epoch)
-    return _query(f"SELECT * FROM class_metrics{_sql_where(clauses)} ORDER BY run_id, seq, class_id", params)
+    where, params = _eval_where(run_id, split, domain, variant, epoch)
+    return _query(f"SELECT * FROM class_metrics{where} ORDER BY run_id, seq, class_id", params)
 
 
 def confusion(run_id: str | Sequence[str], split: str | None = "val", domain: str | None = "all",
@@ -238,13 +235,8 @@ def confusion(run_id: str | Sequence[str], split: str | None = "val", domain: st
         sql = (f"SELECT c.* FROM confusion c JOIN ({sub}) l ON c.run_id = l.run_id AND c.seq = l.seq "
                f"ORDER BY c.run_id")
     else:
-        clauses, params = [], []
-        _where(clauses, params, "run_id", _ids(run_id))
-        _where(clauses, params, "split", split)
-        _where(clauses, params, "domain", domain)
-        _where(clauses, params, "variant", variant)
-        _epoch_filter(clauses, params, epoch)
-        sql = f"SELECT * FROM confusion{_sql_where(clauses)} ORDER BY run_id, seq"
+        where, params = _eval_where(run_id, split, domain, variant, epoch)
+        sql = f"SELECT * FROM confusion{where} ORDER BY run_id, seq"
     df = _query(sql, params)
     df["matrix"] = df["matrix"].map(lambda m: _pylist(m, _pylist))
     df["class_names"] = df["class_names"].map(lambda v: _pylist(v, str))

@@ -1,14 +1,18 @@
 """The process-level allocator tuning every stage process applies (mapsage/runtime.py)."""
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+from mapsage.config import ConfigError, load_config
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(code: str, env_extra: dict | None = None) -> str:
-    import os
     env = {**os.environ, **(env_extra or {})}
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env, capture_output=True,
                          text=True, check=True)
@@ -20,7 +24,6 @@ def test_tune_allocator_applies_once_and_keeps_results_identical():
     out = _run("""
         import torch
         from mapsage.runtime import tune_allocator
-        from mapsage.config import load_config
         torch.manual_seed(0)
         conv = torch.nn.Conv2d(3, 7, 3, padding=1).eval()
         x = torch.randn(2, 3, 256, 256)
@@ -48,11 +51,9 @@ def test_tune_allocator_off_and_environment_respected():
 
 
 def test_config_key_validated():
-    from mapsage.config import ConfigError, load_config
     cfg = load_config(ROOT / "configs/stage1_baselines/demo_segformer_mit-b0_dubai.yaml",
                       ["runtime.keep_freed_memory=false"])
     assert cfg.runtime.keep_freed_memory is False
-    import pytest
     with pytest.raises(ConfigError, match="keep_freed_memory"):
         load_config(ROOT / "configs/stage1_baselines/demo_segformer_mit-b0_dubai.yaml",
                     ["runtime.keep_freed_memry=false"])

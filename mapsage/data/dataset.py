@@ -159,15 +159,25 @@ class SegDataset:
             raise IndexError(i)
         s = self.samples[i]
         image, mask = self.load_pair(i)
+        out: dict = {}
         if self.transform is not None:
             self._ensure_seed()
-            out = self.transform(image=image, mask=mask)
+            out = self.transform(image=image, mask=mask, **self._extra_targets(image))
             image, mask = out["image"], out["mask"]
         item = {"image": normalize_image(image, self.mean, self.std), "id": s.id, "domain": s.domain or "",
-                "path": str(s.image_path)}
+                "path": str(s.image_path), **self._extra_items(out)}
         if mask is not None:
             item["mask"] = torch.from_numpy(mask.astype(np.int64))    # a copy: the cached mask stays intact
         return item
+
+    # hooks for datasets that carry one more target through the same transform (distillation's teacher view)
+    def _extra_targets(self, image: np.ndarray) -> dict:
+        """Extra named inputs of the training transform for this image (none here)."""
+        return {}
+
+    def _extra_items(self, transformed: dict) -> dict:
+        """Extra entries of the item, from the transform's output (none here)."""
+        return {}
 
 
 # --------------------------------------------------------------------------------------------------------------

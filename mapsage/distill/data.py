@@ -15,7 +15,6 @@ import copy
 import numpy as np
 
 from ..data.dataset import SegDataset
-from ..data.normalization import normalize_image
 from .targets import VIEW_KEY, VIEW_STEP
 
 _TARGET = "teacher_xy"
@@ -53,24 +52,13 @@ class TeacherViewDataset(SegDataset):
         self.transform.add_targets({_TARGET: "mask"})
         self._seed_key = None
 
-    def __getitem__(self, i: int) -> dict:
+    def _extra_targets(self, image: np.ndarray) -> dict:
+        return {_TARGET: coordinate_map(*image.shape[:2])}
+
+    def _extra_items(self, transformed: dict) -> dict:
         import torch
 
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        s = self.samples[i]
-        image, mask = self.load_pair(i)
-        self._ensure_seed()
-        coords = coordinate_map(*image.shape[:2])
-        out = self.transform(image=image, mask=mask, **{_TARGET: coords})
-        image, mask = out["image"], out["mask"]
-        item = {"image": normalize_image(image, self.mean, self.std), "id": s.id, "domain": s.domain or "",
-                "path": str(s.image_path), VIEW_KEY: torch.from_numpy(view_samples(out[_TARGET]))}
-        if mask is not None:
-            item["mask"] = torch.from_numpy(mask.astype(np.int64))
-        return item
+        return {VIEW_KEY: torch.from_numpy(view_samples(transformed[_TARGET]))}
 
 
 __all__ = ["TeacherViewDataset", "coordinate_map", "view_samples"]

@@ -41,8 +41,6 @@ _INFER_KEYS = ("mode", "tile", "stride", "tta", "boundary_px")
 
 
 def _threads(cfg) -> None:
-    from ..runtime import tune_allocator
-    tune_allocator(cfg.runtime.keep_freed_memory)
     if cfg.runtime.threads:
         torch.set_num_threads(int(cfg.runtime.threads))
 

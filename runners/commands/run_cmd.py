@@ -18,6 +18,11 @@ def register(sub) -> None:
     p.set_defaults(func=run_command)
 
 
+def _pct(v) -> str:
+    """A 0..1 metric as percent points with two decimals ("-" for none)."""
+    return f"{100.0 * float(v):.2f}" if isinstance(v, (int, float)) else "-"
+
+
 def follow(run_id: str, out=None) -> str:
     """Follow a run with a tqdm bar on stderr; print its status changes and log records. Returns the final
     status."""
@@ -58,11 +63,9 @@ def follow(run_id: str, out=None) -> str:
             bar.write(f"  {r.get('level', 'info')}: {r.get('message')}", file=out)
         elif t == "metrics":
             s = r.get("summary") or {}
-            def pct(v):
-                return f"{100.0 * float(v):.2f}" if isinstance(v, (int, float)) else "-"
             epoch = f" epoch {r['epoch']}" if r.get("epoch") is not None else ""   # as stored (0-based)
-            bar.write(f"  {r.get('split')}/{r.get('domain')}/{r.get('variant')}{epoch}: mIoU {pct(s.get('miou'))} "
-                      f"mAcc {pct(s.get('macc'))} mBIoU {pct(s.get('mbiou'))}", file=out)
+            bar.write(f"  {r.get('split')}/{r.get('domain')}/{r.get('variant')}{epoch}: mIoU {_pct(s.get('miou'))} "
+                      f"mAcc {_pct(s.get('macc'))} mBIoU {_pct(s.get('mbiou'))}", file=out)
 
     try:
         status = jobs.wait(run_id, on_record=on_record)
