@@ -10,9 +10,12 @@ stopping.
 
 Events (rank 0 only): ``run_info`` (model and data facts), ``log`` (loss mix, freezing, guard decisions,
 pretrained report), sampled step ``scalars`` (``split="train"``, every ``train.log_every`` steps: ``loss``, one
-value per loss term, ``lr``, ``grad_norm``), per-epoch ``scalars`` (``split="train_epoch"``: mean loss and terms,
-``lr``, ``grad_norm`` mean/max, ``epoch_time``, ``data_time``, ``images_per_s``, ``peak_mem_mb``,
-``frozen_share``, ``loss_w/<term>``), ``metrics`` and ``tiles`` (from ``evaluate``), ``artifact`` (checkpoints),
+value per loss term, ``lr``, ``grad_norm``, ``acc_seg`` (training pixel accuracy, a fraction), ``time`` and
+``data_time`` (s per iteration, means since the previous sample), on a GPU ``memory`` (MB, peak allocated) and, with
+NVML, ``gpu_util`` / ``gpu_util_max`` (%) and ``gpu_mem_mb``; see :mod:`mapsage.train.telemetry`), per-epoch
+``scalars`` (``split="train_epoch"``: mean loss and terms, ``lr``, ``grad_norm`` mean/max, ``epoch_time``,
+``data_time``, ``images_per_s``, ``peak_mem_mb``, ``frozen_share``, ``loss_w/<term>``, ``acc_seg`` and the GPU
+samples over the epoch), ``metrics`` and ``tiles`` (from ``evaluate``), ``artifact`` (checkpoints),
 heartbeats through ``ctx.progress``.
 
 Distillation hook: ``Trainer(cfg, extra_losses={"kd": module})``. Each module is called after the segmentation
@@ -58,6 +61,7 @@ from .ema import ModelEma
 from .mixing import BatchMixer
 from .optim import build_optimizer, build_scheduler, effective_lr, global_batch
 from .sampler import EpochSampler, cached_sample_class_counts, class_aware_weights
+from .telemetry import GpuSampler, IterWindow, max_memory_mb, pixel_hits
 
 
 def collate(items: list[dict]) -> dict:
@@ -369,6 +373,10 @@ class Trainer:
         gnorms: list[float] = []
         data_time = 0.0
         images_seen = 0
+        window = IterWindow()
+        gpu = getattr(self, "gpu", None)
+        if gpu is not None:
+            gpu.epoch_values()                     # drop samples taken before this epoch (validation, set-up)
         t_epoch = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -390,10 +398,11 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 step_terms: dict[str, float] = {}
                 step_loss = 0.0
+                t_step, step_data, step_hits = time.perf_counter(), 0.0, [0.0, 0.0]
                 for micro in range(accum):
                     t0 = time.perf_counter()
                     batch = next(it)
-                    data_time += time.perf_counter() - t0
+                    step_data += time.perf_counter() - t0
                     images = batch["image"].to(self.device, non_blocking=True)
                     masks = batch["mask"].to(self.device, non_blocking=True)
                     if self.mixer.active:
@@ -412,8 +421,14 @@ class Trainer:
                                            if k not in ("image", "mask", "id", "domain")}} \
                             if self.extra_losses else None
                         loss, terms = self.loss_fn(out, targets, batch=bdict)
+                        hits = pixel_hits(out["seg"] if isinstance(out, dict) else out, targets.mask,
+                                          self.loss_fn.ignore_index)
                         # one device-to-host copy per micro-step for the NaN check and the logged values
-                        host = torch.stack([loss.detach().float(), *(v.float() for v in terms.values())]).tolist()
+                        host = torch.stack([loss.detach().float(), *(v.float() for v in terms.values()),
+                                            *hits]).tolist()
+                        step_hits[0] += host[-2]
+                        step_hits[1] += host[-1]
+                        host = host[:-2]
                         self._check_finite(host[0], epoch, step, dict(zip(terms, host[1:])))
                         self.scaler.scale(loss / accum).backward()
                     step_loss += host[0] / accum
@@ -432,6 +447,8 @@ class Trainer:
                 self.scheduler.step()
                 if self.ema is not None:
                     self.ema.update(self.model)
+                data_time += step_data
+                window.add(time.perf_counter() - t_step, step_data, *step_hits)
                 self.global_step += 1
                 step += 1
                 if math.isfinite(gn):
@@ -441,8 +458,13 @@ class Trainer:
                 for k, v in step_terms.items():
                     sums[k] = sums.get(k, 0.0) + v
                 if cfg.train.log_every and (self.global_step % int(cfg.train.log_every) == 0 or step == 1):
-                    self.events.scalars({"loss": step_loss, **step_terms, "lr": lr_used, "grad_norm": gn},
-                                        epoch=epoch, step=self.global_step, split="train")
+                    sampled = {"loss": step_loss, **step_terms, "lr": lr_used, "grad_norm": gn, **window.take()}
+                    if gpu is not None:
+                        sampled.update(gpu.take())
+                    mem = max_memory_mb(self.device)
+                    if mem is not None:
+                        sampled["memory"] = mem
+                    self.events.scalars(sampled, epoch=epoch, step=self.global_step, split="train")
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr_used:.2e}", refresh=False)
@@ -470,6 +492,11 @@ class Trainer:
         })
         for k, w in self.loss_fn.active_terms.items():
             values[f"loss_w/{k}"] = float(w)
+        acc = window.epoch_values().get("acc_seg")
+        if acc is not None:
+            values["acc_seg"] = acc
+        if gpu is not None:
+            values.update(gpu.epoch_values())
         return values
 
     # ------------------------------------------------------------------------------------------------ validation
@@ -542,6 +569,10 @@ class Trainer:
             self.events.log(f"class-aware sampling: per-image weights from {w.min() * len(w):.2f}x to "
                             f"{w.max() * len(w):.2f}x uniform (augment.class_aware_temp="
                             f"{cfg.augment.class_aware_temp})")
+        self.gpu = GpuSampler(self.device)
+        if self.gpu.note and self.device.type == "cuda":
+            self.events.log(self.gpu.note, level="warning")
+        self.gpu.start()                             # stopped by close()
         t_fit = time.perf_counter()
         for epoch in range(self.start_epoch, int(cfg.train.epochs)):
             if self._stop_requested():
@@ -594,6 +625,8 @@ class Trainer:
     def close(self) -> None:
         """Leave the process group if this trainer joined it."""
         from .distributed import cleanup
+        if getattr(self, "gpu", None) is not None:
+            self.gpu.stop()
         cleanup(self.dist)
 
     def _after_validation(self, epoch: int, results: dict) -> bool:
