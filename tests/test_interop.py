@@ -49,6 +49,7 @@ def ws(native, monkeypatch):
 # the scalars mmseg users read
 
 
+@pytest.mark.slow
 def test_new_run_has_acc_seg_iteration_and_data_time_curves(ws):
     import store
 
@@ -94,6 +95,7 @@ def _export_points(rid):
     return export_points(gather_bundle(rid))
 
 
+@pytest.mark.slow
 def test_export_to_tensorboard_reads_back_with_tensorboards_reader(ws, tmp_path):
     import store
     from mapsage.interop.tensorboard_io import read_scalars
@@ -121,6 +123,7 @@ def test_export_to_tensorboard_reads_back_with_tensorboards_reader(ws, tmp_path)
     np.testing.assert_allclose([v for _, v, _ in got["mIoU"]], ev["miou"] * 100, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_export_to_mlflow_reads_back_with_mlflow_client(ws, tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -173,6 +176,7 @@ def test_export_to_mlflow_reads_back_with_mlflow_client(ws, tmp_path):
 # in
 
 
+@pytest.mark.slow
 def test_mmseg1_workdir_imports_beside_native_runs(ws, tmp_path):
     import yaml
 
@@ -223,6 +227,7 @@ def test_mmseg1_workdir_imports_beside_native_runs(ws, tmp_path):
     assert [r["written"] for r in again] == [False]
 
 
+@pytest.mark.slow
 def test_mmseg0_logjson_and_tensorboard_folder_import(ws, tmp_path):
     import store
     from runners.commands.interop_cmd import export_runs, import_runs

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 import yaml
 
-from app.widgets import charts, data, evals
+from app.widgets import charts, data, evals, interop
 from app.widgets.common import (ACTIVE, PAGE_FILES, ago, duration, guard, isnum, pct, progress_fraction,
                                 progress_text, query_list, refresh, status_text)
 from app.widgets.launch import cancel, resume
@@ -68,6 +68,7 @@ facts = [f"host `{run.get('host') or '–'}` pid `{run.get('pid') or '–'}` GPU
 if run.get("parent_run"):
     facts.append(f"{run.get('parent_relation') or 'child'} of `{run['parent_run']}`")
 st.caption(" · ".join(facts))
+interop.imported_note(run)
 report_button([rid], key="detail", names=[run.get("name") or rid])
 if run.get("status") in ("failed", "died") and (run.get("status_message") or run.get("traceback")):
     st.error(f"{run['status']}: {run.get('status_message') or ''}")
@@ -168,6 +169,7 @@ with tabs[0]:
             st.plotly_chart(f_pc, width="stretch", key="c_pc")
         st.plotly_chart(f_train, width="stretch", key="c_train")
         st.plotly_chart(f_steps, width="stretch", key="c_steps")
+        interop.iteration_curves(scalars)
 
 # ---------------------------------------------------------------------------------------------------------- eval pick
 chosen = None

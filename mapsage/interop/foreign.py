@@ -10,9 +10,10 @@ twice is noticed) holds:
   the experiment table; it cannot be launched or resumed;
 * ``source/``: copies of the source config and text log;
 * ``events.jsonl``: ``run_info`` (``origin: imported``, ``import_source``, ``import_path``, dataset, split, the
-  source schedule), ``status`` running / succeeded (at the source's own start and end times where known), training
-  ``scalars`` (split ``train`` at their global steps, per-epoch means as split ``train_epoch``), one ``metrics``
-  record per validation (variant ``raw`` unless the source says otherwise, domain ``all``, ``epoch`` = the
+  source schedule), ``status`` running / succeeded (at the source's own start and end times when both are
+  known; else only succeeded, at import time), training ``scalars`` (split ``train`` at their global steps,
+  per-epoch means as split ``train_epoch``), one ``metrics`` record per validation (variant ``raw`` unless the
+  source says otherwise, domain ``all``, ``epoch`` = the
   validation period, ``iter`` = its global step) and ``log`` lines. There are no ``tiles`` records: the sources keep
   no per-tile areas, so paired bootstrap comparisons are not possible for an imported run.
 
@@ -213,8 +214,10 @@ def write_run_folder(run: ForeignRun, runs_root: Path, *, dataset: Optional[str]
             created_at=started or now, epochs=run.periods or None, title=mapping["stage"]["title"],
             steps=last_step, by_epoch=run.by_epoch,
             period=("epoch" if run.by_epoch else "validation interval"), **facts)
-    ev.emit("status", status="running", message=f"{run.source} run (source times)", traceback=None,
-            **({"ts": started} if started else {}))
+    ended = run.ended_at
+    known = bool(started and ended and ended >= started)
+    if known:       # the source's own times; otherwise no start is claimed (the duration stays unknown)
+        ev.emit("status", status="running", message=f"{run.source} run (source times)", traceback=None, ts=started)
     for step, period, values in run.train:
         plain = {k: v for k, v in values.items() if not k.startswith("epoch/")}
         epoch_vals = {k[len("epoch/"):]: v for k, v in values.items() if k.startswith("epoch/")}
@@ -232,7 +235,8 @@ def write_run_folder(run: ForeignRun, runs_root: Path, *, dataset: Optional[str]
             classes.append({"id": (names.index(cname) if names and cname in names else c.get("id")),
                             "name": cname, "iou": c.get("iou"), "acc": c.get("acc"), "biou": c.get("biou"),
                             "f1": c.get("f1"), "precision": c.get("precision")})
-        ev.emit("metrics", split=split, domain=e.get("domain") or "all", variant=e.get("variant") or "raw", epoch=e.get("period"),
+        ev.emit("metrics", split=split, domain=e.get("domain") or "all", variant=e.get("variant") or "raw",
+                epoch=e.get("period"),
                 summary=e.get("summary") or {}, classes=classes, excluded_classes=excluded, confusion=None,
                 n_images=None, boundary_px=None, iter=e.get("step"), source=run.source)
     for note in run.notes:
@@ -240,7 +244,6 @@ def write_run_folder(run: ForeignRun, runs_root: Path, *, dataset: Optional[str]
     ev.log(f"imported {len(run.train)} training records and {len(run.evals)} validations from {run.source} "
            f"{run.path}" + (f"; source files kept in source/: {', '.join(copied)}" if copied else "")
            + "; no per-tile areas in the source, so no paired bootstrap for this run")
-    ended = run.ended_at
     ev.emit("status", status="succeeded", message=f"imported ({last_step} steps, {len(run.evals)} validations)",
-            traceback=None, **({"ts": ended} if ended and started and ended >= started else {}))
+            traceback=None, **({"ts": ended} if known else {}))
     return rid, True
