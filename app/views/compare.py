@@ -74,8 +74,10 @@ st.caption(f"Points (%). Each run's latest `{variant}` evaluation on `{split}` (
 st.subheader("Is the difference real? Paired bootstrap over tiles")
 tiles = {labels[r]: data.tiles(r, (rows[r] or {}).get("n_events"), split, variant) for r in picked}
 boot, problems = compare.bootstrap_rows(tiles, reference, n=n_boot)
+imported = {labels[r] for r in picked if (rows[r] or {}).get("kind") == "imported"}
 for label, why in problems.items():
-    st.warning(f"{label}: cannot bootstrap — {why}")
+    st.warning(f"{label}: cannot bootstrap — " + ("an imported run: its source kept no per-tile areas"
+                                                   if label in imported else why))
 if not boot.empty:
     st.plotly_chart(charts.bootstrap_forest(boot, split), width="stretch", key="boot_forest")
     table = pd.DataFrame({
