@@ -363,8 +363,6 @@ def read_mmseg0(log_json: Path) -> ForeignRun:
             run.config = safe_config(head["config"], f"{log_json} (config)")
         if head.get("exp_name"):
             run.name = Path(str(head["exp_name"])).stem
-    elif log_json.with_suffix("").with_suffix("").exists():
-        pass
     cfgs = sorted(log_json.parent.glob("*.py"))
     if not run.config and cfgs:
         run.config_file = cfgs[0]
