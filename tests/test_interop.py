@@ -272,3 +272,43 @@ def test_import_errors_name_the_path(tmp_path, tmp_workspace):
     (bad / "scalars.json").write_text('{"loss": 1.0, "step": 1}\nnot json\n{"loss": 0.5, "step": 2}\n')
     with pytest.raises(UserError, match=r"scalars.json, line 2"):
         import_runs(tmp_path / "w")
+
+
+def test_gpu_sampler_through_nvml(monkeypatch):
+    """The sampler's NVML path with a stand-in ``pynvml`` module (this machine has no GPU): the physical GPU is
+    found through CUDA_VISIBLE_DEVICES, utilisation is averaged and memory maximised per window, and a device
+    without a utilisation counter (a MIG slice) still reports memory."""
+    import sys
+    import types
+
+    import torch
+
+    from mapsage.train.telemetry import GpuSampler
+
+    calls = {"util": iter([10.0, 30.0, 50.0, 70.0] + [90.0] * 100), "mem": iter([1000, 3000, 2000] + [500] * 100)}
+    nv = types.ModuleType("pynvml")
+    nv.nvmlInit = lambda: None
+    nv.nvmlDeviceGetHandleByIndex = lambda i: ("gpu", i)
+    nv.nvmlDeviceGetHandleByUUID = lambda u: (_ for _ in ()).throw(AssertionError("no uuid expected"))
+    nv.nvmlDeviceGetUtilizationRates = lambda h: types.SimpleNamespace(gpu=next(calls["util"]))
+    nv.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(used=next(calls["mem"]) * 2 ** 20)
+    monkeypatch.setitem(sys.modules, "pynvml", nv)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: (_ for _ in ()).throw(RuntimeError("none")))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    s = GpuSampler(torch.device("cuda", 1), interval=3600)     # the thread never fires: samples taken by hand
+    assert s.active and s._handle == ("gpu", 5)
+    for _ in range(3):
+        s._win.append(s.sample())
+        s._epoch.append(s._win[-1])
+    got = s.take()
+    assert got == {"gpu_util": 30.0, "gpu_util_max": 50.0, "gpu_mem_mb": 3000.0}
+    assert s.take() == {"gpu_util": 70.0, "gpu_util_max": 70.0, "gpu_mem_mb": 500.0}   # empty window: sampled now
+    assert s.epoch_values()["gpu_mem_mb"] == 3000.0
+    s.start()
+    s.stop()
+    assert s._thread is None
+
+    nv.nvmlDeviceGetUtilizationRates = lambda h: (_ for _ in ()).throw(RuntimeError("Not Supported"))
+    mig = GpuSampler(torch.device("cuda", 0), interval=3600)
+    assert mig._handle == ("gpu", 3)
+    assert mig.take() == {"gpu_mem_mb": 500.0}
