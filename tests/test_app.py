@@ -247,7 +247,7 @@ def test_run_detail_of_a_training_run(filled):
     assert "Plateau note" in text and "over the last 20 % of the 2 evaluated epochs" in text
     figs = _figures(at)
     assert set(figs) == {"mIoU / Boundary IoU over epochs", "Per-class IoU over epochs", "Training curves",
-                         "Sampled step losses (train)"}
+                         "Sampled step losses (train)", "Per-iteration scalars (train, sampled steps)"}
     panels = [a["text"] for a in figs["Training curves"]["layout"]["annotations"]]
     for panel in ("Loss terms (train, per epoch)", "Learning rate", "Gradient norm (before clipping)",
                   "Peak memory (MB)"):

@@ -187,10 +187,13 @@ def test_mmseg1_workdir_imports_beside_native_runs(ws, tmp_path):
     work = write_mmseg1_workdir(tmp_path, marker)
     assert main(["import-runs", str(work), "--dataset", "loveda-samples"]) == 0
     assert not marker.exists()                                  # the config was read as data, never run
+    from mapsage.interop.foreign import import_run_id
+    from mapsage.interop.mmseg import find_runs
+
+    [source] = find_runs(work)
+    rid = import_run_id(source)
     runs = store.list_runs()
-    imported = runs[runs["kind"] == "imported"]
-    assert len(imported) == 1 and ws["run_id"] in set(runs["run_id"])
-    rid = imported.iloc[0]["run_id"]
+    assert runs.set_index("run_id").loc[rid, "kind"] == "imported" and ws["run_id"] in set(runs["run_id"])
     row = store.run(rid)
     assert row["dataset"] == "loveda-samples" and row["split"] == "val" and row["status"] == "succeeded"
     assert row["info"]["origin"] == "imported" and row["info"]["import_source"] == "mmseg-1.x"
@@ -312,3 +315,26 @@ def test_gpu_sampler_through_nvml(monkeypatch):
     mig = GpuSampler(torch.device("cuda", 0), interval=3600)
     assert mig._handle == ("gpu", 3)
     assert mig.take() == {"gpu_mem_mb": 500.0}
+
+
+@pytest.mark.slow
+def test_run_detail_draws_the_iteration_curves_and_the_imported_note(ws, tmp_path):
+    """Run detail (under AppTest): acc_seg, time and data_time curves of the new run from the store's values; an
+    imported run is introduced as such."""
+    import store
+    from runners.commands.interop_cmd import import_runs
+    from test_app import _app, _arr, _figures, _texts
+
+    rid = ws["run_id"]
+    at = _app("views/run_detail.py", run=rid)
+    fig = _figures(at)["Per-iteration scalars (train, sampled steps)"]
+    traces = {t["name"]: t for t in fig["data"]}
+    assert {"acc_seg", "time", "data_time"} <= set(traces)
+    sc = store.scalars(rid, split="train").pivot_table(index="step", columns="name", values="value")
+    np.testing.assert_allclose(_arr(traces["acc_seg"]["y"]), sc["acc_seg"] * 100)
+    np.testing.assert_allclose(_arr(traces["data_time"]["y"]), sc["data_time"])
+    assert "GPU utilisation: not sampled" in _texts(at)
+
+    [row] = import_runs(write_mmseg1_workdir(tmp_path, tmp_path / "m"), dataset="loveda-samples")
+    text = _texts(_app("views/run_detail.py", run=row["run_id"]))
+    assert "**Imported** from mmseg-1.x" in text and "no paired-bootstrap intervals" in text
