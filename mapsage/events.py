@@ -14,7 +14,8 @@ type            payload
 ``heartbeat``   ``pid``, ``host``; optional ``progress``: {``epoch``, ``epochs``, ``step``, ``steps``, ``frac``,
                 ``phase``, ``message``}
 ``scalars``     ``epoch`` (int or null), ``step`` (global step or null), ``split`` (train | val | ...),
-                ``values``: {name: float}  (loss, lr, grad_norm, epoch_time, data_time, peak_mem_mb, ...)
+                ``values``: {name: float}  (loss, lr, grad_norm, acc_seg, time, data_time, epoch_time,
+                peak_mem_mb, gpu_util, ...)
 ``metrics``     one evaluation: ``split``, ``domain`` ("all", "Urban", ...), ``variant`` ("raw", "ema",
                 "tta=on", "refine=crf", ...), ``epoch`` (or null for a final evaluation), ``summary``:
                 {miou, macc, aacc, mf1, mbiou, per_image_miou}, ``classes``: [{id, name, iou, acc, precision,

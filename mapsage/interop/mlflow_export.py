@@ -92,7 +92,7 @@ def _experiment(client, name: str, tracking_uri: str) -> str:
 def export_run(bundle: RunBundle, *, tracking_uri: str, experiment: str,
                artifacts: Optional[list[Path]] = None, overwrite: bool = False) -> MlflowExport:
     """Log ``bundle`` as one MLflow run (see the module doc). Returns what was written."""
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
 
     client = _client(tracking_uri)
     try:
