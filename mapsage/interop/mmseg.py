@@ -16,7 +16,8 @@ mmsegmentation 1.x (mmengine) work directory::
 A ``scalars.json`` training line holds ``lr``, ``data_time``, ``loss``, ``decode.loss_ce``, ``decode.acc_seg``
 (percent), ``time``, ``iter``, ``memory``, ``step`` (and ``epoch`` when training by epoch); a validation line holds
 ``aAcc``, ``mIoU``, ``mAcc`` (percent), ``data_time``, ``time`` and ``step`` -- the iteration
-(``log_metric_by_epoch=False``, mmseg's iteration schedules) or the epoch.
+(``log_metric_by_epoch=False``, mmseg's iteration schedules) or the epoch. With iteration schedules a validation is
+placed after the training lines before it in the file.
 
 mmsegmentation 0.x (mmcv) ``<YYYYMMDD_HHMMSS>.log.json``: a first line with ``env_info`` / ``config`` (the config as
 text), then ``{"mode": "train", "epoch", "iter", "lr", "memory", "data_time", "decode.loss_ce",
@@ -302,11 +303,16 @@ def read_mmseg1(scalars_json: Path) -> ForeignRun:
                 ends[int(e)] = max(ends.get(int(e), 0), int(s))
         val_at = [(ends.get(int(_num(r.get("step")) or 0), 0), int(_num(r.get("step")) or 0) - 1) for r in val_recs]
     else:
-        val_at = []
-        steps = sorted({int(_num(r.get("step")) or 0) for r in val_recs if (_num(r.get("step")) or 0) > 0})
-        for r in val_recs:
-            s = int(_num(r.get("step")) or 0)
-            val_at.append((s, steps.index(s) if s > 0 else -1))
+        # file order: a validation follows the training iterations it evaluated (its own ``step`` is the iteration
+        # only with log_metric_by_epoch=False; an iteration loop's epoch, 0, otherwise)
+        val_at, last, n = [], 0, 0
+        for r in records:
+            if any(is_metric_key(k) for k in r):
+                val_at.append((last, n if train_recs else -1))
+                n += 1
+            else:
+                s = _num(r.get("step", r.get("iter")))
+                last = int(s) if s is not None else last
     val_steps = sorted({s for s, p in val_at if p >= 0})
     for r in train_recs:
         s = _num(r.get("step", r.get("iter")))
