@@ -14,7 +14,8 @@ One MLflow run per workbench run, in experiment ``experiment``:
 * artifacts: whatever files the caller hands in (the config, confusion matrices, the report).
 
 A run already exported to the experiment (same ``mapsage.run_id`` tag) is refused unless ``overwrite``: then the
-old MLflow run is deleted first.
+old MLflow run is deleted first. MLflow's usage telemetry is switched off (``MLFLOW_DISABLE_TELEMETRY``) unless the
+environment sets it.
 """
 from __future__ import annotations
 
@@ -56,6 +57,8 @@ def default_tracking_uri(folder: str | Path) -> str:
 
 
 def _client(tracking_uri: str):
+    # the workbench works offline: MLflow's usage telemetry stays off unless the user turns it on
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     try:
         from mlflow.tracking import MlflowClient
     except ImportError as exc:
