@@ -338,3 +338,10 @@ def test_run_detail_draws_the_iteration_curves_and_the_imported_note(ws, tmp_pat
     [row] = import_runs(write_mmseg1_workdir(tmp_path, tmp_path / "m"), dataset="loveda-samples")
     text = _texts(_app("views/run_detail.py", run=row["run_id"]))
     assert "**Imported** from mmseg-1.x" in text and "no paired-bootstrap intervals" in text
+
+
+def test_epoch_panels_for_the_new_scalars():
+    from app.widgets import charts
+
+    assert {n: charts.curve_group(n) for n in ("acc_seg", "gpu_util", "gpu_util_max", "gpu_mem_mb", "memory")} == \
+        {"acc_seg": "acc", "gpu_util": "gpu", "gpu_util_max": "gpu", "gpu_mem_mb": "mem", "memory": "mem"}

@@ -47,6 +47,8 @@ CURVE_GROUPS: list[tuple[str, str]] = [
     ("speed", "Training throughput (images/s)"),
     ("loss_w", "Loss weights (the active mix)"),
     ("freeze", "Frozen share of the encoder"),
+    ("acc", "Training pixel accuracy (fraction)"),
+    ("gpu", "GPU utilisation (%)"),
     ("other", "Other scalars"),
 ]
 LOSS_NAMES = {"ce", "dice", "lovasz", "ohem", "focal", "boundary", "kd", "feat", "logit_kl", "aux"}
@@ -71,6 +73,10 @@ def curve_group(name: str) -> str:
         return "speed"
     if "frozen" in n:
         return "freeze"
+    if n.startswith("acc_seg"):
+        return "acc"
+    if n.startswith("gpu_util"):
+        return "gpu"
     return "other"
 
 
