@@ -310,7 +310,8 @@ def schedule(release: str | None = None, settings: Settings | None = None) -> di
         if release and state["active"].get(release, {}).get("executor", "local") == "local":
             state["active"].pop(release, None)     # (a cluster job's entry goes when SLURM says it ended)
         ended = _check_active(state, settings)
-        started = _start_queued(state, settings)
+        # a cluster job's worker calls this on its node: it never starts this machine's queued jobs there
+        started = [] if os.environ.get("MAPSAGE_ON_CLUSTER") else _start_queued(state, settings)
         if json.dumps(state, sort_keys=True) != before:   # status reads call this often: write only changes
             save_state(state)
     return {"started": started, "ended": ended}

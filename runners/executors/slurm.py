@@ -523,7 +523,7 @@ class SlurmTask:
                    f"--master_port={port}", *worker]
         else:
             cmd = [sys.executable, *worker]
-        child_env = dict(os.environ, MAPSAGE_RUN_ID=rdir.name, PYTHONUNBUFFERED="1")
+        child_env = dict(os.environ, MAPSAGE_RUN_ID=rdir.name, PYTHONUNBUFFERED="1", MAPSAGE_ON_CLUSTER="1")
         if not os.environ.get("CUDA_VISIBLE_DEVICES"):
             cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", "1") or 1)
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
