@@ -209,3 +209,24 @@ def test_two_task_ddp_run_with_srun_and_torchrun(ws, tmp_path):
     assert "task 0/2" in log and "task 1/2" in log and "--nnodes=2" in log
     assert "rank 1/2 starting" in log
     assert json.dumps(read_job(rid)["slurm_request"]["tasks_per_node"]) == "2"
+
+
+@pytest.mark.slow
+def test_time_limit_signal_checkpoints_and_requeues(ws, tmp_path):
+    """SLURM's warning signal before the time limit (USR2, as ``--signal=USR2@<slurm_signal_s>`` sends it; here by
+    hand): the job stops its worker at a checkpoint, requeues itself and finishes in a second attempt."""
+    from runners import api
+
+    steps = 14
+    rid = api.launch(demo_cfg(tmp_path, steps, 0.25), ON_SLURM)
+    job_id = slurm_job_id(rid)
+    until(lambda: progress_step(rid) >= 3, 90, "a few checkpointed steps")
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True, capture_output=True)
+    assert api.wait(rid, timeout=180) == "succeeded"
+    recs = events(rid)
+    requeued = [r for r in recs if r["type"] == "status" and r["status"] == "queued"
+                and "checkpointed before SLURM's time limit" in (r.get("message") or "")]
+    assert len(requeued) == 1 and "cancelled" not in statuses(rid)
+    steps_seen = sorted({r["step"] for r in recs if r["type"] == "scalars"})
+    assert steps_seen == list(range(steps))
+    assert any("resuming from" in (r.get("message") or "") for r in recs if r["type"] == "log")
