@@ -7,6 +7,7 @@ the app; the job processes are SLURM's (sbatch through submitit), not this proce
 from __future__ import annotations
 
 import contextlib
+import re
 import io
 import json
 import os
@@ -230,3 +231,34 @@ def test_time_limit_signal_checkpoints_and_requeues(ws, tmp_path):
     steps_seen = sorted({r["step"] for r in recs if r["type"] == "scalars"})
     assert steps_seen == list(range(steps))
     assert any("resuming from" in (r.get("message") or "") for r in recs if r["type"] == "log")
+
+
+@pytest.mark.slow
+def test_training_requeued_mid_epoch_resumes_at_its_step(ws):
+    """A training run (the demo baseline, tiny) requeued mid-epoch: the trainer saves its position at the stop,
+    the second attempt resumes there, and the run ends with exactly the planned optimiser steps."""
+    from runners import api
+    from runners.scheduler import read_job
+
+    rid = api.launch(DEMO, [*TINY_TRAIN, *ON_SLURM, "train.steps_per_epoch=8", "train.batch_size=1"])
+    job_id = slurm_job_id(rid)
+    until(lambda: progress_step(rid) >= 2 and "running" in statuses(rid), 180, "two training steps")
+    subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True)
+    assert api.wait(rid, timeout=300) == "succeeded", api.logs(rid, 40)
+    recs = events(rid)
+    logs = [r.get("message") or "" for r in recs if r["type"] == "log"]
+    saved = [m for m in logs if m.startswith("stop requested: saved last.pth")]
+    assert saved, logs
+    stopped_at = int(re.search(r"step (\d+)", saved[0]).group(1))
+    assert any(m.startswith("resumed from") for m in logs), logs
+    assert statuses(rid)[-4:] == ["running", "queued", "running", "succeeded"]
+    finished = [m for m in logs if m.startswith("training finished")]
+    assert "0 epoch(s)" in finished[0] and "1 epoch(s)" in finished[-1]
+    resumed = next(m for m in logs if m.startswith("resumed from"))
+    # the second attempt starts at the step the first one saved at the stop: no step lost, none repeated
+    assert f"global step {stopped_at}, {stopped_at} step(s) into epoch 0" in resumed, resumed
+    from mapsage.train.checkpoint import load_checkpoint
+
+    last = load_checkpoint(Path(os.environ["MAPSAGE_WORKSPACE"]) / "runs" / rid / "checkpoints" / "last.pth")
+    assert last["global_step"] == 8 and last["epochs_done"] == 1
+    assert 1 <= stopped_at < 8 and read_job(rid)["slurm_restarts"] == 1

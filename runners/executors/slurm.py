@@ -524,7 +524,14 @@ class SlurmTask:
         else:
             cmd = [sys.executable, *worker]
         child_env = dict(os.environ, MAPSAGE_RUN_ID=rdir.name, PYTHONUNBUFFERED="1", MAPSAGE_ON_CLUSTER="1")
-        if not os.environ.get("CUDA_VISIBLE_DEVICES"):
+        visible = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+        per_node = int(os.environ.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0] or 1)
+        if per_node > 1 and len(visible) == per_node * self.procs_per_task:
+            # every task of a node sees all the node's GPUs: each torchrun takes its own share
+            local = int(os.environ.get("SLURM_LOCALID", "0") or 0)
+            child_env["CUDA_VISIBLE_DEVICES"] = ",".join(
+                visible[local * self.procs_per_task:(local + 1) * self.procs_per_task])
+        if not visible:
             cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", "1") or 1)
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 child_env.setdefault(var, str(max(1, cpus // self.procs_per_task)))
