@@ -140,6 +140,13 @@ def test_cancel_shows_cancelled_and_the_slurm_job_is_gone(ws, tmp_path):
     assert code == 0
     assert f"slurm_job_id: {job_id}" in shown and "slurm_state: RUNNING" in shown
     assert "slurm_nodes: " + os.uname().nodename.split(".")[0] in shown and "executor: slurm" in shown
+    # a second job that cannot start while the first holds a CPU (it wants all 4): queued, with SLURM's reason
+    waiting = api.launch(demo_cfg(tmp_path, 5, 0.1), ["runtime.executor=slurm", "runtime.slurm.cpus_per_task=4"])
+    waiting_id = slurm_job_id(waiting)
+    until(lambda: "slurm_reason: Resources" in cli("runs", "show", waiting)[1], 30, "the pending reason")
+    assert api.status(waiting)["status"] == "queued"
+    assert cli("runs", "cancel", waiting)[1].strip() == f"{waiting}: cancelled"
+    assert not in_squeue(waiting_id) and statuses(waiting)[-1] == "cancelled" and "running" not in statuses(waiting)
     code, out = cli("runs", "cancel", rid)
     assert code == 0 and out.strip() == f"{rid}: cancelled"
     assert not in_squeue(job_id)
