@@ -86,6 +86,9 @@ def submit(cfg: Config, parent_run: str | None = None, parent_relation: str | No
     evaluate, tta_ab, refine, health) records that run as its parent (``parent_relation = "checkpoint"``)."""
     kind = cfg.stage.kind
     check_kind(kind)
+    from .executors import check_launch
+
+    executor = check_launch(cfg)     # a cluster that is unreachable or cannot hold the request fails here
     gpus = int(cfg.runtime.gpus)
     if gpus < 0:
         raise ConfigError(f"runtime.gpus must be 0 or more, got {gpus}")
@@ -100,9 +103,11 @@ def submit(cfg: Config, parent_run: str | None = None, parent_relation: str | No
     scheduler.write_job(rid, run_id=rid, name=name, kind=kind, gpus_requested=gpus,
                         config_source=str(cfg.meta.get("source", "")), parent_run=parent_run,
                         parent_relation=parent_relation, resume_from=str(resume_from) if resume_from else None,
-                        created_at=now, launched_by=_whoami())
+                        created_at=now, launched_by=_whoami(), executor=executor)
     ev = EventWriter(rdir)
-    if gpus and load_settings().gpus:
+    if executor != "local":
+        queued_for = f"queued for the {executor} executor"
+    elif gpus and load_settings().gpus:
         queued_for = f"queued for {gpus} GPU(s)"
     else:   # no GPU pool on this machine (or runtime.gpus 0): the job waits for a CPU slot
         queued_for = "queued for a CPU slot" + (" (no GPUs on this machine)" if gpus else "")
@@ -208,6 +213,11 @@ def cancel(rid: str, grace_s: float | None = None, wait_for_end: bool = True) ->
     ``grace_s`` (default ``Settings.grace_s``). ``wait_for_end=False`` returns after the SIGTERM ('cancelling');
     later scheduler calls do the SIGKILL when the grace has run out. Returns the status afterwards."""
     _require_run(rid)
+    from .executors import cancel_remote
+
+    remote = cancel_remote(rid, grace_s, wait_for_end)   # a cluster job: scancel
+    if remote is not None:
+        return remote
     settings = load_settings()
     grace = settings.grace_s if grace_s is None else float(grace_s)
     with scheduler.scheduler_lock():

@@ -178,6 +178,13 @@ def _check_active(state: dict, settings: Settings) -> list[tuple[str, str]]:
     ended = []
     for rid, entry in list(state["active"].items()):
         entry["run_id"] = rid
+        if entry.get("executor", "local") != "local":       # a cluster job: its executor follows it
+            from .executors import get_executor
+
+            if not get_executor(entry["executor"]).poll(rid, entry, settings):
+                del state["active"][rid]
+                ended.append((rid, last_status(rid)[0]))
+            continue
         cancel = entry.get("cancel")
         alive = _entry_alive(entry, settings)
         if alive and cancel and time.time() >= float(cancel.get("deadline", 0)) \
@@ -255,6 +262,16 @@ def _start_queued(state: dict, settings: Settings) -> list[str]:
         status, _ = last_status(rid)
         if status != "queued":
             continue  # cancelled (or otherwise finished) while queued
+        if read_job(rid).get("executor", "local") != "local":   # a cluster job: submitted, no local slot
+            from .executors import for_run
+            from mapsage.errors import UserError
+
+            try:
+                state["active"][rid] = for_run(rid).start(rid, settings)
+                started.append(rid)
+            except UserError as exc:
+                _fail_queued(rid, str(exc))
+            continue
         want = int(item.get("gpus", 0))
         if want > 0 and pool:
             if want > len(pool):
@@ -290,10 +307,11 @@ def schedule(release: str | None = None, settings: Settings | None = None) -> di
     with scheduler_lock():
         state = load_state()
         before = json.dumps(state, sort_keys=True)
-        if release:
-            state["active"].pop(release, None)
+        if release and state["active"].get(release, {}).get("executor", "local") == "local":
+            state["active"].pop(release, None)     # (a cluster job's entry goes when SLURM says it ended)
         ended = _check_active(state, settings)
-        started = _start_queued(state, settings)
+        # a cluster job's worker calls this on its node: it never starts this machine's queued jobs there
+        started = [] if os.environ.get("MAPSAGE_ON_CLUSTER") else _start_queued(state, settings)
         if json.dumps(state, sort_keys=True) != before:   # status reads call this often: write only changes
             save_state(state)
     return {"started": started, "ended": ended}

@@ -15,6 +15,11 @@ grace_s           ``MAPSAGE_CANCEL_GRACE_S`` seconds between SIGTERM and SIGKILL
 stale_s           ``MAPSAGE_STALE_S``       heartbeat age after which a run on *another* host counts as died (300)
 worker_ingest_s   ``MAPSAGE_WORKER_INGEST_S`` seconds between a worker's own ingests into the store, 0 = only at
                                             the end (10)
+executor          ``MAPSAGE_EXECUTOR``      where jobs run: ``local`` (this machine's slots) or ``slurm`` (default local)
+slurm_*           ``MAPSAGE_SLURM_*``       the default SLURM request (a template's ``runtime.slurm.*`` wins):
+                                            partition, account, time_min, nodes, gpus_per_node, cpus_per_task,
+                                            mem_gb; signal_s: seconds before the time limit at which a job
+                                            checkpoints and requeues (90)
 ================  ========================  =========================================================================
 """
 from __future__ import annotations
@@ -30,7 +35,9 @@ from mapsage.workspace import workspace_root
 
 _ENV = {"gpus": "MAPSAGE_GPUS", "cpu_jobs": "MAPSAGE_CPU_JOBS", "heartbeat_s": "MAPSAGE_HEARTBEAT_S",
         "grace_s": "MAPSAGE_CANCEL_GRACE_S", "stale_s": "MAPSAGE_STALE_S",
-        "worker_ingest_s": "MAPSAGE_WORKER_INGEST_S"}
+        "worker_ingest_s": "MAPSAGE_WORKER_INGEST_S", "executor": "MAPSAGE_EXECUTOR"}
+_STRINGS = ("executor", "slurm_partition", "slurm_account")
+_INTS = ("slurm_time_min", "slurm_nodes", "slurm_gpus_per_node", "slurm_cpus_per_task")
 
 
 @dataclass
@@ -41,6 +48,15 @@ class Settings:
     grace_s: float = 30.0
     stale_s: float = 300.0
     worker_ingest_s: float = 10.0
+    executor: str = "local"
+    slurm_partition: str | None = None
+    slurm_account: str | None = None
+    slurm_time_min: int | None = None
+    slurm_nodes: int | None = None
+    slurm_gpus_per_node: int | None = None
+    slurm_cpus_per_task: int | None = None
+    slurm_mem_gb: float | None = None
+    slurm_signal_s: int = 90
 
 
 _detected: list[str] | None = None
@@ -102,18 +118,26 @@ def load_settings() -> Settings:
     data = _file_settings()
     s = Settings()
     for f in fields(Settings):
-        env = os.environ.get(_ENV[f.name])
-        value, where = (env, _ENV[f.name]) if env is not None else (data.get(f.name), str(settings_path()))
+        var = _ENV.get(f.name, "MAPSAGE_" + f.name.upper())
+        env = os.environ.get(var)
+        value, where = (env, var) if env is not None else (data.get(f.name), str(settings_path()))
         if f.name == "gpus":
             s.gpus = parse_gpus(value, where)
             continue
         if value is None:
             continue
+        if f.name in _STRINGS:
+            setattr(s, f.name, str(value).strip() or None)
+            continue
         try:
-            conv = int if f.name == "cpu_jobs" else float
+            conv = int if f.name in ("cpu_jobs", "slurm_signal_s") or f.name in _INTS else float
             setattr(s, f.name, conv(value))
         except (TypeError, ValueError) as exc:
             raise UserError(f"{where}: {f.name} must be a number, got {value!r}") from exc
+    if (s.executor or "local") not in ("local", "slurm"):
+        raise UserError(f"executor must be 'local' or 'slurm', got {s.executor!r} (set MAPSAGE_EXECUTOR or "
+                        f"{settings_path()})")
+    s.executor = s.executor or "local"
     if s.cpu_jobs < 1:
         raise UserError(f"cpu_jobs must be at least 1 (set {_ENV['cpu_jobs']} or {settings_path()})")
     return s

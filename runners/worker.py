@@ -144,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         if beater is not None:
             beater.done.set()
             beater.join(timeout=5)
+    if status == "cancelled":          # a cluster job stopped for a requeue is queued again, not cancelled
+        from .executors import stop_status
+
+        status, message = stop_status(run_id, status, message)
     _say(f"run {run_id} {status}" + (f": {message}" if message else ""))
     if rank == 0:
         events.status(status, message=message, traceback=tb)
@@ -154,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - the next status read schedules instead
             _say(f"scheduler call failed: {type(exc).__name__}: {exc}")
         _ingest(run_id, wait=True)
-    return {"succeeded": 0, "failed": 1, "cancelled": 3}[status]
+    return {"succeeded": 0, "failed": 1, "cancelled": 3}.get(status, 3)
 
 
 if __name__ == "__main__":

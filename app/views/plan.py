@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.widgets import data, templates
+from app.widgets import cluster, data, templates
 from app.widgets.common import (ACTIVE, PAGE_FILES, duration, guard, isnum, pct, status_text)
 from app.widgets.knob_form import render as knob_form, summary_line
 from app.widgets.launch import cancel, launch, resume
@@ -27,7 +27,7 @@ def _settings_line() -> str:
         return f"scheduler settings unreadable: {exc}"
     gpus = ", ".join(s.gpus) if s.gpus else "none (CPU only)"
     return (f"Scheduler: GPUs {gpus}; {s.cpu_jobs} CPU job(s) at a time; jobs start in launch order as slots "
-            f"free up and run detached (a browser refresh never stops them).")
+            f"free up and run detached (a browser refresh never stops them).") + cluster.executor_line()
 
 
 ensure_routed()
@@ -47,6 +47,7 @@ if flash:
         st.code(flash["command"], language="bash")
 
 live_jobs()
+cluster.cluster_queue()
 
 # ---------------------------------------------------------------------------------------------------------- board
 st.subheader("Stages")

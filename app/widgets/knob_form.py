@@ -132,6 +132,9 @@ def render(t: Template, checkpoint_runs: list[str]) -> FormResult:
                                                      help="runtime.gpus: > 1 runs under torchrun; 0 = a CPU slot"))
         extra = st.text_area("More overrides (`key=value`, one a line)", "", key=f"{key}:extra", height=80,
                              help="any config key, e.g. train.lr=1e-4 or augment.cutmix_p=0.2")
+        from .cluster import executor_fields
+
+        extra = "\n".join([extra, *executor_fields(key, cfg)])       # where it runs: local or SLURM
         b1, b2, _ = st.columns([1, 1, 4])
         check = b1.form_submit_button("Check", help="resolve the config with these knobs without launching")
         go = b2.form_submit_button(":material/rocket_launch: Launch", type="primary")

@@ -44,7 +44,9 @@ def _job_row(row: pd.Series, live: dict) -> None:
             top[2].metric(f"last mIoU ({row['split']})", pct(row["last_val_miou"]))
         elif status == "queued":
             pos = live.get("queue_position")
-            top[2].caption(f"waiting for a slot{f' (position {pos})' if pos else ''}")
+            on_cluster = "SLURM" in (live.get("message") or "")      # submitted to or requeued by SLURM
+            top[2].caption("waiting in the SLURM queue" if on_cluster
+                           else f"waiting for a slot{f' (position {pos})' if pos else ''}")
         if status in ACTIVE:
             if top[3].button("Cancel", key=f"live_cancel_{rid}", help="SIGTERM to the job's process group; "
                                                                      "SIGKILL after the grace period"):

@@ -383,12 +383,27 @@ class HealthCfg:
 
 
 @dataclass
+class SlurmCfg:
+    """Per-template SLURM request (runners/executors/slurm.py); None: the workspace setting (``slurm_*``)."""
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    time_min: Optional[int] = None          # time limit in minutes
+    nodes: Optional[int] = None
+    tasks_per_node: Optional[int] = None    # torchrun launchers per node (default 1; a node's GPUs run under one)
+    gpus_per_node: Optional[int] = None     # default: runtime.gpus (0 on a CPU-only cluster)
+    cpus_per_task: Optional[int] = None
+    mem_gb: Optional[float] = None          # memory per node
+
+
+@dataclass
 class RuntimeCfg:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     gpus: int = 1                           # GPUs per job (torchrun when > 1)
     threads: Optional[int] = None           # torch CPU threads
     keep_freed_memory: bool = True          # glibc keeps freed blocks for reuse (mapsage/runtime.py): no page
                                             # faults on every forward pass; 1.8x faster batched CPU inference
+    executor: Optional[Literal["local", "slurm"]] = None   # where the job runs; None: the workspace setting
+    slurm: SlurmCfg = field(default_factory=SlurmCfg)
 
 
 @dataclass

@@ -162,6 +162,9 @@ def _show_data(run_id: str) -> dict:
     data["run_id"] = run_id
     data["run_dir"] = str(jobs._require_run(run_id))
     data["checkpoint"] = str(jobs.find_checkpoint(run_id) or "") or None
+    from runners.executors import placement
+
+    data.update(placement(run_id))          # executor; for a cluster job its SLURM job id, state and nodes
     if live.get("status") in ("failed", "died"):
         data["log_tail"] = jobs.log_tail(run_id, 30)
     evals = store.metrics(run_id)
@@ -179,7 +182,8 @@ def cmd_show(args) -> int:
     cfg = data.pop("config", None)
     order = ["run_id", "name", "status", "status_message", "kind", "plan_stage", "title", "dataset", "split",
              "progress", "best_val_miou", "best_val_mbiou", "best_epoch", "best_variant", "fps", "created_at",
-             "started_at", "ended_at", "host", "pid", "gpus", "parent_run", "parent_relation", "resume_from",
+             "started_at", "ended_at", "executor", "slurm_job_id", "slurm_state", "slurm_partition", "slurm_nodes",
+             "slurm_reason", "slurm_restarts", "host", "pid", "gpus", "parent_run", "parent_relation", "resume_from",
              "checkpoint", "config_hash", "code_commit", "backbone", "pretrain", "loss", "aug", "lr_schedule", "size",
              "tta", "post", "run_dir"]
     for k in order:
