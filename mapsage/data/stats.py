@@ -106,6 +106,11 @@ def scan_sample(dataset, i: int, verify_images: bool = False) -> SampleScan:
                                     f"by the config: {listed}")
         except UserError as exc:
             rec.problems.append(str(exc))
+    if (rec.image_size and rec.mask_size and rec.image_size != rec.mask_size
+            and getattr(getattr(dataset, "ds", None), "type", "") == "part_mask"):
+        (h, w), (H, W) = rec.mask_size, rec.image_size
+        if not (H % h or W % w) and H // h == W // w:      # part labels are scaled up by a whole factor
+            rec.mask_size = rec.image_size
     if rec.image_size and rec.mask_size and rec.image_size != rec.mask_size:
         rec.problems.append(f"{s.mask_path}: mask is {rec.mask_size[1]}x{rec.mask_size[0]} (WxH) but its image "
                             f"{s.image_path} is {rec.image_size[1]}x{rec.image_size[0]}")
