@@ -11,7 +11,8 @@ import yaml
 from PIL import Image
 
 from conftest_data import DUBAI_ROOT, LOVEDA_ROOT
-from conftest_metrics import IGN, decode_dubai
+from conftest_metrics import IGN, decode_dubai, dubai_masks
+from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
 FACE_TEMPLATE = ROOT / "configs/stage1_baselines/faceparsing_segformer_mit-b0_celebamask-hq.yaml"
@@ -74,3 +75,43 @@ def part_config(dst: Path, **extra) -> Path:
     path = dst / "faceparsing_dubai-parts.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
+
+
+def carve_strips(label: np.ndarray, half: int = 2) -> np.ndarray:
+    """ISPRS-style eroded label: every pixel within ``half`` px of another class becomes ignored (a strip of
+    about 2*half px centred on each border); existing ignored pixels stay ignored and create no strip."""
+    out = label.copy()
+    valid = label != IGN
+    size = 2 * half + 1
+    near_other = np.zeros(label.shape, bool)
+    for k in np.unique(label[valid]):
+        other = valid & (label != k)
+        near_other |= (label == k) & ndimage.maximum_filter(other, size=size, mode="constant", cval=False)
+    out[near_other] = IGN
+    return out
+
+
+
+def fill_ignored(label: np.ndarray) -> np.ndarray:
+    """Give ignored pixels the nearest class (so that carved strips are the only ignored pixels)."""
+    ign = label == IGN
+    if not ign.any():
+        return label
+    idx = ndimage.distance_transform_edt(ign, return_distances=False, return_indices=True)
+    return label[idx[0], idx[1]]
+
+
+def isprs_style_layout(dst: Path, crop: int = 384) -> Path:
+    """Real Dubai pairs as ISPRS "eroded" labels converted by mmseg: a ~4 px ignore strip carved along every class
+    border, stored as 0 = strip, 1..5 = the five classes (img_dir/{train,val}, ann_dir/{train,val} PNGs)."""
+    names = ["Tile 1/masks/image_part_001.png", "Tile 2/masks/image_part_003.png", "Tile 8/masks/image_part_003.png"]
+    for n, (name, lab) in enumerate(dubai_masks(tuple(names))):
+        split = "val" if n == 2 else "train"
+        lab = carve_strips(fill_ignored(lab[:crop, :crop]))
+        raw = np.where(lab == IGN, 0, lab.astype(np.int64) + 1).astype(np.uint8)
+        img = Image.open(DUBAI_ROOT / name.replace("/masks/", "/images/").replace(".png", ".jpg")).convert("RGB")
+        for sub, arr in (("img_dir", np.asarray(img)[:crop, :crop]), ("ann_dir", raw)):
+            out = dst / sub / split
+            out.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(out / f"{n}.png")
+    return dst

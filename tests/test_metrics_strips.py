@@ -12,6 +12,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+from conftest_formats import carve_strips, fill_ignored
 from conftest_metrics import IGN, dubai_colour_map, dubai_masks
 from mapsage.metrics import MetricResult, SegMetrics
 
@@ -24,20 +25,6 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
-
-
-def carve_strips(label: np.ndarray, half: int = 2) -> np.ndarray:
-    """ISPRS-style eroded label: every pixel within ``half`` px of another class becomes ignored (a strip of
-    about 2*half px centred on each border); existing ignored pixels stay ignored and create no strip."""
-    out = label.copy()
-    valid = label != IGN
-    size = 2 * half + 1
-    near_other = np.zeros(label.shape, bool)
-    for k in np.unique(label[valid]):
-        other = valid & (label != k)
-        near_other |= (label == k) & ndimage.maximum_filter(other, size=size, mode="constant", cval=False)
-    out[near_other] = IGN
-    return out
 
 
 def strip_pixels(label: np.ndarray, s: int) -> np.ndarray:
@@ -77,10 +64,7 @@ def _pairs():
     out = []
     for _, lab in dubai_masks():
         lab = lab[:600, :600].copy()
-        ign = lab == IGN
-        if ign.any():
-            idx = ndimage.distance_transform_edt(ign, return_distances=False, return_indices=True)
-            lab = lab[idx[0], idx[1]]
+        lab = fill_ignored(lab)
         out.append((lab, carve_strips(lab)))
     return out
 

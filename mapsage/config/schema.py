@@ -401,7 +401,8 @@ class DistillCfg:
 @dataclass
 class HealthCfg:
     checks: list[str] = field(default_factory=lambda: [
-        "ids", "per_class", "normalisation", "alignment", "splits", "eval_consistency", "metric", "sanity"])
+        "ids", "label_ids", "per_class", "normalisation", "alignment", "splits", "eval_consistency", "metric",
+        "sanity"])
     scan_max_masks: Optional[int] = None
     phash_distance: int = 6
     sanity_steps: int = 60
