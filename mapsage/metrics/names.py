@@ -34,3 +34,18 @@ def metric_label(key: str) -> str:
 
 
 __all__ = ["METRICS", "CLASS_METRICS", "SELECTABLE", "metric_label"]
+
+
+def evaluation_warnings(extra) -> list[str]:
+    """The warnings a stored evaluation carries (``boundary_warnings`` of its metrics event), from the store's
+    ``extra_json`` column (a JSON string or an already parsed mapping; anything else gives none)."""
+    import json
+
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra)
+        except ValueError:
+            return []
+    if not isinstance(extra, dict):
+        return []
+    return [str(w) for w in (extra.get("boundary_warnings") or [])]
