@@ -36,6 +36,14 @@ def strip_pixels(label: np.ndarray, s: int) -> np.ndarray:
     return ~valid & (n_classes_near >= 2)
 
 
+def pred_strip(pred: np.ndarray, strip: np.ndarray, d: int) -> np.ndarray:
+    """Strip pixels with two different predicted classes within d px (the prediction everywhere)."""
+    n_near = np.zeros(pred.shape, np.int32)
+    for k in np.unique(pred):
+        n_near += ndimage.maximum_filter(pred == k, size=2 * d + 1, mode="constant", cval=False)
+    return strip & (n_near >= 2)
+
+
 def rule_band(class_map: np.ndarray, k: int, d: int, valid: np.ndarray, strip: np.ndarray) -> np.ndarray:
     """Valid pixels of class k within d px of a valid pixel of another class or of a strip pixel."""
     source = (valid & (class_map != k)) | strip
@@ -49,7 +57,7 @@ def rule_areas(pairs, C: int, d: int, s: int):
         valid = label != IGN
         strip = strip_pixels(label, s) if s else np.zeros(label.shape, bool)
         for k in range(C):
-            bp = rule_band(pred, k, d, valid, strip)
+            bp = rule_band(pred, k, d, valid, pred_strip(pred, strip, d))
             blk = rule_band(label, k, d, valid, strip)
             bi[k] += np.count_nonzero(bp & blk)
             bu[k] += np.count_nonzero(bp | blk)
@@ -103,6 +111,8 @@ def test_perfect_prediction_scores_100_with_the_strip_rule_and_warns_without():
 
     strips = _metrics(pairs, boundary_strip_px=STRIP_PX)
     assert strips.mbiou == 1.0 and strips.miou == 1.0
+    truth = _metrics([(orig, eroded) for orig, eroded in _pairs()], boundary_strip_px=STRIP_PX)
+    assert truth.mbiou == 1.0                                  # the uneroded label as the prediction
     assert strips.boundary_warnings == []
     assert (strips.b_label[strips.label_area > 0] > 0).all()
     assert "ignore strips up to 7 px count as borders" in strips.boundary_setting

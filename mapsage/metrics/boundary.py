@@ -25,13 +25,16 @@ treats a strip as the border it stands for:
 * A *strip pixel* is an ignored label pixel whose ``(2s+1)`` window (``s = boundary_strip_px``) holds valid label
   pixels of at least two different classes. Ignored areas that touch one class only (the no-data rim of a tile,
   an unlabelled patch inside a field) hold no strip pixel and stay neutral, as in the rule above.
-* In the label *and* in the prediction, a strip pixel counts as "another class" for every valid pixel whose window
-  reaches it: a border of two classes that runs through a strip is boundary on both sides. The prediction's own
-  class changes count as before; what it draws inside the strip (ignored) still counts for nothing.
+* In the label, a strip pixel counts as "another class" for every valid pixel whose window reaches it: a border
+  of two classes that runs through a strip is boundary on both sides.
+* In the prediction, a strip pixel counts the same way where the prediction itself changes class within ``d`` px
+  of it (its values everywhere, inside the strip too): a prediction whose border lies in the strip has the
+  label's band there; one that moved its border away from the strip does not, and is charged for it. The
+  prediction's own class changes on valid pixels count as before.
 * Strip pixels themselves stay ignored: they are in no band and never scored.
 
-So a prediction that equals the label on its valid pixels scores 1.0, and a shifted one is charged for the band
-pixels it gets wrong next to the strips. With ``s = 0`` (the default) nothing changes: the rule is Cheng et al.'s
+So a prediction that equals the true (uneroded) label scores 1.0 when the strips are at most about ``2d`` px wide,
+and a shifted one is charged for the band pixels it gets wrong next to the strips. With ``s = 0`` (the default) nothing changes: the rule is Cheng et al.'s
 with ignored pixels as unknown. ``s`` must be at least the widest strip (a strip pixel next to class A has to see
 class B on the far side).
 
@@ -121,6 +124,13 @@ def strip_map_np(label: np.ndarray, s: int) -> np.ndarray | None:
     return strip if strip.any() else None
 
 
+def pred_strip_np(pred: np.ndarray, strip: np.ndarray, d: int) -> np.ndarray:
+    """The strip pixels that are edges for the prediction: those within ``d`` px of a class change of the
+    prediction (its values everywhere, inside the strip too)."""
+    k = _kernel(int(d))
+    return strip & (cv2.dilate(pred, k) != cv2.erode(pred, k))
+
+
 def band_codes_np(label: np.ndarray, pred: np.ndarray, d: int, border_is_edge: bool,
                   has_ignore: bool, ws: BandWorkspace | None = None,
                   strip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -142,9 +152,9 @@ def band_codes_np(label: np.ndarray, pred: np.ndarray, d: int, border_is_edge: b
         pred_lo = np.bitwise_and(pred, keep, out=b["pred_lo"])
         pred_hi = np.bitwise_or(pred, ign, out=b["pred_hi"])           # ignored -> 255 (cannot lower a min)
         lab_hi = label                                                 # ignored pixels already hold 255
-        if strip is not None:                                          # strip pixels -> 255: an edge for all
+        if strip is not None:                                          # strip pixels -> 255: an edge
             lab_lo[strip] = 255
-            pred_lo[strip] = 255
+            pred_lo[pred_strip_np(pred, strip, d)] = 255
     else:
         lab_lo = lab_hi = label
         pred_lo = pred_hi = pred
@@ -180,7 +190,7 @@ def band_bits_np(label: np.ndarray, pred: np.ndarray, d: int, border_is_edge: bo
         lab_hi = label
         if strip is not None:
             lab_lo[strip] = 255
-            pred_lo[strip] = 255
+            pred_lo[pred_strip_np(pred, strip, d)] = 255
     else:
         lab_lo = lab_hi = label
         pred_lo = pred_hi = pred

@@ -471,8 +471,13 @@ class SegMetrics:
                                                      padding=s_px)
                 strip = (lab == self.ignore_index) & (mx > mn).squeeze(1)
                 lo_l = lo_l.masked_fill(strip, C + 1)
-                lo_p = lo_p.masked_fill(strip, C + 1)
-                del mx, mn, strip
+                # the prediction's strip edges: where it changes class within d px (its values everywhere)
+                pcf = pc.to(ft).unsqueeze(1)
+                k_d = 2 * d + 1
+                pmx = torch.nn.functional.max_pool2d(pcf, k_d, stride=1, padding=d)
+                pmn = -torch.nn.functional.max_pool2d(-pcf, k_d, stride=1, padding=d)
+                lo_p = lo_p.masked_fill(strip & (pmx != pmn).squeeze(1), C + 1)
+                del mx, mn, strip, pcf, pmx, pmn
             el = edge_map_torch(lo_l, lf.masked_fill(inv, C), d, self.border_is_edge)
             ep = edge_map_torch(lo_p, pf.masked_fill(inv, C), d, self.border_is_edge)
             del lo_l, lo_p
