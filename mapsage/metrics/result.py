@@ -295,7 +295,9 @@ class MetricResult:
         lines.append(f"mIoU {p(self.miou).strip()}  mAcc {p(self.macc).strip()}  aAcc {p(self.aacc).strip()}  "
                      f"mDice {p(self.mf1).strip()}  mFscore {p(self.mfscore).strip()}  "
                      f"mBIoU {p(self.mbiou).strip()}  per-image mIoU {p(self.per_image_miou).strip()}")
-        lines.append(f"mean F-score (foreground, without {', '.join(self.background_classes) or 'no class'}) "
+        fg = (f"foreground, without {', '.join(self.background_classes)}" if self.background_classes
+              else "all classes: none is named background")
+        lines.append(f"mean F-score ({fg}) "
                      f"{p(self.mfscore_fg).strip()}   (mDice = Dice (mmseg mDice); mFscore = mmseg mFscore: classes "
                      f"without a true positive left out)")
         lines.append(f"images {self.n_images}, valid pixels {self.n_pixels}, ignored pixels {self.n_ignored} "
