@@ -195,8 +195,9 @@ with tabs[1]:
             st.markdown(f"Evaluation **{evals.label(chosen)}** — mIoU **{pct(chosen['miou'])}**, mAcc "
                         f"{pct(chosen['macc'])}, aAcc {pct(chosen['aacc'])}, {metric_label('mf1')} {pct(chosen['mf1'])}, Boundary IoU "
                         f"**{pct(chosen['mbiou'])}** ({band} px band), {n_img} images of `{split}`.")
-            for warning in evaluation_warnings(chosen.get("extra_json")):
-                st.warning(warning)
+            warnings = evaluation_warnings(chosen.get("extra_json"))
+            if warnings:
+                st.warning("\n".join(f"- {w}" for w in warnings))
             if chosen["excluded_classes"]:
                 st.caption("Left out of the means (absent from both label and prediction): "
                            + ", ".join(chosen["excluded_classes"]))
