@@ -18,11 +18,14 @@ type            payload
                 peak_mem_mb, gpu_util, ...)
 ``metrics``     one evaluation: ``split``, ``domain`` ("all", "Urban", ...), ``variant`` ("raw", "ema",
                 "tta=on", "refine=crf", ...), ``epoch`` (or null for a final evaluation), ``summary``:
-                {miou, macc, aacc, mf1, mbiou, per_image_miou}, ``classes``: [{id, name, iou, acc, precision,
-                f1, biou}], ``excluded_classes``: [names], ``confusion``: C×C int list (rows = label), ``n_images``,
-                ``boundary_px``
+                {miou, macc, aacc, mf1 (Dice, mmseg mDice), mbiou, per_image_miou, mfscore (mmseg mFscore),
+                mfscore_fg (foreground mean F-score)}, ``classes``: [{id, name, iou, acc, precision, f1, fscore,
+                biou, boundary_pixels (the class's boundary pixels in the label)}], ``excluded_classes``: [names],
+                ``confusion``: C×C int list (rows = label), ``n_images``, ``boundary_px``, ``boundary_strip_px``,
+                ``boundary_warnings``: [lines] (classes with almost no boundary pixels in the label)
 ``tiles``       per-tile areas for paired bootstrap: ``split``, ``variant``, ``rows``: [{tile, domain,
-                intersect: [C], union: [C], label_area: [C], pred_area: [C], b_intersect: [C], b_union: [C]}]
+                intersect: [C], union: [C], label_area: [C], pred_area: [C], b_intersect: [C], b_union: [C],
+                b_label: [C]}]
 ``ab``          an A/B decision row: ``ab_kind`` (tta | post | refine | ensemble | distill), ``variant``,
                 ``baseline`` (variant name), ``split``, ``summary`` (as metrics), ``baseline_summary``,
                 ``gain`` (points, of ``criterion``), ``criterion`` (miou | mbiou), ``threshold``, ``decision``

@@ -18,6 +18,14 @@ from .schema import EVENT_TABLES, ensure_schema
 
 TIME_COLUMNS = ("created_at", "started_at", "ended_at", "updated_at", "last_heartbeat")
 METRICS = ("miou", "macc", "aacc", "mf1", "mbiou", "per_image_miou")
+# figures kept in an evaluation's extra_json (no column of their own): mmseg mFscore, face-parsing mean F-score
+JSON_METRICS = ("mfscore", "mfscore_fg")
+
+
+def _metric_sql(metric: str) -> str:
+    if metric in JSON_METRICS:
+        return f"TRY_CAST(json_extract_string(e.extra_json, '$.{metric}') AS DOUBLE)"
+    return f"e.{metric}"
 
 # the experiment table's columns, in the plan's order
 EXPERIMENT_COLUMNS = ["backbone", "pretrain", "loss", "aug", "lr_schedule", "size", "tta", "post"]
@@ -381,9 +389,10 @@ def leaderboard(split: str = "val", metric: str = "miou", domain: str = "all",
     aacc; ties go to the later evaluation), with the experiment table's columns, the figures of that evaluation
     and, with ``per_class``, one ``iou_<class>`` column per class (class-id order). Ranked best first
     (``rank``)."""
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    clauses, params = ["e.split = ?", "e.domain = ?", f"e.{metric} IS NOT NULL"], [split, domain]
+    if metric not in METRICS + JSON_METRICS:
+        raise ValueError(f"metric must be one of {METRICS + JSON_METRICS}, got {metric!r}")
+    msql = _metric_sql(metric)
+    clauses, params = ["e.split = ?", "e.domain = ?", f"{msql} IS NOT NULL"], [split, domain]
     _where(clauses, params, "e.variant", variant)
     if final_only:
         clauses.append("e.epoch IS NULL")
@@ -402,14 +411,14 @@ def leaderboard(split: str = "val", metric: str = "miou", domain: str = "all",
             extra += ", array_to_string(e.class_names, chr(31)) AS _names"
         sql = f"""
             WITH best AS (
-                SELECT e.run_id, arg_max(e.seq, {{'m': e.{metric}, 's': e.seq}}) AS seq
+                SELECT e.run_id, arg_max(e.seq, {{'m': {msql}, 's': e.seq}}) AS seq
                 FROM evaluations e {_sql_where(clauses)} GROUP BY e.run_id
             )
             SELECT e.run_id, {cols}, e.split, e.domain, e.variant, e.epoch, e.miou, e.mbiou, e.macc, e.mf1,
-                   e.aacc, e.n_images{extra}
+                   e.aacc, e.n_images{f", {msql} AS {metric}" if metric in JSON_METRICS else ""}{extra}
             FROM best b JOIN evaluations e ON e.run_id = b.run_id AND e.seq = b.seq
             JOIN runs r ON r.run_id = e.run_id {_sql_where(outer)}
-            ORDER BY e.{metric} DESC, e.run_id
+            ORDER BY {msql} DESC, e.run_id
             {f'LIMIT {int(limit)}' if limit else ''}
         """
         df = con.execute(sql, params + outer_params).df()

@@ -219,6 +219,12 @@ def test_experiment_table_labels_every_figure_with_its_split_and_ranks():
     assert [c for c, _ in tables.DESCRIPTIVE] and all(label in t.columns for _, label in tables.DESCRIPTIVE)
     by_bbiou = tables.experiment_table(runs, board, "val", "mbiou")
     assert list(by_bbiou["Run"])[:2] == ["A", "B"]
+    assert "Dice (mmseg mDice) (val)" in t.columns and "mF1 (val)" not in t.columns
+    # ranking by the face-parsing mean F-score (kept in the evaluations' JSON) adds its column
+    board_fg = board.assign(mfscore_fg=[0.3, 0.7])
+    by_fg = tables.experiment_table(runs, board_fg, "val", "mfscore_fg")
+    assert list(by_fg["Run"])[:2] == ["A", "B"] and by_fg.loc[0, "mean F-score (foreground) (val)"] == 70.0
+    assert tables.RANK_METRICS["mean F-score (foreground)"] == "mfscore_fg"
     assert list(tables.filter_runs(runs, statuses=["running"])["run_id"]) == ["b"]
     assert list(tables.filter_runs(runs, text="MIT_B2")["run_id"]) == ["b"]
     assert list(tables.filter_runs(runs, backbones=["mit_b0"], stages=[2])["run_id"]) == ["c"]

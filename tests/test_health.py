@@ -191,7 +191,7 @@ def test_loveda_samples_pass_the_data_checks(tmp_path, one_thread):
 def test_every_check_is_registered_and_unknown_names_fail_early(tmp_path):
     from mapsage.config import ConfigError
 
-    assert list(CHECKS) == ["ids", "per_class", "normalisation", "alignment", "splits", "eval_consistency",
+    assert list(CHECKS) == ["ids", "label_ids", "per_class", "normalisation", "alignment", "splits", "eval_consistency",
                             "metric", "sanity"]
     h = health_run(dubai_cfg(), tmp_path)
     with pytest.raises(ConfigError, match="unknown check 'splitz'"):

@@ -76,7 +76,10 @@ def test_absent_and_unmatched_classes():
     assert_close(r.mf1, (0.8 + 0 + 0) / 3)
     assert r.excluded_classes == ["c3"]
     assert r.per_class[3] == {"id": 3, "name": "c3", "iou": None, "acc": None, "precision": None, "f1": None,
-                              "biou": None}
+                              "fscore": None, "biou": None, "boundary_pixels": 0}
+    # mmseg's mFscore leaves out classes without a true positive (1 and 2 here); Dice counts them as 0
+    assert math.isnan(r.fscore[1]) and math.isnan(r.fscore[2]) and abs(r.fscore[0] - 0.8) < 1e-12
+    assert_close(r.mfscore, 0.8)
 
 
 def test_areas_accumulate_before_ratios():
@@ -312,9 +315,10 @@ def test_event_json_table_dataframe(tmp_path):
     payload = m.to_event("val", "all", "ema", 3)
     assert set(payload) >= {"split", "domain", "variant", "epoch", "summary", "classes", "excluded_classes",
                             "confusion", "n_images", "boundary_px"}
-    assert payload["summary"].keys() == {"miou", "macc", "aacc", "mf1", "mbiou", "per_image_miou"}
+    assert payload["summary"].keys() == {"miou", "macc", "aacc", "mf1", "mbiou", "per_image_miou", "mfscore",
+                                         "mfscore_fg"}
     assert payload["classes"][4] == {"id": 4, "name": "barren", "iou": None, "acc": None, "precision": None,
-                                     "f1": None, "biou": None}
+                                     "f1": None, "fscore": None, "biou": None, "boundary_pixels": 0}
     assert payload["excluded_classes"] == ["barren"] and payload["boundary_px"] == 3
     assert m.to_event("val", "Rural", "ema", 3)["summary"] == payload["summary"]
     # through the real event writer and back
@@ -335,7 +339,8 @@ def test_event_json_table_dataframe(tmp_path):
     text = r.table()
     assert "agriculture" in text and f"{r.miou * 100:.2f}" in text and "excluded" in text and "d=3 px" in text
     df = r.to_dataframe()
-    assert list(df.columns) == ["class", "iou", "acc", "precision", "f1", "biou", "label_share", "pred_share"]
+    assert list(df.columns) == ["class", "iou", "acc", "precision", "f1", "biou", "label_share", "pred_share",
+                                  "fscore"]
     assert df.loc[6, "iou"] == r.iou[6] and math.isnan(df.loc[4, "iou"])
     assert r.to_dataframe(percent=True).loc[6, "iou"] == pytest.approx(r.iou[6] * 100)
     assert r.weakest(2) == [LOVEDA_CLASSES[k] for k in np.argsort(np.nan_to_num(r.iou, nan=9))[:2]]

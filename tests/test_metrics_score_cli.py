@@ -129,9 +129,11 @@ def test_out_of_range_values_are_named(score_dirs, capsys):
 def test_colour_images_and_bad_arguments(score_dirs, capsys, tmp_path):
     pred, gt, _ = score_dirs
     victim = sorted(pred.glob("*.png"))[0]
-    Image.fromarray(np.zeros((1024, 1024, 3), np.uint8)).save(victim)
+    colour = np.zeros((1024, 1024, 3), np.uint8)
+    colour[..., 0] = 200                             # not grey: a colour picture, not ids written as grey
+    Image.fromarray(colour).save(victim)
     line = _error(capsys, pred, gt, "--num-classes", 7)
-    assert str(victim) in line and "RGB" in line and "class-id" in line
+    assert str(victim) in line and "RGB" in line and "class-id" in line and "--palette" in line
     victim.write_bytes((gt / victim.name).read_bytes())
     line = _error(capsys, pred, gt, "--num-classes", 7, "--class-names", "a,b")
     assert "--class-names lists 2 names" in line
@@ -140,7 +142,7 @@ def test_colour_images_and_bad_arguments(score_dirs, capsys, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     line = _error(capsys, empty, gt, "--num-classes", 7)
-    assert "holds no .png masks" in line
+    assert "holds no .png/.tif masks" in line
     line = _error(capsys, pred, gt, "--num-classes", 7, "--ignore-index", 3)
     assert "ignore_index 3" in line
     (pred / "broken.png").write_bytes(b"not a png")

@@ -16,6 +16,7 @@ from app.widgets.common import (ACTIVE, PAGE_FILES, ago, duration, guard, isnum,
 from app.widgets.launch import cancel, resume
 from app.widgets.report_button import report_button
 from app.widgets.nav import ensure_routed
+from mapsage.metrics.names import evaluation_warnings, metric_label
 
 ensure_routed()
 st.title(":material/query_stats: Run detail")
@@ -194,8 +195,11 @@ with tabs[1]:
             band = int(chosen["boundary_px"]) if isnum(chosen["boundary_px"]) else "?"
             n_img = int(chosen["n_images"]) if isnum(chosen["n_images"]) else "?"
             st.markdown(f"Evaluation **{evals.label(chosen)}** — mIoU **{pct(chosen['miou'])}**, mAcc "
-                        f"{pct(chosen['macc'])}, aAcc {pct(chosen['aacc'])}, mF1 {pct(chosen['mf1'])}, Boundary IoU "
+                        f"{pct(chosen['macc'])}, aAcc {pct(chosen['aacc'])}, {metric_label('mf1')} {pct(chosen['mf1'])}, Boundary IoU "
                         f"**{pct(chosen['mbiou'])}** ({band} px band), {n_img} images of `{split}`.")
+            warnings = evaluation_warnings(chosen.get("extra_json"))
+            if warnings:
+                st.warning("\n".join(f"- {w}" for w in warnings))
             if chosen["excluded_classes"]:
                 st.caption("Left out of the means (absent from both label and prediction): "
                            + ", ".join(chosen["excluded_classes"]))

@@ -53,8 +53,9 @@ def latest_eval(metrics: pd.DataFrame, split: str, variant: str) -> Optional[pd.
 
 
 def metric_deltas(evals: dict[str, Optional[pd.Series]], reference: str) -> pd.DataFrame:
-    """One row per run: mIoU, Boundary IoU, mAcc, mF1 (points) and their deltas against ``reference``."""
-    cols = [("miou", "mIoU"), ("mbiou", "Boundary IoU"), ("macc", "mAcc"), ("mf1", "mF1")]
+    """One row per run: mIoU, Boundary IoU, mAcc, Dice (points) and their deltas against ``reference``."""
+    from mapsage.metrics.names import metric_label
+    cols = [("miou", "mIoU"), ("mbiou", "Boundary IoU"), ("macc", "mAcc"), ("mf1", metric_label("mf1"))]
     ref = evals.get(reference)
     rows = []
     for label, ev in evals.items():

@@ -12,11 +12,16 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from mapsage.metrics.names import metric_label
+
 
 DESCRIPTIVE = [("backbone", "Backbone"), ("pretrain", "Pretrain"), ("loss", "Loss"), ("aug", "Aug"),
                ("lr_schedule", "LR schedule"), ("size", "Size"), ("tta", "TTA"), ("post", "Post")]
-FIGURES = [("miou", "mIoU"), ("mbiou", "Boundary IoU"), ("macc", "mAcc"), ("mf1", "mF1"), ("aacc", "aAcc")]
-RANK_METRICS = {"mIoU": "miou", "Boundary IoU": "mbiou", "mAcc": "macc", "mF1": "mf1"}
+FIGURES = [("miou", "mIoU"), ("mbiou", "Boundary IoU"), ("macc", "mAcc"), ("mf1", metric_label("mf1")),
+           ("aacc", "aAcc")]
+# the F-scores beyond Dice live in the evaluations' JSON; ranking by one adds its column
+RANK_METRICS = {"mIoU": "miou", "Boundary IoU": "mbiou", "mAcc": "macc", metric_label("mf1"): "mf1",
+                metric_label("mfscore"): "mfscore", metric_label("mfscore_fg"): "mfscore_fg"}
 
 
 def figure_label(label: str, split: str) -> str:
@@ -34,7 +39,8 @@ def experiment_table(runs: pd.DataFrame, board: pd.DataFrame, split: str, rank_b
         return pd.DataFrame()
     df = runs.copy()
     figs = [c for c, _ in FIGURES]
-    keep = ["run_id", *figs, "variant", "epoch", "n_images"]
+    extra = [rank_by] if rank_by not in figs and board is not None and rank_by in board.columns else []
+    keep = ["run_id", *figs, *extra, "variant", "epoch", "n_images"]
     iou_cols: list[str] = []
     if board is not None and not board.empty:
         iou_cols = [c for c in board.columns if c.startswith("iou_")] if per_class else []
@@ -58,7 +64,7 @@ def experiment_table(runs: pd.DataFrame, board: pd.DataFrame, split: str, rank_b
     })
     for col, label in DESCRIPTIVE:
         out[label] = df[col]
-    for col, label in FIGURES:
+    for col, label in FIGURES + [(c, metric_label(c)) for c in extra]:
         out[figure_label(label, split)] = df[col] * 100.0
     out[f"Epoch ({split})"] = df["epoch"] + 1           # 1-based, as people count epochs; NaN = final evaluation
     out["Weights"] = df["variant"]

@@ -48,9 +48,20 @@ class SplitCfg:
 
 
 @dataclass
+class PartMaskCfg:
+    """part_mask datasets (face parsing, CelebAMask-HQ layout): one binary PNG per part per image."""
+    dir: str = "masks"                      # folder (relative to dataset.root) searched recursively for part files
+    # part name (the file suffix in <image stem>_<part>.png) -> class name, in paint order: a later part paints
+    # over an earlier one where both cover a pixel (CelebAMask-HQ: skin first, cloth last)
+    parts: dict[str, str] = field(default_factory=dict)
+    background: Optional[str] = None        # class of pixels no part covers (null: dataset.classes[0])
+    numeric_ids: bool = True                # "00012" in a part file name matches image "12.jpg"
+
+
+@dataclass
 class DatasetCfg:
     name: str = "dataset"
-    type: Literal["loveda", "color_mask", "index_mask"] = "color_mask"
+    type: Literal["loveda", "color_mask", "index_mask", "part_mask"] = "color_mask"
     root: str = ""                          # relative paths resolve against the project root
     classes: list[str] = field(default_factory=list)
     palette: list[str] = field(default_factory=list)             # display colour per class, "#RRGGBB"
@@ -61,6 +72,9 @@ class DatasetCfg:
     # index_mask / loveda: raw mask value -> class index; raw values that mean "ignore"
     value_map: dict[int, int] = field(default_factory=dict)
     ignore_values: list[int] = field(default_factory=list)
+    # index_mask: masks converted by mmsegmentation with reduce_zero_label (0 = ignore, 1..K = classes 0..K-1)
+    reduce_zero_label: bool = False
+    part_masks: PartMaskCfg = field(default_factory=PartMaskCfg)
     # folder layout for color_mask / index_mask: glob patterns relative to root
     image_glob: str = "**/images/*.jpg"
     mask_from_image: list[str] = field(default_factory=lambda: ["/images/", "/masks/", ".jpg", ".png"])
@@ -83,6 +97,23 @@ class DatasetCfg:
         if 0 <= self.ignore_index < len(self.classes):
             raise ValueError(f"ignore_index {self.ignore_index} collides with class id "
                              f"{self.ignore_index} ({self.classes[self.ignore_index]})")
+        if self.reduce_zero_label and self.value_map:
+            raise ValueError("dataset.reduce_zero_label and dataset.value_map both remap raw values; use one: "
+                             "reduce_zero_label for mmseg-converted masks (0 = ignore, 1..K = classes), or a "
+                             "value_map that says it in full")
+        if self.reduce_zero_label and self.type not in ("index_mask", "loveda"):
+            raise ValueError(f"dataset.reduce_zero_label applies to index masks; dataset.type is {self.type}")
+        if self.type == "part_mask":
+            unknown = sorted({c for c in self.part_masks.parts.values() if c not in self.classes})
+            if not self.part_masks.parts:
+                raise ValueError("dataset.part_masks.parts is empty: name each part file suffix and its class, "
+                                 "in paint order (e.g. {skin: skin, hair: hair})")
+            if unknown:
+                raise ValueError(f"dataset.part_masks.parts names class(es) {unknown} that are not in "
+                                 f"dataset.classes")
+            if self.part_masks.background is not None and self.part_masks.background not in self.classes:
+                raise ValueError(f"dataset.part_masks.background {self.part_masks.background!r} is not in "
+                                 f"dataset.classes")
 
     @property
     def num_classes(self) -> int:
@@ -197,7 +228,9 @@ class TrainCfg:
     steps_per_epoch: Optional[int] = None   # optimiser steps per epoch (null: one pass over the training set)
     log_every: int = 10                     # steps between sampled step-loss events
     val_every: int = 1
-    save_best_by: Literal["miou", "mbiou"] = "miou"
+    # best checkpoints and early stopping: miou | mbiou | mf1 (Dice) | mfscore (mmseg) | mfscore_fg (face parsing:
+    # mean F-score over the foreground classes) | macc | aacc
+    save_best_by: Literal["miou", "mbiou", "mf1", "mfscore", "mfscore_fg", "macc", "aacc"] = "miou"
 
 
 @dataclass
@@ -215,6 +248,9 @@ class EvalCfg:
     window_batch: int = 4
     tta: TTACfg = field(default_factory=TTACfg)
     boundary_px: int = 3
+    boundary_strip_px: int = 0              # labels with ignore strips along class borders (ISPRS eroded): strips
+                                            # up to this width count as the border in Boundary IoU (0: off)
+    background_classes: Optional[list[str]] = None   # left out of the foreground mean F-score (null: "background")
     split: str = "val"
     max_tiles: Optional[int] = None
     save_predictions: bool = True
@@ -365,7 +401,8 @@ class DistillCfg:
 @dataclass
 class HealthCfg:
     checks: list[str] = field(default_factory=lambda: [
-        "ids", "per_class", "normalisation", "alignment", "splits", "eval_consistency", "metric", "sanity"])
+        "ids", "label_ids", "per_class", "normalisation", "alignment", "splits", "eval_consistency", "metric",
+        "sanity"])
     scan_max_masks: Optional[int] = None
     phash_distance: int = 6
     sanity_steps: int = 60

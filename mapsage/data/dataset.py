@@ -134,6 +134,9 @@ class SegDataset:
         s = self.samples[i]
         image = self.load_image(i)
         mask = self.load_mask(i)
+        if mask is not None and self.ds.type == "part_mask" and mask.shape != image.shape[:2]:
+            from .parts import fit_to_image
+            mask = fit_to_image(mask, image.shape[:2], s.mask_path)
         if mask is not None and mask.shape != image.shape[:2]:
             raise DataError(f"{s.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "
                             f"{s.image_path} is {image.shape[1]}x{image.shape[0]}; image and mask of a pair must "

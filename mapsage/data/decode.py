@@ -8,6 +8,10 @@ Two decoders share one interface (``decode(raw, path, strict) -> (mask, MaskStat
   the colours and their pixel counts.
 * :class:`IndexMaskDecoder` - stored class values (LoveDA, index PNGs) with ``dataset.value_map`` (raw value ->
   class id) and ``dataset.ignore_values``. Unknown values are an error, listed with their pixel counts.
+  ``dataset.reduce_zero_label`` reads masks converted by mmsegmentation with ``reduce_zero_label=True`` (stored
+  0 = ignore, 1..K = classes 0..K-1, 255 = ignore), exactly as mmseg's loader does.
+* :class:`PartMaskDecoder` - face-parsing part masks (CelebAMask-HQ layout): one binary PNG per part, painted
+  into one label map in ``dataset.part_masks.parts`` order (a later part wins where parts overlap).
 
 Pixels that become the ignore index are counted by cause (the colour or raw value), so a report can say how many
 pixels each explicit ignore rule affected.
@@ -218,7 +222,15 @@ class IndexMaskDecoder(MaskDecoder):
         self.num_classes = ds.num_classes
         self.ignore_index = int(ds.ignore_index)
         value_map = {int(k): int(v) for k, v in ds.value_map.items()}
-        identity = not value_map
+        if ds.reduce_zero_label and value_map:
+            raise ConfigError("dataset.reduce_zero_label and dataset.value_map both remap raw values; use one")
+        self.reduce_zero_label = bool(ds.reduce_zero_label)
+        identity = not value_map and not self.reduce_zero_label
+        if self.reduce_zero_label:  # mmseg: 0 -> ignore, v -> v - 1, 255 stays ignore
+            value_map = {i + 1: i for i in range(self.num_classes)}
+            extra_ignore = [0] + ([255] if self.num_classes < 255 else [])
+            ds_ignore = [int(v) for v in ds.ignore_values]
+            ignore_values_rz = ds_ignore + [v for v in extra_ignore if v not in ds_ignore]
         if identity:        # no table: stored values are the class ids; the ignore index stays the ignore index
             value_map = {i: i for i in range(self.num_classes)}
         for raw, cls in value_map.items():
@@ -227,7 +239,7 @@ class IndexMaskDecoder(MaskDecoder):
                                   f"(dataset.classes has {self.num_classes} names)")
             if raw < 0:
                 raise ConfigError(f"dataset.value_map: raw value {raw} is negative")
-        ignore_values = [int(v) for v in ds.ignore_values]
+        ignore_values = ignore_values_rz if self.reduce_zero_label else [int(v) for v in ds.ignore_values]
         if identity and self.ignore_index not in ignore_values:
             ignore_values.append(self.ignore_index)
         both = sorted(set(value_map) & set(ignore_values))
@@ -282,7 +294,9 @@ class IndexMaskDecoder(MaskDecoder):
         if stats.unknown:
             if strict:
                 hint = ("Map each to a class in dataset.value_map or list it in dataset.ignore_values."
-                        if not self.identity else
+                        if not self.identity and not self.reduce_zero_label else
+                        f"dataset.reduce_zero_label is on, so stored values must be 0 (ignore), 1..{self.num_classes}"
+                        f" (the classes) or 255; check dataset.classes." if self.reduce_zero_label else
                         f"dataset.value_map is empty, so stored values must be class ids 0..{self.num_classes - 1} "
                         f"or {self.ignore_index}; map them in dataset.value_map or list them in "
                         f"dataset.ignore_values.")
@@ -307,6 +321,9 @@ def build_decoder(ds: DatasetCfg) -> MaskDecoder:
         return ColorMaskDecoder(ds)
     if ds.type in ("loveda", "index_mask"):
         return IndexMaskDecoder(ds)
+    if ds.type == "part_mask":
+        from .parts import PartMaskDecoder
+        return PartMaskDecoder(ds)
     raise ConfigError(f"dataset.type: unknown type {ds.type!r}")  # pragma: no cover - schema restricts it
 
 
@@ -314,17 +331,23 @@ def _decoder_key(ds: DatasetCfg) -> str:
     return json.dumps({"type": ds.type, "classes": list(ds.classes), "ignore_index": ds.ignore_index,
                        "color_map": dict(ds.color_map), "ignore_colors": list(ds.ignore_colors),
                        "value_map": {str(k): v for k, v in ds.value_map.items()},
-                       "ignore_values": list(ds.ignore_values)}, sort_keys=True)
+                       "ignore_values": list(ds.ignore_values), "reduce_zero_label": bool(ds.reduce_zero_label),
+                       "part_masks": {"dir": ds.part_masks.dir, "parts": [[k, v] for k, v in ds.part_masks.parts.items()],   # order matters
+                                      "background": ds.part_masks.background,
+                                      "numeric_ids": ds.part_masks.numeric_ids}}, sort_keys=True)
 
 
 @functools.lru_cache(maxsize=8)
 def _cached_decoder(key: str) -> MaskDecoder:
     data = json.loads(key)
+    from ..config.schema import PartMaskCfg
     ds = DatasetCfg(name="decoder", type=data["type"], root=".", classes=data["classes"],
                     ignore_index=data["ignore_index"], color_map=data["color_map"],
                     ignore_colors=data["ignore_colors"],
                     value_map={int(k): v for k, v in data["value_map"].items()},
-                    ignore_values=data["ignore_values"])
+                    ignore_values=data["ignore_values"], reduce_zero_label=data["reduce_zero_label"],
+                    part_masks=PartMaskCfg(**{**data["part_masks"],
+                                              "parts": {k: v for k, v in data["part_masks"]["parts"]}}))
     return build_decoder(ds)
 
 

@@ -4,8 +4,14 @@
   comes from the folder (``Train`` -> ``train``), the domain from the domain folder. The split named by
   ``dataset.test_split`` may lack ``masks_png`` (LoveDA's Test labels are not public): it is then predict-only.
 * ``color_mask`` / ``index_mask``: every file matching ``dataset.image_glob`` under the root; its mask path comes
-  from ``dataset.mask_from_image`` (pairs of strings replaced in the image's path relative to the root, e.g.
-  ``["/images/", "/masks/", ".jpg", ".png"]``). Splits are assigned later (:mod:`mapsage.data.splits`).
+  from ``dataset.mask_from_image``: pairs of strings replaced in the image's path, e.g.
+  ``["/images/", "/masks/", ".jpg", ".png"]``. The pairs are applied to the path relative to the root (written
+  with a leading "/": ``/Tile 1/images/x.jpg``); pairs written as absolute paths (``/data/potsdam/img_dir/``)
+  are applied to the image's absolute path instead. When the first pair's "from" is a folder (ends with "/",
+  relative or absolute, with or without a leading "/"), that folder is left out of the sample ids.
+  Splits are assigned later (:mod:`mapsage.data.splits`).
+* ``part_mask``: every file matching ``dataset.image_glob``; its part files are found below
+  ``dataset.part_masks.dir`` (:mod:`mapsage.data.parts`).
 
 A sample's ``id`` is its path below the root without the extension and without the images folder
 (``Tile 1/image_part_001``; LoveDA ``Train/Rural/0``). Its ``group`` is the unit a split never cuts
@@ -134,22 +140,25 @@ def _folder_samples(ds: DatasetCfg, root: Path) -> list[Sample]:
     except re.error as exc:
         raise ConfigError(f"dataset.split.group_regex: {ds.split.group_regex!r} is not a valid regular "
                           f"expression ({exc})") from exc
-    img_dir_token = pairs[0][0] if pairs[0][0].startswith("/") and pairs[0][0].endswith("/") else None
+    img_dir_token = _image_dir_token(pairs[0][0], root)
     samples: list[Sample] = []
     missing: list[tuple[Path, Path]] = []
     for img in images:
         rel = "/" + img.relative_to(root).as_posix()
-        mrel = rel
-        for a, b in pairs:
-            mrel = mrel.replace(a, b)
-        if mrel == rel:
-            raise ConfigError(f"dataset.mask_from_image {ds.mask_from_image} leaves {img} unchanged, so its mask "
-                              f"would be the image itself; fix the replacement pairs")
-        mask = root / mrel.lstrip("/")
+        mrel = _replace_all(rel, pairs)
+        if mrel != rel:
+            mask = root / mrel.lstrip("/")
+        else:
+            absolute = img.absolute().as_posix()
+            mabs = _replace_all(absolute, pairs)
+            if mabs == absolute:
+                raise ConfigError(f"dataset.mask_from_image {ds.mask_from_image} leaves {img} unchanged, so its "
+                                  f"mask would be the image itself; fix the replacement pairs")
+            mask = Path(mabs)
         if not mask.is_file():
             missing.append((img, mask))
             continue
-        sid = rel.replace(img_dir_token, "/", 1) if img_dir_token else rel
+        sid = rel.replace(img_dir_token, "/", 1) if img_dir_token and img_dir_token in rel else rel
         sid = sid.lstrip("/").rsplit(".", 1)[0]
         parts = sid.split("/")
         domain = next((p for p in parts if p in ds.domains), None) if ds.domains else None
@@ -162,6 +171,53 @@ def _folder_samples(ds: DatasetCfg, root: Path) -> list[Sample]:
         dup = sorted({i for i in ids if ids.count(i) > 1})[:_MAX_LISTED]
         raise DataError(f"dataset.image_glob {ds.image_glob!r} finds several images with the same id {dup} "
                         f"(same name, different extension?); narrow the pattern")
+    return samples
+
+
+def _replace_all(text: str, pairs: list[tuple[str, str]]) -> str:
+    for a, b in pairs:
+        text = text.replace(a, b)
+    return text
+
+
+def _image_dir_token(first: str, root: Path) -> str | None:
+    """The image folder named by the first replacement pair, as ``/<folder>/`` relative to the root (None when the
+    pair is not a folder). ``images/``, ``/images/`` and ``/data/x/images/`` (under root ``/data/x``) all work."""
+    if not first.endswith("/") or not first.strip("/"):
+        return None
+    if first.startswith("/"):
+        try:
+            inside = Path(first.rstrip("/")).relative_to(root.absolute()).as_posix()
+            return "/" + inside + "/"
+        except ValueError:
+            return first                   # root-relative, written with a leading "/"
+    return "/" + first
+
+
+def _part_samples(ds: DatasetCfg, root: Path) -> list[Sample]:
+    from .parts import index_part_files, mask_stem_for
+    images = sorted((p for p in root.glob(ds.image_glob) if p.is_file()), key=lambda p: _natural_key_rel(p, root))
+    if not images:
+        raise DataError(f"dataset.image_glob: no file under {root} matches {ds.image_glob!r}; fix the pattern "
+                        f"(relative to dataset.root) or dataset.root")
+    try:
+        regex = re.compile(ds.split.group_regex)
+    except re.error as exc:
+        raise ConfigError(f"dataset.split.group_regex: {ds.split.group_regex!r} is not a valid regular "
+                          f"expression ({exc})") from exc
+    index = index_part_files(ds, root)
+    samples, missing = [], []
+    for img in images:
+        stem = mask_stem_for(img, index, ds)
+        if stem is None:
+            missing.append((img, root / ds.part_masks.dir / f"{img.stem}_<part>.png"))
+            continue
+        sid = img.relative_to(root).as_posix().rsplit(".", 1)[0]
+        parts = sid.split("/")
+        domain = next((p for p in parts if p in ds.domains), None) if ds.domains else None
+        samples.append(Sample(id=sid, image_path=img, mask_path=stem, domain=domain, group=_group_of(ds, sid, regex)))
+    if missing:
+        raise _missing_masks_error(missing, "dataset.part_masks")
     return samples
 
 
@@ -178,4 +234,6 @@ def discover_samples(ds: DatasetCfg) -> list[Sample]:
             raise DataError(f"dataset.root: {root} holds no LoveDA images; expected "
                             f"{root}/{{{','.join(ds.splits)}}}/{{{','.join(ds.domains)}}}/images_png/*.png")
         return samples
+    if ds.type == "part_mask":
+        return _part_samples(ds, root)
     return _folder_samples(ds, root)

@@ -106,6 +106,11 @@ def scan_sample(dataset, i: int, verify_images: bool = False) -> SampleScan:
                                     f"by the config: {listed}")
         except UserError as exc:
             rec.problems.append(str(exc))
+    if (rec.image_size and rec.mask_size and rec.image_size != rec.mask_size
+            and getattr(getattr(dataset, "ds", None), "type", "") == "part_mask"):
+        (h, w), (H, W) = rec.mask_size, rec.image_size
+        if not (H % h or W % w) and H // h == W // w:      # part labels are scaled up by a whole factor
+            rec.mask_size = rec.image_size
     if rec.image_size and rec.mask_size and rec.image_size != rec.mask_size:
         rec.problems.append(f"{s.mask_path}: mask is {rec.mask_size[1]}x{rec.mask_size[0]} (WxH) but its image "
                             f"{s.image_path} is {rec.image_size[1]}x{rec.image_size[0]}")
@@ -225,8 +230,29 @@ def inspect_config(cfg: Config, splits: list[str] | None = None, verify_images: 
             bar.close()
     if len(datasets) > 1:
         report["total"] = summarize(all_scans, ds.classes, ignore_causes(ds))
+    report["warnings"] = class_warnings(report)
     report["ok"] = not any(b["problems"] for b in report["splits"].values())
     return report
+
+
+def class_warnings(report: dict) -> list[str]:
+    """Classes with no pixel in any scanned split (the class table and the masks disagree: a wrong class list,
+    an off-by-one reading, a colour never mapped), and classes missing from a labelled split."""
+    blocks = {n: b for n, b in report["splits"].items() if b.get("with_masks")}
+    if not blocks:
+        return []
+    out = []
+    names = [r["name"] for r in next(iter(blocks.values()))["classes"]]
+    for i, name in enumerate(names):
+        empty = [n for n, b in blocks.items() if b["classes"][i]["pixels"] == 0]
+        if len(empty) == len(blocks):
+            out.append(f"class {i} '{name}' has no pixels in any scanned split ({', '.join(blocks)}): check "
+                       f"dataset.classes against the masks (an id table off by one - mmseg-converted masks need "
+                       f"dataset.reduce_zero_label - or a colour/value never mapped to it)")
+        elif empty:
+            out.append(f"class {i} '{name}' has no pixels in split(s) {', '.join(empty)}: its IoU there is "
+                       f"undefined and it is left out of that split's means")
+    return out
 
 
 def format_report(report: dict) -> str:
@@ -275,6 +301,8 @@ def format_report(report: dict) -> str:
         lines.append("")
         lines.append(f"absent splits (no samples): {', '.join(report['absent_splits'])}")
     lines.append("")
+    for w in report.get("warnings", []):
+        lines.append(f"WARNING {w}")
     if problems:
         lines.append(f"PROBLEMS: {len(problems)}")
         for name, p in problems[:50]:
@@ -282,5 +310,6 @@ def format_report(report: dict) -> str:
         if len(problems) > 50:
             lines.append(f"  ... and {len(problems) - 50} more (see --json)")
     else:
-        lines.append("no problems found")
+        n_warn = len(report.get("warnings", []))
+        lines.append("no problems found" + (f"; {n_warn} warning(s) above" if n_warn else ""))
     return "\n".join(lines)

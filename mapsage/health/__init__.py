@@ -6,6 +6,9 @@ check              what it establishes
 ``ids``            dataset, loss (probed: zero gradient on ignore pixels) and metric agree on classes and ignore
                    index; masks decode to classes/ignore only (library vs an independent decoder, counts of
                    values outside); colour-coded or palette masks are never read as ids
+``label_ids``      the stored ids against the class table: mmseg-converted masks (0 = ignore, 1..K) read without
+                   ``dataset.reduce_zero_label`` fail; ignore-like values read as a class warn; classes with
+                   (almost) no boundary pixels in the labels (ISPRS ignore strips) warn for Boundary IoU
 ``per_class``      per-class IoU is recorded for every class, the mean is their mean, the weakest are named
 ``normalisation``  mean/std recovered from the pipeline's output match the backbone's pretrained statistics;
                    inputs after the training transforms lie in the expected range
@@ -37,6 +40,7 @@ from .result import (CheckResult, HealthChecksFailed, format_table, health_recor
 
 CHECKS: dict[str, str] = {
     "ids": "mapsage.health.ids:check_ids",
+    "label_ids": "mapsage.health.label_ids:check_label_ids",
     "per_class": "mapsage.health.per_class:check_per_class",
     "normalisation": "mapsage.health.normalisation:check_normalisation",
     "alignment": "mapsage.health.alignment:check_alignment",

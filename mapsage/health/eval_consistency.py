@@ -56,7 +56,7 @@ def eval_fingerprint(cfg: Config) -> dict[str, Any]:
         },
         "window": window,
         "tta": {"scales": [float(s) for s in e.tta.scales], "hflip": bool(e.tta.hflip), "vflip": bool(e.tta.vflip)},
-        "metric": {"boundary_px": e.boundary_px},
+        "metric": {"boundary_px": e.boundary_px, "boundary_strip_px": e.boundary_strip_px},
     }
 
 

@@ -76,9 +76,13 @@ class _RawInspector:
                 self.code[(rgb[0] << 16) | (rgb[1] << 8) | rgb[2]] = -2
         else:
             vm = {int(k): int(v) for k, v in d.value_map.items()} or {i: i for i in range(self.C)}
+            if d.reduce_zero_label:          # mmseg-converted masks: stored v is class v - 1, 0 and 255 ignored
+                vm = {i + 1: i for i in range(self.C)}
             self.code = dict(vm)
             ignore_values = [int(v) for v in d.ignore_values]
-            if not d.value_map and self.ign not in ignore_values:
+            if d.reduce_zero_label:
+                ignore_values += [v for v in (0, 255) if v not in ignore_values and v not in vm]
+            elif not d.value_map and self.ign not in ignore_values:
                 ignore_values.append(self.ign)
             for v in ignore_values:
                 self.code[v] = -2
@@ -126,6 +130,8 @@ class _RawInspector:
     def reference(self, path: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(reference class-id mask, mask of pixels whose raw value the config names) or (None, None) when the
         file cannot be decoded under the config's meaning (a colour file read as ids)."""
+        if self.ds.type == "part_mask":
+            return self._reference_parts(path)
         img = Image.open(path)
         img.load()
         mode = img.mode
@@ -163,6 +169,25 @@ class _RawInspector:
                 if n and v not in self.code and v in self.palette_lumas:
                     self.luma_like[v] += n
         return self._decode_values(raw, path, "value")
+
+    def _reference_parts(self, stem: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Part masks painted in config order, one PIL read per part file (``stem`` is ``<folder>/<key>``)."""
+        pm = self.ds.part_masks
+        bg = self.ds.classes.index(pm.background) if pm.background else 0
+        out = None
+        for part, name in pm.parts.items():
+            f = stem.parent / f"{stem.name}_{part}.png"
+            if not f.is_file():
+                continue
+            img = Image.open(f)
+            self.modes[img.mode] += 1
+            on = np.asarray(img.convert("L")) > 0
+            if out is None:
+                out = np.full(on.shape, bg, np.int64)
+            out[on] = self.ds.classes.index(name)
+        if out is None:
+            return None, None
+        return out, np.ones(out.shape, bool)
 
     def palette_inconsistency(self) -> dict[int, dict[str, int]]:
         """Palette indices that stand for different colours in different files."""

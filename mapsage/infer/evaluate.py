@@ -96,9 +96,8 @@ def pick_indices(n: int, max_tiles: Optional[int]) -> list[int]:
 
 def make_metrics(cfg, keep_tiles: bool = True):
     from ..metrics import SegMetrics  # the one metrics engine
-    return SegMetrics(cfg.dataset.num_classes, ignore_index=cfg.dataset.ignore_index,
-                      class_names=list(cfg.dataset.classes), boundary_px=cfg.eval.boundary_px,
-                      keep_tiles=keep_tiles)
+    from ..metrics.settings import metric_kwargs
+    return SegMetrics(cfg.dataset.num_classes, keep_tiles=keep_tiles, **metric_kwargs(cfg))
 
 
 def domain_results(metrics) -> dict[str, Any]:
@@ -118,6 +117,8 @@ def emit_metrics(events, outcome: "EvalOutcome", epoch: Optional[int]) -> None:
     # speed of this evaluation beside its numbers (the experiment table's FPS column)
     payload.update(images_per_s=outcome.images_per_s, mpix_per_s=outcome.mpix_per_s, device=outcome.device)
     events.emit("metrics", **payload)
+    for warning in outcome.result.boundary_warnings:     # also in the payload; a log line makes it seen
+        events.log(f"{outcome.split}/{outcome.variant}: {warning}", level="warning")
     for domain, res in sorted(outcome.domains.items()):
         events.emit("metrics", **res.to_event(outcome.split, domain, outcome.variant, epoch))
     rows = outcome.metrics.tile_rows()

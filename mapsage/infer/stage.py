@@ -33,7 +33,7 @@ from .core import tta_views
 from .evaluate import EvalOutcome, evaluate_variants, resolve_device
 from .post import PostProcessor
 
-_INFER_KEYS = ("mode", "tile", "stride", "tta", "boundary_px")
+_INFER_KEYS = ("mode", "tile", "stride", "tta", "boundary_px", "boundary_strip_px")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -13,7 +13,9 @@
 from .bootstrap import miou_from_tile_rows, paired_bootstrap, tile_arrays
 from .boundary import boundary_width, class_bands
 from .core import MAX_CLASSES, SegMetrics, boundary_iou_per_image, hist2d_u8
+from .names import CLASS_METRICS, METRICS, SELECTABLE, metric_label
 from .result import MetricResult
 
 __all__ = ["SegMetrics", "MetricResult", "miou_from_tile_rows", "paired_bootstrap", "tile_arrays",
-           "boundary_width", "class_bands", "boundary_iou_per_image", "hist2d_u8", "MAX_CLASSES"]
+           "boundary_width", "class_bands", "boundary_iou_per_image", "hist2d_u8", "MAX_CLASSES",
+           "METRICS", "CLASS_METRICS", "SELECTABLE", "metric_label"]

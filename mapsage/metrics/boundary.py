@@ -17,6 +17,27 @@ class. This is exactly ``(M == k) - erode(M == k)`` with a ``(2d+1)`` square (eq
   rim of a LoveDA tile, or an "Unlabeled" patch, never counts as a class boundary of the label or of the
   prediction, and a prediction is never charged for what it draws inside ignored areas.
 
+Labels with ignore strips (``boundary_strip_px > 0``). Some datasets mark every class border with a strip of
+ignored pixels (ISPRS Potsdam/Vaihingen "eroded" labels: 3-7 px). Under the rule above such a label has no
+boundary at all: its classes never touch, so a perfect prediction scores NaN and anything else 0. The strip rule
+treats a strip as the border it stands for:
+
+* A *strip pixel* is an ignored label pixel whose ``(2s+1)`` window (``s = boundary_strip_px``) holds valid label
+  pixels of at least two different classes. Ignored areas that touch one class only (the no-data rim of a tile,
+  an unlabelled patch inside a field) hold no strip pixel and stay neutral, as in the rule above.
+* In the label, a strip pixel counts as "another class" for every valid pixel whose window reaches it: a border
+  of two classes that runs through a strip is boundary on both sides.
+* In the prediction, a strip pixel counts the same way where the prediction itself changes class within ``d`` px
+  of it (its values everywhere, inside the strip too): a prediction whose border lies in the strip has the
+  label's band there; one that moved its border away from the strip does not, and is charged for it. The
+  prediction's own class changes on valid pixels count as before.
+* Strip pixels themselves stay ignored: they are in no band and never scored.
+
+So a prediction that equals the true (uneroded) label scores 1.0 when the strips are at most about ``2d`` px wide,
+and a shifted one is charged for the band pixels it gets wrong next to the strips. With ``s = 0`` (the default) nothing changes: the rule is Cheng et al.'s
+with ignored pixels as unknown. ``s`` must be at least the widest strip (a strip pixel next to class A has to see
+class B on the far side).
+
 The fast path does not erode one binary mask per class. One pass builds the class-change map of the whole label
 map: a pixel is a band pixel of its own class iff the max and the min of the class ids over its ``(2d+1)`` window
 differ (a dilation and an erosion of the id map, with ignored pixels replaced by values that cannot change the max
@@ -86,8 +107,33 @@ class BandWorkspace:
         self.buf.update({n: np.empty(self.shape, bool) for n in self.b1})
 
 
+def strip_map_np(label: np.ndarray, s: int) -> np.ndarray | None:
+    """Bool ``[H,W]``: the ignored pixels of a canonical uint8 label map (ids and ``IGNORED``) whose ``(2s+1)``
+    window holds valid pixels of two different classes (see the module docs). None when there are none."""
+    if s <= 0:
+        return None
+    ignb = label == IGNORED
+    if not ignb.any():
+        return None
+    k = _kernel(int(s))
+    lo = np.where(ignb, 0, label).astype(np.uint8)          # ignored -> 0: cannot raise a max
+    mx = cv2.dilate(lo, k)
+    mn = cv2.erode(label, k)                                  # ignored pixels hold 255: cannot lower a min
+    # a window with valid pixels has max >= min; one without any has max 0 < min 255: never a strip pixel
+    strip = ignb & (mx > mn)
+    return strip if strip.any() else None
+
+
+def pred_strip_np(pred: np.ndarray, strip: np.ndarray, d: int) -> np.ndarray:
+    """The strip pixels that are edges for the prediction: those within ``d`` px of a class change of the
+    prediction (its values everywhere, inside the strip too)."""
+    k = _kernel(int(d))
+    return strip & (cv2.dilate(pred, k) != cv2.erode(pred, k))
+
+
 def band_codes_np(label: np.ndarray, pred: np.ndarray, d: int, border_is_edge: bool,
-                  has_ignore: bool, ws: BandWorkspace | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  has_ignore: bool, ws: BandWorkspace | None = None,
+                  strip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Band codes of one image for the engine's joint histogram.
 
     ``label``: uint8 ``[H,W]`` with class ids ``0..C-1`` and ``IGNORED`` (255); ``pred``: uint8 ``[H,W]`` with ids
@@ -106,6 +152,9 @@ def band_codes_np(label: np.ndarray, pred: np.ndarray, d: int, border_is_edge: b
         pred_lo = np.bitwise_and(pred, keep, out=b["pred_lo"])
         pred_hi = np.bitwise_or(pred, ign, out=b["pred_hi"])           # ignored -> 255 (cannot lower a min)
         lab_hi = label                                                 # ignored pixels already hold 255
+        if strip is not None:                                          # strip pixels -> 255: an edge
+            lab_lo[strip] = 255
+            pred_lo[pred_strip_np(pred, strip, d)] = 255
     else:
         lab_lo = lab_hi = label
         pred_lo = pred_hi = pred
@@ -122,7 +171,8 @@ BAND_BIT = 128
 
 
 def band_bits_np(label: np.ndarray, pred: np.ndarray, d: int, border_is_edge: bool,
-                 has_ignore: bool, ws: BandWorkspace | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 has_ignore: bool, ws: BandWorkspace | None = None,
+                 strip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The engine's single-histogram form (``C <= 127``): each map's ids with bit 7 (``BAND_BIT``) set on its
     band pixels. Ignored label pixels keep 255 (= 127 | 128, never a class). ``label``: uint8 ids ``0..C-1`` and
     255; ``pred``: uint8 ids ``0..C-1`` (anything at ignored pixels)."""
@@ -138,6 +188,9 @@ def band_bits_np(label: np.ndarray, pred: np.ndarray, d: int, border_is_edge: bo
         pred_lo = np.bitwise_and(pred, keep, out=b["pred_lo"])
         pred_hi = np.bitwise_or(pred, ign, out=b["pred_hi"])
         lab_hi = label
+        if strip is not None:
+            lab_lo[strip] = 255
+            pred_lo[pred_strip_np(pred, strip, d)] = 255
     else:
         lab_lo = lab_hi = label
         pred_lo = pred_hi = pred

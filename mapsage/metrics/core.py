@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import DataError
 from .boundary import (BAND_BIT, IGNORED, NOT_IN_BAND, BandWorkspace, band_bits_np, band_codes_np, boundary_width,
-                       edge_map_torch)
+                       edge_map_torch, strip_map_np)
 from .result import MetricResult
 
 GroupKey = Optional[tuple[str, str]]     # None: everything; ("domain", "Urban"): one tag value
@@ -94,6 +94,10 @@ class SegMetrics:
         border_is_edge: count the image border as a class edge (the reference implementation does; off by
             default, stated in the result).
         compute_boundary: off to skip Boundary IoU (``biou``/``mbiou`` are then NaN).
+        boundary_strip_px: labels that mark class borders with an ignore strip (ISPRS "eroded" labels): strips up
+            to this width count as the border on both sides (see :mod:`mapsage.metrics.boundary`); 0 = off.
+        background_classes: names of the classes left out of the foreground mean F-score (``mfscore_fg``, the
+            face-parsing figure); default: classes named "background" (any case).
         keep_tiles: keep per-image areas for :meth:`tile_rows` (paired bootstrap, per-tile views).
         backend: ``"auto"`` (numpy/OpenCV for host data, torch on the tensor's device for accelerator tensors)
             or ``"torch"`` (torch everywhere, also for CPU tensors and numpy arrays).
@@ -104,7 +108,8 @@ class SegMetrics:
 
     def __init__(self, num_classes: int, ignore_index: int = 255, class_names: Optional[Sequence[str]] = None,
                  boundary_px: int = 3, boundary_ratio: Optional[float] = None, border_is_edge: bool = False,
-                 compute_boundary: bool = True, keep_tiles: bool = False, backend: str = "auto"):
+                 compute_boundary: bool = True, keep_tiles: bool = False, backend: str = "auto",
+                 boundary_strip_px: int = 0, background_classes: Optional[Sequence[str]] = None):
         num_classes = int(num_classes)
         if not 1 <= num_classes <= MAX_CLASSES:
             raise ValueError(f"num_classes must be 1..{MAX_CLASSES}, got {num_classes}")
@@ -120,6 +125,13 @@ class SegMetrics:
             raise ValueError(f"boundary_ratio must be in (0, 1), got {boundary_ratio}")
         if boundary_ratio is None and int(boundary_px) < 1:
             raise ValueError(f"boundary_px must be >= 1, got {boundary_px}")
+        if int(boundary_strip_px) < 0:
+            raise ValueError(f"boundary_strip_px must be >= 0 (0: off), got {boundary_strip_px}")
+        if background_classes is None:
+            background_classes = [n for n in class_names if n.strip().lower() == "background"]
+        unknown_bg = [n for n in background_classes if n not in class_names]
+        if unknown_bg:
+            raise ValueError(f"background_classes {unknown_bg} are not class names ({class_names})")
         if backend not in ("auto", "torch"):
             raise ValueError(f"backend must be 'auto' or 'torch', got {backend!r}")
         self.num_classes = num_classes
@@ -130,6 +142,8 @@ class SegMetrics:
         self.border_is_edge = bool(border_is_edge)
         self.compute_boundary = bool(compute_boundary)
         self.keep_tiles = bool(keep_tiles)
+        self.boundary_strip_px = int(boundary_strip_px)
+        self.background_classes = [str(n) for n in background_classes]
         self.backend = backend
         C = num_classes
         # layout of one stats row (int64)
@@ -346,7 +360,8 @@ class SegMetrics:
                 # one joint histogram of band-flagged ids gives the confusion matrix and the band areas
                 ok, has_ign = _valid_u8(l8, p8, C)
                 if ok:
-                    code_l, code_p = band_bits_np(l8, p8, d, self.border_is_edge, has_ign, ws.band)
+                    strip = strip_map_np(l8, self.boundary_strip_px) if has_ign else None
+                    code_l, code_p = band_bits_np(l8, p8, d, self.border_is_edge, has_ign, ws.band, strip)
                     H = hist2d_u8(code_l, code_p, out=ws.h1, tmp=ws.histf).reshape(2, BAND_BIT, 2, BAND_BIT)
                     conf = H[:, :C, :, :C].sum((0, 2))
                     self._fill_row(stats[i], conf, int(H[1, IGNORED - BAND_BIT].sum()), iou, i)
@@ -365,7 +380,8 @@ class SegMetrics:
             n_ign = int(H[IGNORED].sum())
             if self._fill_row(row, conf, n_ign, iou, i):
                 if self.compute_boundary:
-                    code_l, code_p = band_codes_np(l8, p8, d, self.border_is_edge, n_ign > 0, ws.band)
+                    strip = strip_map_np(l8, self.boundary_strip_px) if n_ign > 0 else None
+                    code_l, code_p = band_codes_np(l8, p8, d, self.border_is_edge, n_ign > 0, ws.band, strip)
                     H2 = hist2d_u8(code_l, code_p, out=ws.h2, tmp=ws.histf)
                     row[self._o_bi:self._o_bl] = np.diag(H2)[:C]
                     row[self._o_bl:self._o_bp] = H2[:C].sum(1)
@@ -446,8 +462,25 @@ class SegMetrics:
             inv = ~valid
             lf, pf = lc.to(ft), pc.to(ft)
             # invalid/ignored pixels: -1 cannot raise a window max, C cannot lower a window min
-            el = edge_map_torch(lf.masked_fill(inv, -1), lf.masked_fill(inv, C), d, self.border_is_edge)
-            ep = edge_map_torch(pf.masked_fill(inv, -1), pf.masked_fill(inv, C), d, self.border_is_edge)
+            lo_l, lo_p = lf.masked_fill(inv, -1), pf.masked_fill(inv, -1)
+            if self.boundary_strip_px > 0:
+                # strip pixels (ignored, with two valid classes within s px) raise the max above every class
+                s_px = self.boundary_strip_px
+                mx = torch.nn.functional.max_pool2d(lo_l.unsqueeze(1), 2 * s_px + 1, stride=1, padding=s_px)
+                mn = -torch.nn.functional.max_pool2d(-lf.masked_fill(inv, C).unsqueeze(1), 2 * s_px + 1, stride=1,
+                                                     padding=s_px)
+                strip = (lab == self.ignore_index) & (mx > mn).squeeze(1)
+                lo_l = lo_l.masked_fill(strip, C + 1)
+                # the prediction's strip edges: where it changes class within d px (its values everywhere)
+                pcf = pc.to(ft).unsqueeze(1)
+                k_d = 2 * d + 1
+                pmx = torch.nn.functional.max_pool2d(pcf, k_d, stride=1, padding=d)
+                pmn = -torch.nn.functional.max_pool2d(-pcf, k_d, stride=1, padding=d)
+                lo_p = lo_p.masked_fill(strip & (pmx != pmn).squeeze(1), C + 1)
+                del mx, mn, strip, pcf, pmx, pmn
+            el = edge_map_torch(lo_l, lf.masked_fill(inv, C), d, self.border_is_edge)
+            ep = edge_map_torch(lo_p, pf.masked_fill(inv, C), d, self.border_is_edge)
+            del lo_l, lo_p
             del lf, pf
             K2 = C + 1
             bl_code = lc.masked_fill(~(el & valid), C)                      # C: in no band (or not valid)
@@ -499,6 +532,8 @@ class SegMetrics:
             confusion=counts[:C * C].reshape(C, C),
             b_intersect=counts[self._o_bi:self._o_bl],
             b_union=counts[self._o_bl:self._o_bp] + counts[self._o_bp:self._o_img] - counts[self._o_bi:self._o_bl],
+            b_label=counts[self._o_bl:self._o_bp], boundary_strip_px=self.boundary_strip_px,
+            background_classes=list(self.background_classes),
             per_image_miou=iou_sum / n_valid_img if n_valid_img else float("nan"),
             n_images=int(counts[self._o_img]), n_ignored=int(counts[self._o_ign]),
             boundary_px=self.boundary_px if self.compute_boundary else None,
@@ -561,7 +596,7 @@ class SegMetrics:
                 rows.append({"tile": t, "domain": domains[j], "intersect": inter[j].tolist(),
                              "union": (la[j] + pa[j] - inter[j]).tolist(), "label_area": la[j].tolist(),
                              "pred_area": pa[j].tolist(), "b_intersect": bi[j].tolist(),
-                             "b_union": (bl[j] + bp[j] - bi[j]).tolist()})
+                             "b_union": (bl[j] + bp[j] - bi[j]).tolist(), "b_label": bl[j].tolist()})
         return rows
 
     def tiles_event(self, split: str, variant: str = "raw") -> dict[str, Any]:
@@ -571,14 +606,14 @@ class SegMetrics:
     # --------------------------------------------------------------------------------- merge / reduce
     def _settings(self) -> tuple:
         return (self.num_classes, self.ignore_index, self.boundary_px, self.boundary_ratio, self.border_is_edge,
-                self.compute_boundary)
+                self.compute_boundary, self.boundary_strip_px)
 
     def merge(self, other: "SegMetrics") -> "SegMetrics":
         """Add another accumulator's areas (same settings) into this one; returns self."""
         if other._settings() != self._settings():
             raise ValueError(f"cannot merge metrics with different settings: {other._settings()} vs "
                              f"{self._settings()} (num_classes, ignore_index, boundary_px, boundary_ratio, "
-                             "border_is_edge, compute_boundary)")
+                             "border_is_edge, compute_boundary, boundary_strip_px)")
         for key in other._counts:
             c, s = other._host_counts(key)
             if self._device is not None:
@@ -712,9 +747,10 @@ def _normalise_tags(tags, B: int) -> list[dict[str, str]]:
 
 
 def boundary_iou_per_image(pred, label, num_classes: int, ignore_index: int = 255, boundary_px: int = 3,
-                           border_is_edge: bool = False) -> float:
+                           border_is_edge: bool = False, boundary_strip_px: int = 0) -> float:
     """Convenience: mean Boundary IoU of one image pair (same definition as :class:`SegMetrics`)."""
-    m = SegMetrics(num_classes, ignore_index=ignore_index, boundary_px=boundary_px, border_is_edge=border_is_edge)
+    m = SegMetrics(num_classes, ignore_index=ignore_index, boundary_px=boundary_px, border_is_edge=border_is_edge,
+                   boundary_strip_px=boundary_strip_px)
     m.update(pred, label)
     return m.result().mbiou
 

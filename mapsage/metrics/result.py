@@ -7,13 +7,21 @@ Every ratio is computed once from int64 areas summed over the whole dataset (mms
   matched scores 0.
 * ``acc[k] = I / L`` (recall; NaN when the class is absent from the label, as in mmsegmentation);
   ``precision[k] = I / P`` (NaN when never predicted).
-* ``f1[k] = 2 I / (L + P)`` (Dice): equal to the F-score 2·p·r/(p+r) wherever both are defined, 0 (not NaN) for a
-  class present in one of prediction/label and never matched, NaN only when absent from both.
+* ``f1[k] = 2 I / (L + P)``: the Dice coefficient, mmsegmentation's ``mDice`` (labelled "Dice (mmseg mDice)"):
+  0 (not NaN) for a class present in one of prediction/label and never matched, NaN only when absent from both.
+* ``fscore[k]``: mmsegmentation's ``mFscore`` (β = 1): ``2·p·r / (p + r)`` with ``p = I/P``, ``r = I/L``. Equal to
+  Dice wherever a class has a true positive; NaN (left out of the mean) where it has none, since mmseg's ratios are
+  then 0/0. The two means differ exactly when some class is predicted or labelled but never matched.
+* ``mfscore_fg``: the face-parsing "mean F-score" (CelebAMask-HQ challenge style): the mean of the per-class
+  F-scores ``f1`` over the foreground classes (all classes but ``background_classes``), from dataset-level areas.
 * ``aacc = ΣI / ΣL`` over valid pixels; ``miou``, ``macc``, ``mf1``, ``mbiou`` are NaN-skipping means.
 * ``per_image_miou`` is a different figure: the mean over images (with at least one valid pixel) of each image's
   own mIoU. It is not the dataset mIoU and is named apart on purpose.
 * ``biou[k]``: Boundary IoU from band areas summed over the dataset (see :mod:`mapsage.metrics.boundary`); NaN
   where class ``k`` has no band pixels in prediction or label (or when boundaries were not computed).
+  ``b_label[k]`` is the number of boundary pixels class ``k`` had in the label; ``boundary_warnings`` names every
+  class present in the label with almost none (fewer than ``BAND_WARN_SHARE`` of its pixels): its Boundary IoU
+  says nothing about its borders (ISPRS-style labels with ignore strips: set ``eval.boundary_strip_px``).
 
 Values are fractions in [0, 1]; renderings in percent say so in their header.
 """
@@ -25,6 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
+
+
+BAND_WARN_SHARE = 0.001     # a class whose label band holds fewer than 0.1 % of its pixels is warned about
 
 
 def _nanmean(x: np.ndarray) -> float:
@@ -62,6 +73,9 @@ class MetricResult:
     boundary_ratio: Optional[float] = None
     border_is_edge: bool = False
     compute_boundary: bool = True
+    b_label: Optional[np.ndarray] = None   # int64 [C] label band areas (boundary pixels per class); None if unknown
+    boundary_strip_px: int = 0             # ignore strips up to this width count as borders (0: off)
+    background_classes: list[str] = field(default_factory=list)   # left out of mfscore_fg
     # derived (filled in __post_init__)
     intersect: np.ndarray = field(init=False, repr=False)
     label_area: np.ndarray = field(init=False, repr=False)
@@ -71,12 +85,15 @@ class MetricResult:
     acc: np.ndarray = field(init=False, repr=False)
     precision: np.ndarray = field(init=False, repr=False)
     f1: np.ndarray = field(init=False, repr=False)
+    fscore: np.ndarray = field(init=False, repr=False)
     biou: np.ndarray = field(init=False, repr=False)
     miou: float = field(init=False)
     macc: float = field(init=False)
     aacc: float = field(init=False)
     mf1: float = field(init=False)
     mbiou: float = field(init=False)
+    mfscore: float = field(init=False)
+    mfscore_fg: float = field(init=False)
     excluded_classes: list[str] = field(init=False)
 
     def __post_init__(self):
@@ -94,6 +111,12 @@ class MetricResult:
         self.acc = _ratio(self.intersect, self.label_area)
         self.precision = _ratio(self.intersect, self.pred_area)
         self.f1 = _ratio(2 * self.intersect, self.label_area + self.pred_area)
+        self.fscore = np.where(self.intersect > 0, self.f1, np.nan)
+        if self.b_label is not None:
+            self.b_label = np.asarray(self.b_label, np.int64).reshape(C)
+        unknown_bg = [n for n in self.background_classes if n not in self.class_names]
+        if unknown_bg:
+            raise ValueError(f"background_classes {unknown_bg} are not class names ({self.class_names})")
         if self.compute_boundary:
             self.biou = _ratio(self.b_intersect, self.b_union)
         else:
@@ -104,6 +127,9 @@ class MetricResult:
         self.aacc = float(self.intersect.sum() / total) if total else float("nan")
         self.mf1 = _nanmean(self.f1)
         self.mbiou = _nanmean(self.biou)
+        self.mfscore = _nanmean(self.fscore)
+        fg = [k for k in range(C) if self.class_names[k] not in self.background_classes]
+        self.mfscore_fg = _nanmean(self.f1[fg]) if fg else float("nan")
         self.excluded_classes = [self.class_names[k] for k in range(C) if self.union[k] == 0]
 
     # ------------------------------------------------------------------------------------------------ views
@@ -115,13 +141,35 @@ class MetricResult:
     @property
     def summary(self) -> dict[str, Optional[float]]:
         return {"miou": _f(self.miou), "macc": _f(self.macc), "aacc": _f(self.aacc), "mf1": _f(self.mf1),
-                "mbiou": _f(self.mbiou), "per_image_miou": _f(self.per_image_miou)}
+                "mbiou": _f(self.mbiou), "per_image_miou": _f(self.per_image_miou), "mfscore": _f(self.mfscore),
+                "mfscore_fg": _f(self.mfscore_fg)}
+
+    @property
+    def boundary_warnings(self) -> list[str]:
+        """One line per class present in the label with (almost) no boundary pixels in it (see module docs)."""
+        if not self.compute_boundary or self.b_label is None:
+            return []
+        out = []
+        hint = ("" if self.boundary_strip_px else
+                "; if the labels mark class borders with an ignore strip (ISPRS eroded labels), set "
+                "eval.boundary_strip_px to the strip width (e.g. 7)")
+        for k in range(self.num_classes):
+            area, band = int(self.label_area[k]), int(self.b_label[k])
+            if area > 0 and band < max(1.0, BAND_WARN_SHARE * area):
+                out.append(f"Boundary IoU: class {self.class_names[k]} has {band} boundary pixels in the label "
+                           f"({100.0 * band / area:.3f} % of its {area} pixels), so its BIoU "
+                           f"{'is undefined' if band == 0 and not self.b_union[k] else 'says little'} about its "
+                           f"borders{hint}")
+        return out
 
     @property
     def per_class(self) -> list[dict[str, Any]]:
-        """One dict per class: ``{id, name, iou, acc, precision, f1, biou}`` (fractions, None for NaN)."""
+        """One dict per class: ``{id, name, iou, acc, precision, f1 (Dice), fscore (mmseg), biou, boundary_pixels}``
+        (fractions, None for NaN; ``boundary_pixels``: the class's boundary pixels in the label, None if unknown)."""
         return [{"id": k, "name": self.class_names[k], "iou": _f(self.iou[k]), "acc": _f(self.acc[k]),
-                 "precision": _f(self.precision[k]), "f1": _f(self.f1[k]), "biou": _f(self.biou[k])}
+                 "precision": _f(self.precision[k]), "f1": _f(self.f1[k]), "fscore": _f(self.fscore[k]),
+                 "biou": _f(self.biou[k]),
+                 "boundary_pixels": None if self.b_label is None or not self.compute_boundary else int(self.b_label[k])}
                 for k in range(self.num_classes)]
 
     @property
@@ -132,7 +180,10 @@ class MetricResult:
         width = (f"d={self.boundary_ratio:g}×diagonal" if self.boundary_ratio is not None
                  else f"d={self.boundary_px} px")
         border = "image border counts as edge" if self.border_is_edge else "image border not an edge"
-        return f"{width}, {border}, ignored pixels dropped"
+        ignored = ("ignored pixels dropped, ignore strips up to "
+                   f"{self.boundary_strip_px} px count as borders" if self.boundary_strip_px else
+                   "ignored pixels dropped")
+        return f"{width}, {border}, {ignored}"
 
     def weakest(self, n: int = 3) -> list[str]:
         """Names of the ``n`` classes with the lowest IoU (excluded classes left out)."""
@@ -157,9 +208,13 @@ class MetricResult:
             "boundary_ratio": self.boundary_ratio,
             "border_is_edge": bool(self.border_is_edge),
             "boundary": self.boundary_setting,
+            "boundary_strip_px": int(self.boundary_strip_px),
+            "boundary_warnings": self.boundary_warnings,
+            "background_classes": list(self.background_classes),
             "areas": {"intersect": self.intersect.tolist(), "union": self.union.tolist(),
                       "label": self.label_area.tolist(), "pred": self.pred_area.tolist(),
-                      "b_intersect": self.b_intersect.tolist(), "b_union": self.b_union.tolist()},
+                      "b_intersect": self.b_intersect.tolist(), "b_union": self.b_union.tolist(),
+                      **({"b_label": self.b_label.tolist()} if self.b_label is not None else {})},
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -178,6 +233,8 @@ class MetricResult:
             "boundary_px": self.boundary_px if self.compute_boundary else None,
             "boundary_ratio": self.boundary_ratio if self.compute_boundary else None,
             "border_is_edge": bool(self.border_is_edge),
+            "boundary_strip_px": int(self.boundary_strip_px),
+            "boundary_warnings": self.boundary_warnings,
         }
 
     @classmethod
@@ -190,7 +247,9 @@ class MetricResult:
                   b_union=areas["b_union"], n_images=data["n_images"], n_ignored=data.get("n_ignored", 0),
                   boundary_px=data.get("boundary_px"), boundary_ratio=data.get("boundary_ratio"),
                   border_is_edge=data.get("border_is_edge", False),
-                  compute_boundary=data.get("boundary") != "not computed")
+                  compute_boundary=data.get("boundary") != "not computed", b_label=areas.get("b_label"),
+                  boundary_strip_px=int(data.get("boundary_strip_px") or 0),
+                  background_classes=list(data.get("background_classes") or []))
         pim = data.get("per_image_miou")
         res.per_image_miou = float("nan") if pim is None else float(pim)
         return res
@@ -212,12 +271,14 @@ class MetricResult:
             "biou": self.biou * scale,
             "label_share": self.label_area / total * scale,
             "pred_share": self.pred_area / total * scale,
+            "fscore": self.fscore * scale,
         })
         return df.set_index("id")
 
     def table(self) -> str:
         """A fixed-width text table in percent, one row per class, then the means and the settings."""
-        head = f"{'id':>3}  {'class':<18}{'IoU':>8}{'Acc':>8}{'Prec':>8}{'F1':>8}{'BIoU':>8}{'label%':>8}"
+        head = (f"{'id':>3}  {'class':<18}{'IoU':>8}{'Acc':>8}{'Prec':>8}{'Dice':>8}{'Fscore':>8}{'BIoU':>8}"
+                f"{'bnd px':>9}{'label%':>8}")
         lines = ["per-class metrics (%), dataset-level areas", head, "-" * len(head)]
         total = max(self.n_pixels, 1)
 
@@ -227,15 +288,23 @@ class MetricResult:
         for k in range(self.num_classes):
             name = self.class_names[k][:17]
             lines.append(f"{k:>3}  {name:<18}{p(self.iou[k])}{p(self.acc[k])}{p(self.precision[k])}"
-                         f"{p(self.f1[k])}{p(self.biou[k])}{self.label_area[k] / total * 100:8.2f}")
+                         f"{p(self.f1[k])}{p(self.fscore[k])}{p(self.biou[k])}"
+                         f"{'n/a' if self.b_label is None else int(self.b_label[k]):>9}"
+                         f"{self.label_area[k] / total * 100:8.2f}")
         lines.append("-" * len(head))
         lines.append(f"mIoU {p(self.miou).strip()}  mAcc {p(self.macc).strip()}  aAcc {p(self.aacc).strip()}  "
-                     f"mF1 {p(self.mf1).strip()}  mBIoU {p(self.mbiou).strip()}  "
-                     f"per-image mIoU {p(self.per_image_miou).strip()}")
+                     f"mDice {p(self.mf1).strip()}  mFscore {p(self.mfscore).strip()}  "
+                     f"mBIoU {p(self.mbiou).strip()}  per-image mIoU {p(self.per_image_miou).strip()}")
+        fg = (f"foreground, without {', '.join(self.background_classes)}" if self.background_classes
+              else "all classes: none is named background")
+        lines.append(f"mean F-score ({fg}) "
+                     f"{p(self.mfscore_fg).strip()}   (mDice = Dice (mmseg mDice); mFscore = mmseg mFscore: classes "
+                     f"without a true positive left out)")
         lines.append(f"images {self.n_images}, valid pixels {self.n_pixels}, ignored pixels {self.n_ignored} "
                      f"(ignore index {self.ignore_index}); boundary: {self.boundary_setting}")
         if self.excluded_classes:
             lines.append("excluded (absent from prediction and label): " + ", ".join(self.excluded_classes))
+        lines.extend(f"WARNING {w}" for w in self.boundary_warnings)
         return "\n".join(lines)
 
     def __str__(self) -> str:  # pragma: no cover - convenience

@@ -153,8 +153,9 @@ def run(ctx) -> None:
                     sam_model=rcfg.sam.model_type if not unavailable else None)
 
     boundary_px = cfg.eval.boundary_px
-    metrics = {c: SegMetrics(num_classes, ignore_index=cfg.ignore_index, class_names=list(cfg.dataset.classes),
-                             boundary_px=boundary_px, keep_tiles=True) for c in chains}
+    from ..metrics.settings import metric_kwargs
+    mkw = metric_kwargs(cfg)
+    metrics = {c: SegMetrics(num_classes, keep_tiles=True, **mkw) for c in chains}
     seconds = {c: 0.0 for c in chains}
     infer_s = 0.0
     sam_totals = {"prompts": 0, "accepted": 0, "rejected": 0, "changed_pixels": 0}
@@ -183,7 +184,7 @@ def run(ctx) -> None:
         for c, res in results.items():
             metrics[c].update(res.labels, label, tags=tags, tile=tile)
             seconds[c] += res.seconds
-            single = SegMetrics(num_classes, ignore_index=cfg.ignore_index, boundary_px=boundary_px)
+            single = SegMetrics(num_classes, **mkw)
             single.update(res.labels, label)
             r = single.result()
             per_tile[c] = {"miou": r.miou, "mbiou": r.mbiou}

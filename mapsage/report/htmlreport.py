@@ -267,7 +267,7 @@ def render(data: ReportData, tables: Optional[ReportTables] = None, thumbnails: 
         ("loss", "Loss", f_text), ("aug", "Aug", f_text), ("lr_schedule", "LR schedule", f_text),
         ("size", "Size", f_text), ("tta", "TTA", f_text), ("post", "Post", f_text),
         ("miou", "mIoU %", f_pts, "mean IoU over the split named in the split column"),
-        ("mbiou", "bIoU %", f_pts, "mean Boundary IoU"), ("macc", "mAcc %", f_pts), ("mf1", "mF1 %", f_pts),
+        ("mbiou", "bIoU %", f_pts, "mean Boundary IoU"), ("macc", "mAcc %", f_pts), ("mf1", "Dice (mmseg mDice) %", f_pts),
         ("aacc", "aAcc %", f_pts), ("images_per_s", "FPS (img/s)", f_float(3)), ("n_images", "tiles", f_int),
         ("excluded_classes", "classes absent", f_text)],
         "No evaluation stored for these runs yet.", "experiment-table")
