@@ -117,7 +117,7 @@ class WarmupCosine:
         self._apply()
 
 
-def build_scheduler(optimizer, cfg, peak_lr: float, steps_per_epoch: int) -> WarmupCosine:
-    total = int(cfg.train.epochs) * int(steps_per_epoch)
-    warm = int(round(float(cfg.train.warmup_epochs) * steps_per_epoch))
-    return WarmupCosine(optimizer, peak_lr, total, warm, cfg.train.warmup_ratio, cfg.train.min_lr_ratio)
+def build_scheduler(optimizer, cfg, peak_lr: float, steps_per_epoch: int):
+    """The per-iteration schedule ``train.lr_schedule`` names (:mod:`mapsage.schedules`)."""
+    from ..schedules import build_schedule
+    return build_schedule(optimizer, cfg, peak_lr, steps_per_epoch)
