@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tests.conftest_train import tiny_cfg
+from conftest_train import one_thread, tiny_cfg  # noqa: F401 - fixture
 
 
 def _torch_curve(make, steps, peak=1.0):

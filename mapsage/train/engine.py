@@ -537,6 +537,9 @@ class Trainer:
             r = self.model.pretrained_report
             self.events.log(f"pretrained report: missing {r['missing'][:20]}, unexpected {r['unexpected'][:20]}, "
                             f"shape-mismatched {r['mismatched'][:20]}")
+        if cfg.train.layer_decay is not None or cfg.train.layer_tiers:
+            from .llrd import describe_groups
+            self.events.log(describe_groups(self.optimizer.param_groups))
         if self.sample_weights is not None:
             w = self.sample_weights
             self.events.log(f"class-aware sampling: per-image weights from {w.min() * len(w):.2f}x to "
