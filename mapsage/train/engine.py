@@ -175,6 +175,11 @@ class Trainer:
         if cfg.augment.class_aware_sampling:
             counts = cached_sample_class_counts(self.train_set, cfg)
             weights = class_aware_weights(counts, cfg.augment.class_aware_temp)
+        from . import imbalance                 # samplers, class_weights: auto, Balanced Softmax prior
+        self.imbalance = imbalance.prepare(cfg, cached_sample_class_counts(self.train_set, cfg)
+                                           if imbalance.needs_counts(cfg) else None)
+        if self.imbalance.sample_weights is not None:
+            weights = self.imbalance.sample_weights
         self.sampler = EpochSampler(len(self.train_set), self.micro_per_epoch * bs * self.world, weights=weights,
                                     seed=cfg.train.seed, rank=self.rank, world_size=self.world)
         self.loader_generator = torch.Generator()
@@ -199,6 +204,7 @@ class Trainer:
         self.freeze = FreezeSchedule(model.encoder, cfg.model.freeze.ratio, cfg.model.freeze.unfreeze_every,
                                      cfg.model.freeze.groups)
         self.loss_fn = SegLoss(cfg).to(self.device)
+        self.loss_fn.set_class_stats(self.imbalance.class_weights, self.imbalance.class_prior)
         self.needs_features = False
         for name, module in self.extra_losses.items():
             self.loss_fn.add_term(name, module)
@@ -540,7 +546,12 @@ class Trainer:
         if cfg.train.layer_decay is not None or cfg.train.layer_tiers:
             from .llrd import describe_groups
             self.events.log(describe_groups(self.optimizer.param_groups))
-        if self.sample_weights is not None:
+        for note in self.imbalance.notes:
+            self.events.log(f"imbalance: {note}")
+        for warn in self.imbalance.warnings:
+            self.events.log(warn, level="warning")
+            print(f"warning: {warn}", file=sys.stderr)
+        if self.sample_weights is not None and cfg.augment.class_aware_sampling:
             w = self.sample_weights
             self.events.log(f"class-aware sampling: per-image weights from {w.min() * len(w):.2f}x to "
                             f"{w.max() * len(w):.2f}x uniform (augment.class_aware_temp="
