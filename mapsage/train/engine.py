@@ -220,6 +220,9 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg, self.peak_lr, self.steps_per_epoch)
         self.ema = ModelEma(model, cfg.train.ema.decay, cfg.train.ema.warmup) if cfg.train.ema.enabled else None
         self.mixer = BatchMixer(cfg.augment, ignore_index=cfg.loss_ignore_index)
+        from .aug_schedule import BatchResizer
+        self.resizer = BatchResizer(cfg.augment)                 # progressive resolution / multi-size crops
+        self._mix_params: Optional[dict] = None
         self.ddp_model: nn.Module = model
         self.start_epoch, self.start_step, self.global_step = 0, 0, 0
 
@@ -317,6 +320,25 @@ class Trainer:
         if changed or self.ddp_model is self.model:
             self._wrap_ddp()
 
+    def _epoch_augment(self, epoch: int, seed: int) -> None:
+        """Crop-size draws and the epoch's mixing settings (augment.crop_schedule / phases / mix_off_last_epochs)."""
+        from .aug_schedule import mix_params, scheduled_size, schedules_mixing
+        aug = self.cfg.augment
+        self.resizer.start_epoch(epoch, seed)
+        if aug.crop_schedule:
+            size = scheduled_size(aug, epoch)
+            prev = scheduled_size(aug, epoch - 1) if epoch > self.start_epoch else None
+            if size != prev:
+                self.events.log(f"epoch {epoch}: training crops {size[0]}x{size[1]} (augment.crop_schedule)")
+        if schedules_mixing(aug):
+            params = mix_params(aug, epoch, int(self.cfg.train.epochs))
+            if params != self._mix_params:
+                self.events.log(f"epoch {epoch}: mixing cutmix_p={params['cutmix_p']:g} (alpha "
+                                f"{params['cutmix_alpha']:g}), mixup_p={params['mixup_p']:g} (alpha "
+                                f"{params['mixup_alpha']:g})")
+            self.mixer.set_params(params)
+            self._mix_params = params
+
     def _stop_requested(self) -> bool:
         """``ctx.should_stop()``, agreed across DDP ranks (any rank asked -> all stop at the same step)."""
         flag = 1.0 if self._should_stop() else 0.0
@@ -360,6 +382,7 @@ class Trainer:
         seed_everything(seed)
         self.loader_generator.manual_seed(seed)
         self.mixer.seed(seed + 1)
+        self._epoch_augment(epoch, seed + 2)
         self.sampler.set_epoch(epoch, start_index=start * accum * int(cfg.train.batch_size))
         for m in self.extra_losses.values():
             if hasattr(m, "on_epoch_start"):
@@ -402,6 +425,8 @@ class Trainer:
                     data_time += time.perf_counter() - t0
                     images = batch["image"].to(self.device, non_blocking=True)
                     masks = batch["mask"].to(self.device, non_blocking=True)
+                    if self.resizer.active:
+                        images, masks = self.resizer(images, masks)
                     if self.mixer.active:
                         images, targets, _ = self.mixer(images, masks, batch["domain"])
                     else:
