@@ -111,7 +111,8 @@ class ModelCfg:
     grad_checkpointing: bool = False
     decoder_channels: Optional[int] = None
     dropout: float = 0.0                    # Dropout2d before the segmentation head (0: off)
-    drop_path: float = 0.0                  # stochastic depth of the encoder's blocks (rate rises to this; 0: off)
+    drop_path: Optional[float] = None       # stochastic depth: rate rising over the encoder's blocks to this (0: off;
+                                            # null: the encoder's own default, 0.1 for MiT)
     # warm start of the whole segmentation model (encoder and decoder): a run id, a run folder or a .pth file;
     # tensors whose name and shape match are loaded (mapsage.models.warm_start), the rest keep their init
     init_from: Optional[str] = None

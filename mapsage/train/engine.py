@@ -219,6 +219,8 @@ class Trainer:
                                                 "lr": self.peak_lr * cfg.train.head_lr_mult})
         self.scheduler = build_scheduler(self.optimizer, cfg, self.peak_lr, self.steps_per_epoch)
         self.ema = ModelEma(model, cfg.train.ema.decay, cfg.train.ema.warmup) if cfg.train.ema.enabled else None
+        from .swa import Swa
+        self.swa = Swa(model, cfg) if cfg.train.swa.enabled else None
         self.mixer = BatchMixer(cfg.augment, ignore_index=cfg.loss_ignore_index)
         from .aug_schedule import BatchResizer
         self.resizer = BatchResizer(cfg.augment)                 # progressive resolution / multi-size crops
@@ -319,6 +321,26 @@ class Trainer:
                             f"({d['frozen_share']:.0%} of encoder parameters)")
         if changed or self.ddp_model is self.model:
             self._wrap_ddp()
+
+    def _finish_swa(self) -> None:
+        """BatchNorm statistics of the weight average, its validation (variant ``swa``) and ``swa.pth``."""
+        swa, cfg = self.swa, self.cfg
+        used = 0
+        if swa.has_bn():
+            self.sampler.set_epoch(int(cfg.train.epochs))
+            want = swa.bn_batches or self.micro_per_epoch
+            used = swa.update_bn((b["image"] for b in self.loader), self.device, max_batches=int(want))
+        last = swa.epochs[-1]
+        self.events.log(f"SWA: averaged the weights of epochs {swa.epochs[0]}..{last} ({len(swa.epochs)} epoch(s))"
+                        + (f"; BatchNorm statistics recomputed over {used} training batch(es)" if swa.has_bn()
+                           else "; the model has no BatchNorm"))
+        summary = None
+        if self.validate_enabled and self.val_set is not None:
+            res = self._evaluate(swa.module, "swa", last)
+            summary = {"swa": res.summary}
+        state = self._state(last, 0, "swa", summary, full=False)
+        state["model"], state["ema"] = swa.state_dict(), None
+        self._save("swa.pth", state, epoch=last)
 
     def _epoch_augment(self, epoch: int, seed: int) -> None:
         """Crop-size draws and the epoch's mixing settings (augment.crop_schedule / phases / mix_off_last_epochs)."""
@@ -595,6 +617,8 @@ class Trainer:
             values = self._train_epoch(epoch)
             if values is None:                       # stop requested mid-epoch; last.pth written
                 break
+            if self.swa is not None:
+                self.swa.after_epoch(self.model, epoch)
             metrics_summary = None
             results = {}
             do_val = self.validate_enabled and ((epoch + 1) % max(1, int(cfg.train.val_every)) == 0
@@ -620,6 +644,8 @@ class Trainer:
             barrier()
             if stop:
                 break
+        if self.swa is not None and self.swa.epochs and self.stopped_reason != "cancelled":
+            self._finish_swa()
         wall = time.perf_counter() - t_fit
         summary = {"epochs_done": (self.last_saved_epoch + 1) if self.last_saved_epoch is not None else 0,
                    "global_step": self.global_step, "best": dict(self.best), "wall_s": wall,
