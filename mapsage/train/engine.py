@@ -194,6 +194,10 @@ class Trainer:
         cfg = self.cfg
         seed_everything(epoch_seed(cfg.train.seed, -1, 0))      # the same initial weights on every rank
         model = build_model(cfg)
+        self.warm_report = None
+        if cfg.model.init_from:                                  # whole-model warm start (encoder and decoder)
+            from ..models.warm_start import warm_start
+            self.warm_report = warm_start(model, cfg.model.init_from, cfg.model.init_weights)
         self.model_params = sum(p.numel() for p in model.parameters())
         self.pretrained_text = summarize_report(model.pretrained_report)
         if self.world > 1 and self.device.type == "cuda" and any(
@@ -593,6 +597,9 @@ class Trainer:
         if cfg.train.layer_decay is not None or cfg.train.layer_tiers:
             from .llrd import describe_groups
             self.events.log(describe_groups(self.optimizer.param_groups))
+        if self.warm_report is not None:
+            from ..models.warm_start import describe as describe_warm
+            self.events.log(describe_warm(self.warm_report))
         for note in self.imbalance.notes:
             self.events.log(f"imbalance: {note}")
         for warn in self.imbalance.warnings:
