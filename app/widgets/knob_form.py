@@ -138,6 +138,8 @@ def render(t: Template, checkpoint_runs: list[str]) -> FormResult:
     action = "launch" if go else "check" if check else None
     result = _resolve(t, values, extra, action)
     lr_preview(result.cfg or cfg, key)
+    from .launch import confirm_pending
+    confirm_pending(t)                    # a gated launch of this template waiting for "Launch anyway"
     return result
 
 
