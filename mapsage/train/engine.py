@@ -597,6 +597,9 @@ class Trainer:
         if cfg.train.layer_decay is not None or cfg.train.layer_tiers:
             from .llrd import describe_groups
             self.events.log(describe_groups(self.optimizer.param_groups))
+        if getattr(self.model, "addon_report", None):
+            from ..models.addons import describe as describe_addons
+            self.events.log(describe_addons(self.model.addon_report))
         if self.warm_report is not None:
             from ..models.warm_start import describe as describe_warm
             self.events.log(describe_warm(self.warm_report))
