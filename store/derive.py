@@ -84,7 +84,8 @@ def lr_summary(cfg: dict) -> str:
     if not t:
         return "-"
     text = (f"AdamW {_num(_g(t, 'lr', default=0))} wd{_num(_g(t, 'weight_decay', default=0))}, "
-            f"warmup {_num(_g(t, 'warmup_epochs', default=0))}e + cosine, {_g(t, 'epochs', default='?')}e")
+            f"warmup {_num(_g(t, 'warmup_epochs', default=0))}e + {_g(t, 'lr_schedule', default='cosine')}, "
+            f"{_g(t, 'epochs', default='?')}e")
     bb = _g(t, "backbone_lr_mult")
     if bb is not None and float(bb) != 1.0:
         text += f", bb×{_num(bb)}"

@@ -139,7 +139,23 @@ def render(t: Template, checkpoint_runs: list[str]) -> FormResult:
         check = b1.form_submit_button("Check", help="resolve the config with these knobs without launching")
         go = b2.form_submit_button(":material/rocket_launch: Launch", type="primary")
     action = "launch" if go else "check" if check else None
-    return _resolve(t, values, extra, action)
+    result = _resolve(t, values, extra, action)
+    lr_preview(result.cfg or cfg, key)
+    from .launch import confirm_pending
+    confirm_pending(t)                    # a gated launch of this template waiting for "Launch anyway"
+    return result
+
+
+def lr_preview(cfg: Config, key: str) -> None:
+    """The per-iteration learning-rate curve the run will follow (training kinds), drawn before launch."""
+    if cfg.stage.kind not in ("train", "distill"):
+        return
+    from mapsage.schedules import lr_figure
+    with st.expander(f"Learning-rate schedule: {cfg.train.lr_schedule}", expanded=False):
+        try:
+            st.plotly_chart(lr_figure(cfg), width="stretch", key=f"{key}:lr_curve")
+        except ConfigError as exc:
+            st.error(str(exc))
 
 
 def _resolve(t: Template, values: dict[str, Any], extra: str, action: Optional[str]) -> FormResult:

@@ -29,9 +29,57 @@ def _ingest_now(run_id: str) -> None:
     data.clear()
 
 
-def launch(template: Template, overrides: list[str], gpus: Optional[int] = None) -> Optional[str]:
+def health_gate(template: Template, overrides: list[str]):
+    """The health gate of a training launch (``runners.health_gate``); None when it does not apply or passes."""
+    from runners.health_gate import gate_for
+    try:
+        gate = gate_for(template.path, overrides)
+    except (ConfigError, UserError):
+        return None                       # the launch itself reports the config error
+    return None if gate is None or gate.ok else gate
+
+
+PENDING = "health_gate_pending"
+
+
+def confirm_pending(template: Template) -> Optional[str]:
+    """Draw the confirm step of a gated launch of ``template`` (if one is pending); returns the run id when the
+    user launched anyway. Called where the template's launch form is drawn, on every run of the page."""
+    pending = st.session_state.get(PENDING, {}).get(template.rel)
+    if not pending:
+        return None
+    gate = pending["gate"]
+    with st.container(border=True):
+        (st.error if gate["blocks"] else st.warning)(gate["message"])
+        st.caption("The plan: all stage-0 health checks pass before training is trusted. Launch anyway only "
+                   "when you know why.")
+        c1, c2, _ = st.columns([1, 1, 3])
+        go = c1.button("Launch anyway", type="primary", key=f"health_gate_go:{template.rel}")
+        stop = c2.button("Cancel", key=f"health_gate_cancel:{template.rel}")
+    if not (go or stop):
+        return None
+    st.session_state[PENDING].pop(template.rel, None)
+    if stop:
+        st.rerun()
+    rid = launch(template, pending["overrides"], pending["gpus"], confirmed=True)
+    if rid:
+        st.success(f"Launched `{rid}` (health gate overridden).")
+    return rid
+
+
+def launch(template: Template, overrides: list[str], gpus: Optional[int] = None,
+           confirmed: bool = False) -> Optional[str]:
+    """Launch through ``runners.api``. A training stage on a dataset whose health checks failed or never ran
+    asks first: the launch is kept pending and :func:`confirm_pending` (drawn with the template's form) asks."""
     from runners import api
 
+    if not confirmed:
+        gate = health_gate(template, overrides)
+        if gate is not None:                  # ask first: confirm_pending draws the question on the next run
+            st.session_state.setdefault(PENDING, {})[template.rel] = {
+                "overrides": list(overrides), "gpus": gpus,
+                "gate": {"message": gate.message(), "blocks": gate.blocks, "failing": gate.failing}}
+            st.rerun()
     try:
         rid = api.launch(template.path, overrides, gpus=gpus)
     except (ConfigError, UserError) as exc:
@@ -43,9 +91,10 @@ def launch(template: Template, overrides: list[str], gpus: Optional[int] = None)
 
 
 def launch_many(templates: list[Template]) -> list[str]:
+    """Launch a plan in order (the demo plan queues its own health checks first, so it is not gated)."""
     out = []
     for t in templates:
-        rid = launch(t, [])
+        rid = launch(t, [], confirmed=True)
         if rid:
             out.append(rid)
     return out

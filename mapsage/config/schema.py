@@ -141,6 +141,14 @@ class ModelCfg:
     boundary_head: bool = False
     grad_checkpointing: bool = False
     decoder_channels: Optional[int] = None
+    dropout: float = 0.0                    # Dropout2d before the segmentation head (0: off)
+    drop_path: Optional[float] = None       # stochastic depth: rate rising over the encoder's blocks to this (0: off;
+                                            # null: the encoder's own default, 0.1 for MiT)
+    # warm start of the whole segmentation model (encoder and decoder): a run id, a run folder or a .pth file;
+    # tensors whose name and shape match are loaded (mapsage.models.warm_start), the rest keep their init
+    init_from: Optional[str] = None
+    init_weights: Literal["auto", "ema", "raw"] = "auto"   # auto: a run's best_ema.pth, else best.pth / last.pth
+    addons: list[str] = field(default_factory=list)          # decoder add-ons by registry name (mapsage.models.addons)
 
 
 @dataclass
@@ -152,7 +160,10 @@ class LossPhase:
 @dataclass
 class LossCfg:
     ignore_index: Optional[int] = None      # null: the dataset's ignore_index (the health check compares them)
-    class_weights: Optional[list[float]] = None
+    class_weights: Optional[list[float] | Literal["auto"]] = None   # "auto": computed from the training masks
+    class_weights_method: Literal["inverse", "sqrt_inverse", "effective"] = "inverse"   # for class_weights: auto
+    class_weights_beta: float = 0.999       # effective number (Cui et al.): (1 - beta) / (1 - beta^n)
+    label_smoothing: float = 0.0            # CE / OHEM label smoothing (0: off)
     schedule: list[LossPhase] = field(default_factory=lambda: [LossPhase()])
     ohem_keep: float = 0.3                  # OHEM: keep the hardest share of pixels (term name "ohem")
     focal_gamma: float = 2.0
@@ -162,7 +173,7 @@ class LossCfg:
     lovasz_guard_epochs: int = 10           # the guard's milestone spacing and postponement (epochs)
 
     def validate(self):
-        known = {"ce", "ohem", "dice", "lovasz", "focal", "boundary"}
+        known = {"ce", "ohem", "dice", "lovasz", "focal", "boundary", "bsce"}
         for phase in self.schedule:
             bad = set(phase.terms) - known
             if bad:
@@ -187,6 +198,55 @@ class AugmentCfg:
     class_aware_sampling: bool = False
     class_aware_temp: float = 0.1           # rare-class sampling temperature over class pixel shares (lower: rarer)
     cat_max_ratio: float = 0.75             # re-crop when one class fills more than this share (mmseg)
+    cutmix_alpha: float = 1.0               # CutMix box share lam ~ Beta(alpha, alpha) (1.0: uniform)
+    # progressive resolution: [{from_epoch, size: [h, w]}] (crop size by epoch); crop_sizes: square sizes drawn per
+    # batch (e.g. [512, 640, 768]). Tiles are cropped at the largest size, batches cut (or resized) to the drawn one
+    crop_schedule: list["CropPhase"] = field(default_factory=list)
+    crop_sizes: list[int] = field(default_factory=list)
+    crop_resize: bool = False               # true: resize the batch to the size (keeps the context) instead of cropping
+    phases: list["AugPhase"] = field(default_factory=list)   # augmentation changes by epoch (mixing probabilities)
+    mix_off_last_epochs: int = 0            # CutMix and MixUp off for the last N epochs
+    random_erasing_p: float = 0.0           # random erasing (image only; albumentations Erasing)
+    random_erasing_scale: list[float] = field(default_factory=lambda: [0.02, 0.2])
+    elastic_p: float = 0.0                  # elastic transform (image bilinear, mask nearest)
+    elastic_alpha: float = 30.0
+    elastic_sigma: float = 6.0
+    sampler: "SamplerCfg" = field(default_factory=lambda: SamplerCfg())
+
+
+@dataclass
+class CropPhase:
+    from_epoch: int = 0
+    size: list[int] = field(default_factory=lambda: [512, 512])
+
+
+@dataclass
+class AugPhase:
+    from_epoch: int = 0
+    cutmix_p: Optional[float] = None        # null: keep augment.cutmix_p
+    mixup_p: Optional[float] = None
+    mixup_alpha: Optional[float] = None
+    cutmix_alpha: Optional[float] = None
+
+
+@dataclass
+class SamplerCfg:
+    # uniform (default; augment.class_aware_sampling keeps its rare-class sampler), effective_number (beta),
+    # class_balanced (oversampling cap), repeat_factor (t, alpha) -- mapsage.train.samplers
+    kind: Literal["uniform", "effective_number", "class_balanced", "repeat_factor"] = "uniform"
+    by: Literal["presence", "pixels"] = "presence"   # class frequency: tiles containing it, or its pixel share
+    beta: float = 0.999
+    cap: float = 10.0                       # class_balanced: no tile drawn more than cap x its uniform rate
+    t: float = 0.3                          # repeat_factor threshold frequency
+    alpha: float = 0.5                      # repeat_factor exponent: r_c = max(1, (t / f_c)^alpha)
+    min_share: float = 1e-3                 # a class is present in a tile when it fills at least this share
+
+
+@dataclass
+class SwaCfg:
+    enabled: bool = False
+    start_epoch: Optional[int] = None       # first epoch averaged (null: the last quarter of train.epochs)
+    bn_batches: Optional[int] = None        # batches for the BatchNorm statistics (null: one epoch's worth)
 
 
 @dataclass
@@ -231,6 +291,21 @@ class TrainCfg:
     # best checkpoints and early stopping: miou | mbiou | mf1 (Dice) | mfscore (mmseg) | mfscore_fg (face parsing:
     # mean F-score over the foreground classes) | macc | aacc
     save_best_by: Literal["miou", "mbiou", "mf1", "mfscore", "mfscore_fg", "macc", "aacc"] = "miou"
+    lr_schedule: Literal["cosine", "poly", "step", "cosine_restarts", "onecycle", "constant"] = "cosine"
+    poly_power: float = 1.0
+    lr_steps: list[float] = field(default_factory=list)     # step: epochs at which the LR is multiplied by lr_gamma
+    lr_gamma: float = 0.1
+    restart_epochs: float = 10.0            # cosine_restarts: first cycle length (epochs)
+    restart_mult: float = 1.0               # cosine_restarts: each next cycle this many times longer
+    onecycle_pct: float = 0.3               # onecycle: share of the run spent rising
+    onecycle_div: float = 25.0              # onecycle: start LR = peak / div
+    onecycle_final_div: float = 1e4         # onecycle: end LR = start LR / final_div
+    # layer-wise LR decay per encoder block (replaces backbone_lr_mult when set): block i of L gets
+    # head_lr_mult x layer_decay^(L - i); layer_tiers: explicit multipliers of the encoder's blocks split into
+    # len(tiers) groups, shallow to deep (e.g. [0.25, 0.5, 1.0]; set head_lr_mult for the head)
+    layer_decay: Optional[float] = None
+    layer_tiers: list[float] = field(default_factory=list)
+    swa: SwaCfg = field(default_factory=SwaCfg)
 
 
 @dataclass

@@ -63,6 +63,10 @@ class CatMaxRatioCrop(BaseCrop):
 
 
 def _crop_size(cfg: Config) -> tuple[int, int]:
+    from ..train.aug_schedule import max_crop
+    biggest = max_crop(cfg.augment)          # crop_schedule / crop_sizes: the batch is cut to size later
+    if biggest is not None:
+        return biggest
     size = list(cfg.augment.crop_size)
     if len(size) == 1:
         size = size * 2
@@ -100,6 +104,11 @@ def build_train_transform(cfg: Config, image_interpolation: int = cv2.INTER_LINE
             ops.append(A.Rotate(limit=(-aug.rotate_deg, aug.rotate_deg), interpolation=image_interpolation,
                                 mask_interpolation=cv2.INTER_NEAREST, border_mode=cv2.BORDER_CONSTANT, fill=0,
                                 fill_mask=ignore, crop_border=False, p=aug.rotate_p))
+        if aug.elastic_p > 0:
+            ops.append(A.ElasticTransform(alpha=float(aug.elastic_alpha), sigma=float(aug.elastic_sigma),
+                                          interpolation=image_interpolation, mask_interpolation=cv2.INTER_NEAREST,
+                                          border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore,
+                                          p=aug.elastic_p))
         cj = list(aug.color_jitter)
         if len(cj) != 4:
             raise ConfigError(f"augment.color_jitter must be [brightness, contrast, saturation, hue], got {cj}")
@@ -109,4 +118,10 @@ def build_train_transform(cfg: Config, image_interpolation: int = cv2.INTER_LINE
                 raise ConfigError(f"augment.color_jitter: hue must be in 0..0.5, got {h}")
             ops.append(A.ColorJitter(brightness=(max(0.0, 1 - b), 1 + b), contrast=(max(0.0, 1 - c), 1 + c),
                                      saturation=(max(0.0, 1 - s), 1 + s), hue=(-h, h), p=aug.color_jitter_p))
+        if aug.random_erasing_p > 0:
+            lo, hi = (float(v) for v in aug.random_erasing_scale)
+            if not 0 < lo <= hi < 1:
+                raise ConfigError(f"augment.random_erasing_scale must be [min, max] area shares with 0 < min <= max "
+                                  f"< 1, got {aug.random_erasing_scale}")
+            ops.append(A.Erasing(scale=(lo, hi), fill=0, fill_mask=None, p=aug.random_erasing_p))  # image only
     return A.Compose(ops, seed=seed)

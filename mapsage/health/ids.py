@@ -328,7 +328,7 @@ def check_ids(h: HealthRun) -> CheckResult:
                  if 0 <= cfg.loss_ignore_index < C else "")
         problems.append(f"loss.ignore_index {cfg.loss_ignore_index}{clash} differs from dataset.ignore_index {ign}; "
                         f"set loss.ignore_index: null (the dataset's) or {ign}")
-    if cfg.loss.class_weights is not None and len(cfg.loss.class_weights) != C:
+    if isinstance(cfg.loss.class_weights, list) and len(cfg.loss.class_weights) != C:
         problems.append(f"loss.class_weights has {len(cfg.loss.class_weights)} values for {C} classes")
     if 0 <= ign < C:
         problems.append(f"dataset.ignore_index {ign} is class {ign} ({d.classes[ign]})")

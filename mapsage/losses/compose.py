@@ -35,7 +35,7 @@ class SegLoss(nn.Module):
         self.num_classes = int(num_classes if num_classes is not None else cfg.dataset.num_classes)
         self.ignore_index = int(cfg.loss_ignore_index)
         cw = None
-        if lcfg.class_weights is not None:
+        if lcfg.class_weights is not None and lcfg.class_weights != "auto":   # auto: set by the engine
             if len(lcfg.class_weights) != self.num_classes:
                 from ..config import ConfigError
                 raise ConfigError(f"loss.class_weights has {len(lcfg.class_weights)} weights for "
@@ -51,7 +51,8 @@ class SegLoss(nn.Module):
             bclasses = [names.index(c) for c in lcfg.boundary_classes]
         self.ctx = TermContext(num_classes=self.num_classes, ignore_index=self.ignore_index, class_weights=cw,
                                ohem_keep=float(lcfg.ohem_keep), focal_gamma=float(lcfg.focal_gamma),
-                               boundary_px=int(lcfg.boundary_px), boundary_classes=bclasses)
+                               boundary_px=int(lcfg.boundary_px), boundary_classes=bclasses,
+                               label_smoothing=float(getattr(lcfg, "label_smoothing", 0.0) or 0.0))
         self.phases = sorted(({"from_epoch": int(p.from_epoch), "terms": dict(p.terms)} for p in lcfg.schedule),
                              key=lambda p: p["from_epoch"])
         if not self.phases:
@@ -121,6 +122,13 @@ class SegLoss(nn.Module):
             self.delays = [int(d) for d in state.get("delays", self.delays)][:len(self.phases)]
             self.delays += [0] * (len(self.phases) - len(self.delays))
             self._active = int(state.get("active", 0))
+
+    def set_class_stats(self, class_weights=None, class_prior=None) -> None:
+        """Class weights (``loss.class_weights: auto``) and the Balanced Softmax prior, from the training data."""
+        if class_weights is not None:
+            self.ctx.class_weights = torch.as_tensor(class_weights, dtype=torch.float32)
+        if class_prior is not None:
+            self.ctx.log_prior = torch.log(torch.as_tensor(class_prior, dtype=torch.float32).clamp_min(1e-12))
 
     # loss -----------------------------------------------------------------------------------------------------
     def add_term(self, name: str, module: nn.Module) -> None:

@@ -68,6 +68,8 @@ class TermContext:
     focal_gamma: float = 2.0
     boundary_px: int = 3
     boundary_classes: Optional[list[int]] = None       # None: all classes
+    label_smoothing: float = 0.0                       # CE / OHEM: target (1 - eps) one-hot + eps / C
+    log_prior: Optional[torch.Tensor] = None           # bsce: log class prior [C] (None: uniform, i.e. plain CE)
 
 
 def _pixel_weights(q: torch.Tensor, cw: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -82,16 +84,20 @@ def pixel_ce(logits: torch.Tensor, targets: Targets, ctx: TermContext) -> tuple[
     valid = targets.valid()
     if not targets.is_soft:
         cw = ctx.class_weights.to(logits) if ctx.class_weights is not None else None
-        loss = F.cross_entropy(logits, targets.mask, ignore_index=ctx.ignore_index, reduction="none")
+        ls = {"label_smoothing": float(ctx.label_smoothing)} if ctx.label_smoothing else {}
+        loss = F.cross_entropy(logits, targets.mask, ignore_index=ctx.ignore_index, reduction="none", **ls)
         w = None
         if cw is not None:
             w = cw[torch.where(valid, targets.mask, torch.zeros_like(targets.mask))] * valid
             loss = loss * w
         return loss, valid, w
     q = targets.soft(ctx.num_classes, logits.dtype)
+    w = _pixel_weights(q, ctx.class_weights)
+    if ctx.label_smoothing:
+        eps = float(ctx.label_smoothing)
+        q = (1.0 - eps) * q + eps / ctx.num_classes * valid.unsqueeze(1).to(q.dtype)
     logp = F.log_softmax(logits, dim=1)
     loss = -(q * logp).sum(1)
-    w = _pixel_weights(q, ctx.class_weights)
     if w is not None:
         loss = loss * w
     return loss * valid, valid, w
@@ -101,6 +107,14 @@ def ce_loss(logits, targets: Targets, ctx: TermContext) -> torch.Tensor:
     loss, valid, w = pixel_ce(logits, targets, ctx)
     denom = (w.sum() if w is not None else valid.sum()).clamp_min(1e-6)
     return loss.sum() / denom
+
+
+def bsce_loss(logits, targets: Targets, ctx: TermContext) -> torch.Tensor:
+    """Balanced Softmax CE: cross-entropy of ``logits + log prior`` (the training class prior), so the model's
+    own logits estimate the class-balanced posterior (Ren et al., NeurIPS 2020)."""
+    if ctx.log_prior is None:
+        return ce_loss(logits, targets, ctx)
+    return ce_loss(logits + ctx.log_prior.to(logits).view(1, -1, 1, 1), targets, ctx)
 
 
 def ohem_loss(logits, targets: Targets, ctx: TermContext) -> torch.Tensor:
@@ -221,4 +235,5 @@ TERMS = {
     "dice": dice_loss,
     "lovasz": lovasz_loss,
     "focal": focal_loss,
+    "bsce": bsce_loss,
 }

@@ -179,6 +179,11 @@ class Trainer:
         if cfg.augment.class_aware_sampling:
             counts = cached_sample_class_counts(self.train_set, cfg)
             weights = class_aware_weights(counts, cfg.augment.class_aware_temp)
+        from . import imbalance                 # samplers, class_weights: auto, Balanced Softmax prior
+        self.imbalance = imbalance.prepare(cfg, cached_sample_class_counts(self.train_set, cfg)
+                                           if imbalance.needs_counts(cfg) else None)
+        if self.imbalance.sample_weights is not None:
+            weights = self.imbalance.sample_weights
         self.sampler = EpochSampler(len(self.train_set), self.micro_per_epoch * bs * self.world, weights=weights,
                                     seed=cfg.train.seed, rank=self.rank, world_size=self.world)
         self.loader_generator = torch.Generator()
@@ -193,6 +198,10 @@ class Trainer:
         cfg = self.cfg
         seed_everything(epoch_seed(cfg.train.seed, -1, 0))      # the same initial weights on every rank
         model = build_model(cfg)
+        self.warm_report = None
+        if cfg.model.init_from:                                  # whole-model warm start (encoder and decoder)
+            from ..models.warm_start import warm_start
+            self.warm_report = warm_start(model, cfg.model.init_from, cfg.model.init_weights)
         self.model_params = sum(p.numel() for p in model.parameters())
         self.pretrained_text = summarize_report(model.pretrained_report)
         if self.world > 1 and self.device.type == "cuda" and any(
@@ -203,6 +212,7 @@ class Trainer:
         self.freeze = FreezeSchedule(model.encoder, cfg.model.freeze.ratio, cfg.model.freeze.unfreeze_every,
                                      cfg.model.freeze.groups)
         self.loss_fn = SegLoss(cfg).to(self.device)
+        self.loss_fn.set_class_stats(self.imbalance.class_weights, self.imbalance.class_prior)
         self.needs_features = False
         for name, module in self.extra_losses.items():
             self.loss_fn.add_term(name, module)
@@ -217,7 +227,12 @@ class Trainer:
                                                 "lr": self.peak_lr * cfg.train.head_lr_mult})
         self.scheduler = build_scheduler(self.optimizer, cfg, self.peak_lr, self.steps_per_epoch)
         self.ema = ModelEma(model, cfg.train.ema.decay, cfg.train.ema.warmup) if cfg.train.ema.enabled else None
+        from .swa import Swa
+        self.swa = Swa(model, cfg) if cfg.train.swa.enabled else None
         self.mixer = BatchMixer(cfg.augment, ignore_index=cfg.loss_ignore_index)
+        from .aug_schedule import BatchResizer
+        self.resizer = BatchResizer(cfg.augment)                 # progressive resolution / multi-size crops
+        self._mix_params: Optional[dict] = None
         self.ddp_model: nn.Module = model
         self.start_epoch, self.start_step, self.global_step = 0, 0, 0
 
@@ -315,6 +330,45 @@ class Trainer:
         if changed or self.ddp_model is self.model:
             self._wrap_ddp()
 
+    def _finish_swa(self) -> None:
+        """BatchNorm statistics of the weight average, its validation (variant ``swa``) and ``swa.pth``."""
+        swa, cfg = self.swa, self.cfg
+        used = 0
+        if swa.has_bn():
+            self.sampler.set_epoch(int(cfg.train.epochs))
+            want = swa.bn_batches or self.micro_per_epoch
+            used = swa.update_bn((b["image"] for b in self.loader), self.device, max_batches=int(want))
+        last = swa.epochs[-1]
+        self.events.log(f"SWA: averaged the weights of epochs {swa.epochs[0]}..{last} ({len(swa.epochs)} epoch(s))"
+                        + (f"; BatchNorm statistics recomputed over {used} training batch(es)" if swa.has_bn()
+                           else "; the model has no BatchNorm"))
+        summary = None
+        if self.validate_enabled and self.val_set is not None:
+            res = self._evaluate(swa.module, "swa", last)
+            summary = {"swa": res.summary}
+        state = self._state(last, 0, "swa", summary, full=False)
+        state["model"], state["ema"] = swa.state_dict(), None
+        self._save("swa.pth", state, epoch=last)
+
+    def _epoch_augment(self, epoch: int, seed: int) -> None:
+        """Crop-size draws and the epoch's mixing settings (augment.crop_schedule / phases / mix_off_last_epochs)."""
+        from .aug_schedule import mix_params, scheduled_size, schedules_mixing
+        aug = self.cfg.augment
+        self.resizer.start_epoch(epoch, seed)
+        if aug.crop_schedule:
+            size = scheduled_size(aug, epoch)
+            prev = scheduled_size(aug, epoch - 1) if epoch > self.start_epoch else None
+            if size != prev:
+                self.events.log(f"epoch {epoch}: training crops {size[0]}x{size[1]} (augment.crop_schedule)")
+        if schedules_mixing(aug):
+            params = mix_params(aug, epoch, int(self.cfg.train.epochs))
+            if params != self._mix_params:
+                self.events.log(f"epoch {epoch}: mixing cutmix_p={params['cutmix_p']:g} (alpha "
+                                f"{params['cutmix_alpha']:g}), mixup_p={params['mixup_p']:g} (alpha "
+                                f"{params['mixup_alpha']:g})")
+            self.mixer.set_params(params)
+            self._mix_params = params
+
     def _stop_requested(self) -> bool:
         """``ctx.should_stop()``, agreed across DDP ranks (any rank asked -> all stop at the same step)."""
         flag = 1.0 if self._should_stop() else 0.0
@@ -358,6 +412,7 @@ class Trainer:
         seed_everything(seed)
         self.loader_generator.manual_seed(seed)
         self.mixer.seed(seed + 1)
+        self._epoch_augment(epoch, seed + 2)
         self.sampler.set_epoch(epoch, start_index=start * accum * int(cfg.train.batch_size))
         for m in self.extra_losses.values():
             if hasattr(m, "on_epoch_start"):
@@ -405,6 +460,8 @@ class Trainer:
                     step_data += time.perf_counter() - t0
                     images = batch["image"].to(self.device, non_blocking=True)
                     masks = batch["mask"].to(self.device, non_blocking=True)
+                    if self.resizer.active:
+                        images, masks = self.resizer(images, masks)
                     if self.mixer.active:
                         images, targets, _ = self.mixer(images, masks, batch["domain"])
                     else:
@@ -564,7 +621,21 @@ class Trainer:
             r = self.model.pretrained_report
             self.events.log(f"pretrained report: missing {r['missing'][:20]}, unexpected {r['unexpected'][:20]}, "
                             f"shape-mismatched {r['mismatched'][:20]}")
-        if self.sample_weights is not None:
+        if cfg.train.layer_decay is not None or cfg.train.layer_tiers:
+            from .llrd import describe_groups
+            self.events.log(describe_groups(self.optimizer.param_groups))
+        if getattr(self.model, "addon_report", None):
+            from ..models.addons import describe as describe_addons
+            self.events.log(describe_addons(self.model.addon_report))
+        if self.warm_report is not None:
+            from ..models.warm_start import describe as describe_warm
+            self.events.log(describe_warm(self.warm_report))
+        for note in self.imbalance.notes:
+            self.events.log(f"imbalance: {note}")
+        for warn in self.imbalance.warnings:
+            self.events.log(warn, level="warning")
+            print(f"warning: {warn}", file=sys.stderr)
+        if self.sample_weights is not None and cfg.augment.class_aware_sampling:
             w = self.sample_weights
             self.events.log(f"class-aware sampling: per-image weights from {w.min() * len(w):.2f}x to "
                             f"{w.max() * len(w):.2f}x uniform (augment.class_aware_temp="
@@ -587,6 +658,8 @@ class Trainer:
             values = self._train_epoch(epoch)
             if values is None:                       # stop requested mid-epoch; last.pth written
                 break
+            if self.swa is not None:
+                self.swa.after_epoch(self.model, epoch)
             metrics_summary = None
             results = {}
             do_val = self.validate_enabled and ((epoch + 1) % max(1, int(cfg.train.val_every)) == 0
@@ -612,6 +685,8 @@ class Trainer:
             barrier()
             if stop:
                 break
+        if self.swa is not None and self.swa.epochs and self.stopped_reason != "cancelled":
+            self._finish_swa()
         wall = time.perf_counter() - t_fit
         summary = {"epochs_done": (self.last_saved_epoch + 1) if self.last_saved_epoch is not None else 0,
                    "global_step": self.global_step, "best": dict(self.best), "wall_s": wall,

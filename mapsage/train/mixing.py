@@ -66,6 +66,7 @@ class BatchMixer:
         self.same_domain = bool(augment_cfg.cutmix_same_domain)
         self.mixup_p = float(augment_cfg.mixup_p) if augment_cfg.enabled else 0.0
         self.alpha = float(augment_cfg.mixup_alpha)
+        self.cutmix_alpha = float(getattr(augment_cfg, "cutmix_alpha", 1.0))   # box share lam ~ Beta(a, a)
         self.ignore_index = int(ignore_index)
         self.generator = torch.Generator()
         self.generator.manual_seed(0)
@@ -73,6 +74,11 @@ class BatchMixer:
     @property
     def active(self) -> bool:
         return self.cutmix_p > 0 or self.mixup_p > 0
+
+    def set_params(self, params: dict) -> None:
+        """Mixing settings of an epoch (:func:`mapsage.train.aug_schedule.mix_params`)."""
+        self.cutmix_p, self.mixup_p = float(params["cutmix_p"]), float(params["mixup_p"])
+        self.alpha, self.cutmix_alpha = float(params["mixup_alpha"]), float(params["cutmix_alpha"])
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(int(seed))
@@ -93,7 +99,8 @@ class BatchMixer:
                 for i, j in enumerate(partners):
                     if j is None:
                         continue
-                    lam = float(torch.rand(1, generator=g))
+                    lam = float(torch.rand(1, generator=g)) if self.cutmix_alpha == 1.0 \
+                        else _beta(self.cutmix_alpha, g)
                     y0, y1, x0, x1 = rand_box(h, w, lam, g)
                     images[i, :, y0:y1, x0:x1] = src_img[j, :, y0:y1, x0:x1]
                     masks[i, y0:y1, x0:x1] = src_mask[j, y0:y1, x0:x1]

@@ -38,6 +38,9 @@ def param_groups(model: nn.Module, cfg) -> list[dict]:
     """Four groups (backbone/head × decay/no_decay) with ``lr_mult`` and ``weight_decay``; empty ones dropped.
 
     Frozen parameters are included: they get no gradient (AdamW skips them) until they are unfrozen."""
+    if cfg.train.layer_decay is not None or cfg.train.layer_tiers:
+        from .llrd import llrd_param_groups          # per-block groups (train.layer_decay / layer_tiers)
+        return llrd_param_groups(model, cfg, _no_decay)[0]
     from ..models import unwrap
     m = unwrap(model)
     enc_ids = {id(p) for p in m.encoder.parameters()} if hasattr(m, "encoder") else set()
@@ -117,7 +120,7 @@ class WarmupCosine:
         self._apply()
 
 
-def build_scheduler(optimizer, cfg, peak_lr: float, steps_per_epoch: int) -> WarmupCosine:
-    total = int(cfg.train.epochs) * int(steps_per_epoch)
-    warm = int(round(float(cfg.train.warmup_epochs) * steps_per_epoch))
-    return WarmupCosine(optimizer, peak_lr, total, warm, cfg.train.warmup_ratio, cfg.train.min_lr_ratio)
+def build_scheduler(optimizer, cfg, peak_lr: float, steps_per_epoch: int):
+    """The per-iteration schedule ``train.lr_schedule`` names (:mod:`mapsage.schedules`)."""
+    from ..schedules import build_schedule
+    return build_schedule(optimizer, cfg, peak_lr, steps_per_epoch)

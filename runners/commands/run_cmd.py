@@ -15,6 +15,8 @@ def register(sub) -> None:
     p.add_argument("--gpus", type=int, default=None, metavar="N",
                    help="GPUs for this job (runtime.gpus); more than 1 runs under torchrun; 0 = a CPU slot")
     p.add_argument("--wait", action="store_true", help="follow the run until it ends; exit with its status")
+    p.add_argument("--no-health-gate", dest="health_gate", action="store_false",
+                   help="launch a training stage even though the dataset's last health run failed")
     p.set_defaults(func=run_command)
 
 
@@ -77,6 +79,10 @@ def follow(run_id: str, out=None) -> str:
 def run_command(args) -> int:
     from runners import jobs
 
+    if getattr(args, "health_gate", True):
+        from runners.health_gate import confirm_cli
+        if not confirm_cli(args.config, args.overrides):
+            return 2
     run_id = jobs.launch(args.config, args.overrides, gpus=args.gpus)
     print(run_id, flush=True)
     if not args.wait:
