@@ -27,6 +27,7 @@ import pyarrow as pa
 import yaml
 
 from mapsage.events import EVENTS_FILE, FINAL_STATUSES, read_events
+from mapsage.runids import RunIdError, run_path
 from mapsage.workspace import runs_dir
 
 from .db import LockTimeout, StoreBusy, file_lock, lock_path, read_connection, write_connection, _timeout
@@ -439,9 +440,17 @@ def _read_state(run_ids: Iterable[str] | None) -> tuple[dict, dict]:
 def _ingest_locked(run_ids: list[str] | None, report: IngestReport) -> None:
     root = runs_dir()
     if run_ids is None:
-        folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []
+        names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
     else:
-        folders = [root / r for r in run_ids if (root / r).is_dir()]
+        names = list(run_ids)
+    folders = []
+    for name in names:   # a run id names one folder inside runs/: no '..', no symlink out of the workspace
+        try:
+            folder = run_path(root, name)
+        except RunIdError:
+            continue
+        if folder.is_dir():
+            folders.append(folder)
     state, known_runs = _read_state(None if run_ids is None else [f.name for f in folders])
     batch = _Batch()
     for folder in folders:

@@ -198,6 +198,8 @@ class TrainCfg:
     log_every: int = 10                     # steps between sampled step-loss events
     val_every: int = 1
     save_best_by: Literal["miou", "mbiou"] = "miou"
+    checkpoint_every_min: float = 10.0      # mid-epoch last.pth at most this many minutes apart (0: off)
+    checkpoint_every_steps: int = 0         # ... and/or every N optimiser steps (0: off)
 
 
 @dataclass
@@ -389,6 +391,7 @@ class RuntimeCfg:
     threads: Optional[int] = None           # torch CPU threads
     keep_freed_memory: bool = True          # glibc keeps freed blocks for reuse (mapsage/runtime.py): no page
                                             # faults on every forward pass; 1.8x faster batched CPU inference
+    trust_pickle: list[str] = field(default_factory=list)   # files allowed full unpickling (mapsage/safeload.py)
 
 
 @dataclass

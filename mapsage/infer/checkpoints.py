@@ -101,13 +101,9 @@ def latest_run(template: str, key: str = "stage.checkpoint") -> str:
 def _best_score(path: Path, metric: str) -> float:
     """The validation score a best checkpoint was saved for: its ``best`` entry for the weights it holds
     (``best["ema"]`` in ``best_ema.pth``, ``best["raw"]`` in ``best.pth``, as the training engine writes them)."""
-    import torch
+    from ..safeload import load_file
 
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user-facing checkpoint problem
-        raise CheckpointError(f"{path}: cannot read checkpoint ({exc}); re-run the training or pick another "
-                              "file") from exc
+    ckpt = load_file(path)
     best = ckpt.get("best") if isinstance(ckpt, dict) else None
     if isinstance(best, dict):
         for k in (_weights_for(path), metric, f"val_{metric}"):

@@ -65,12 +65,16 @@ def register(sub) -> None:
 
 
 def resolve_run_id(prefix: str) -> str:
-    from mapsage.workspace import runs_dir
+    from mapsage.runids import check_run_id
+    from mapsage.workspace import run_dir, runs_dir
 
+    check_run_id(prefix)                        # one folder name: no '..', '/', absolute path or glob
     root = runs_dir()
-    if (root / prefix).is_dir():
+    if run_dir(prefix).is_dir():
         return prefix
     matches = sorted(p.name for p in root.glob(f"{prefix}*") if p.is_dir()) if root.exists() else []
+    for name in matches:
+        run_dir(name)                           # refuses a symlink that leads out of the runs folder
     if len(matches) == 1:
         return matches[0]
     if not matches:
