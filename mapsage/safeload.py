@@ -43,25 +43,26 @@ def trusted(path: str | Path) -> bool:
 
 
 def _is_unsafe_pickle(exc: BaseException) -> bool:
-    """True when ``torch.load(weights_only=True)`` refused the file for what its pickle asks to build (as opposed to
-    a truncated or corrupt file)."""
+    """True when ``torch.load(weights_only=True)`` refused the file for a class or function its pickle asks to
+    build (as opposed to a truncated, corrupt or non-torch file)."""
     text = str(exc)
     return isinstance(exc, pickle.UnpicklingError) and (
-        "Weights only load failed" in text or "Unsupported global" in text or "Unsupported operand" in text
-        or "weights_only" in text)
+        "Unsupported global" in text or "not an allowed global" in text.lower()
+        or "Unsupported class" in text)
 
 
-def refusal(path: str | Path, exc: BaseException | None = None) -> CheckpointError:
+def refusal(path: str | Path, exc: BaseException | None = None, key: str | None = None) -> CheckpointError:
     detail = ""
     if exc is not None:
         for line in str(exc).splitlines():
-            if "Unsupported global" in line or "Unsupported operand" in line:
+            if "Unsupported global" in line or "Unsupported class" in line:
                 detail = f" ({line.strip().rstrip('.')})"
                 break
+    where = f"{key}: " if key else ""
     return CheckpointError(
-        f"{path}: refused to load: the file needs full unpickling, which can run any code it carries{detail}. "
-        f"Convert it to safetensors or a plain state dict, or, if you trust where it came from, name it in "
-        f"{TRUST_KEY} (e.g. --set {TRUST_KEY}=[{path}] or `mapsage run ... --trust-pickle {path}`)")
+        f"{where}{path}: refused to load: the file needs full unpickling, which can run any code it carries"
+        f"{detail}. Convert it to safetensors or a plain state dict, or, if you trust where it came from, name it "
+        f"in {TRUST_KEY} (--set {TRUST_KEY}=[{path}] or `mapsage run ... --trust-pickle {path}`)")
 
 
 def load_file(path: str | Path, *, what: str = "checkpoint", key: str | None = None) -> Any:
@@ -91,7 +92,7 @@ def load_file(path: str | Path, *, what: str = "checkpoint", key: str | None = N
                                   f"{str(exc).splitlines()[0] if str(exc) else ''}); the file may be truncated or "
                                   f"not a torch file") from exc
         if not trusted(path):
-            raise refusal(f"{where}{path}" if key else path, exc) from None
+            raise refusal(path, exc, key) from None
     try:   # named in runtime.trust_pickle: the user vouched for this very file
         return torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001

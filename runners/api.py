@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mapsage.config import CONFIGS_DIR, ConfigError, load_config, run_name, to_dict
 from mapsage.errors import UserError
+from mapsage.runids import check_run_id
 
 from . import jobs, scheduler
 from .settings import Settings, load_settings
@@ -74,8 +75,9 @@ def cancel(run_id: str, grace_s: float | None = None, wait: bool = False) -> str
     return jobs.cancel(run_id, grace_s=grace_s, wait_for_end=wait)
 
 
-def resume(run_id: str, overrides: list[str] | None = None, gpus: int | None = None) -> str:
-    return jobs.resume(run_id, overrides, gpus=gpus)
+def resume(run_id: str, overrides: list[str] | None = None, gpus: int | None = None,
+           checkpoint: str | Path | None = None) -> str:
+    return jobs.resume(run_id, overrides, gpus=gpus, checkpoint=checkpoint)
 
 
 def wait(run_id: str, timeout: float | None = None) -> str:
@@ -105,7 +107,13 @@ def find_checkpoint(run_id: str) -> Path | None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# store reads, after a refresh
+# store reads, after a refresh; a run id is checked first (mapsage.runids): never a path
+
+
+def _check_optional(run_id) -> None:
+    for r in ([run_id] if isinstance(run_id, str) else list(run_id or [])):
+        check_run_id(r)
+
 
 
 def _store():
@@ -120,42 +128,52 @@ def list_runs(**filters):
 
 
 def run(run_id: str):
+    check_run_id(run_id)
     return _store().run(run_id)
 
 
 def scalars(run_id, **kw):
+    check_run_id(run_id)
     return _store().scalars(run_id, **kw)
 
 
 def metrics(run_id=None, **kw):
+    _check_optional(run_id)
     return _store().metrics(run_id, **kw)
 
 
 def per_class(run_id, **kw):
+    check_run_id(run_id)
     return _store().per_class(run_id, **kw)
 
 
 def confusion(run_id, **kw):
+    check_run_id(run_id)
     return _store().confusion(run_id, **kw)
 
 
 def tiles(run_id, **kw):
+    check_run_id(run_id)
     return _store().tiles(run_id, **kw)
 
 
 def ab_rows(run_id=None, **kw):
+    _check_optional(run_id)
     return _store().ab_rows(run_id, **kw)
 
 
 def artifacts(run_id, **kw):
+    check_run_id(run_id)
     return _store().artifacts(run_id, **kw)
 
 
 def health(run_id=None, **kw):
+    _check_optional(run_id)
     return _store().health(run_id, **kw)
 
 
 def verdicts(run_id=None, **kw):
+    _check_optional(run_id)
     return _store().verdicts(run_id, **kw)
 
 

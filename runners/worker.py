@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
 
         data = yaml.safe_load((rdir / "config.yaml").read_text(encoding="utf-8"))
         cfg = config_from_dict(data, {k: str(rdir / "config.yaml") for k in data})
+        from mapsage.safeload import trust
+
+        trust(cfg.runtime.trust_pickle)       # files the user named as trusted for full unpickling
         from mapsage.runtime import tune_allocator
 
         _say(tune_allocator(cfg.runtime.keep_freed_memory))
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         try:  # free the slot first, so the next queued job starts while this one ingests
             from .scheduler import schedule
 
-            schedule(release=run_id)
+            schedule(release=run_id, release_pgid=os.getpgid(0))
         except Exception as exc:  # noqa: BLE001 - the next status read schedules instead
             _say(f"scheduler call failed: {type(exc).__name__}: {exc}")
         _ingest(run_id, wait=True)

@@ -19,6 +19,7 @@ import store
 from mapsage.config import ConfigError
 from mapsage.demo_stage import SAMPLES_PER_STEP
 from mapsage.errors import CheckpointError, UserError
+from mapsage.events import read_events
 from mapsage.workspace import run_dir, runs_dir
 from runners import api, cli, jobs, procs, scheduler, stages
 from store import schema as store_schema
@@ -176,11 +177,15 @@ def test_failed_job_shows_its_traceback(rws, demo_cfg, capsys):
     assert cli.main(["runs", "wait", rid]) == jobs.EXIT_CODES["failed"] == 1
     assert cli.main(["runs", "logs", rid, "--events"]) == 0
     assert "[failed]" in capsys.readouterr().out
-    # it failed before its first checkpoint: nothing to resume from
-    with pytest.raises(CheckpointError, match="no checkpoint"):
-        api.resume(rid)
     store.ingest_all()
     assert "DemoFailure" in store.run(rid)["traceback"]
+    # it failed before its first checkpoint: a resume restarts it under the same run id (changes are refused)
+    with pytest.raises(CheckpointError, match="saved no checkpoint"):
+        api.resume(rid, ["stage.demo_steps=3"])
+    assert api.resume(rid) == rid
+    assert api.wait(rid, timeout=60) == "failed"
+    statuses = [r["status"] for r in read_events(run_dir(rid) / "events.jsonl")[0] if r["type"] == "status"]
+    assert statuses == ["queued", "running", "failed", "queued", "running", "failed"]
 
 
 def test_queued_jobs_start_in_order_as_cpu_slots_free(rws, demo_cfg, monkeypatch):
@@ -205,10 +210,11 @@ def test_gpu_slots_set_cuda_visible_devices_and_multi_gpu_jobs_run_under_torchru
     pair = api.launch(demo_cfg, ["stage.demo_steps=3"], gpus=2)
     single = api.launch(demo_cfg, ["stage.demo_steps=3"], gpus=1)
     waiting = api.launch(demo_cfg, ["stage.demo_steps=1"], gpus=1)
-    too_big = api.launch(demo_cfg, [], gpus=4)
+    n_runs = len(list(runs_dir().iterdir()))
+    with pytest.raises(ConfigError, match=r"runtime.gpus=4 but the scheduler has 3 GPU\(s\)"):
+        api.launch(demo_cfg, [], gpus=4)              # refused at launch: no run folder, no queued job
+    assert len(list(runs_dir().iterdir())) == n_runs
     assert api.status(waiting)["status"] == "queued"   # all 3 GPUs are taken
-    assert api.wait(too_big, timeout=30) == "failed"
-    assert "runtime.gpus=4 but the scheduler has 3 GPU(s)" in api.status(too_big)["message"]
     for rid in (pair, single, waiting):
         assert api.wait(rid, timeout=120) == "succeeded", jobs.log_tail(rid)
     store.ingest_all()

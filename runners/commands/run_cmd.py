@@ -39,7 +39,8 @@ def follow(run_id: str, out=None) -> str:
         if t == "status":
             bar.set_description_str(r.get("status", "?"))
             msg = r.get("message")
-            bar.write(f"[{r.get('status')}] {msg}" if msg else f"[{r.get('status')}]", file=out)
+            if r.get("status") not in ("failed", "died"):     # those end with report_end's one line
+                bar.write(f"[{r.get('status')}] {msg}" if msg else f"[{r.get('status')}]", file=out)
             if r.get("status") == "succeeded":
                 bar.n = bar.total
                 bar.refresh()
@@ -82,9 +83,18 @@ def run_command(args) -> int:
     if not args.wait:
         return 0
     status = follow(run_id)
-    if status in ("failed", "died"):
-        st = jobs.live_status(run_id)
-        print(f"run {run_id} {status}: {st.get('message')}", file=sys.stderr)
-        if st.get("traceback"):
-            print(st["traceback"], file=sys.stderr)
+    report_end(run_id, status)
     return jobs.exit_code(status)
+
+
+def report_end(run_id: str, status: str) -> None:
+    """One line for a failed or died run: the reason and where its log (with the traceback) is."""
+    from runners import jobs, scheduler
+    from mapsage.workspace import run_dir
+
+    if status not in ("failed", "died"):
+        return
+    st = jobs.live_status(run_id)
+    message = " ".join(str(st.get("message") or "no message").split())
+    print(f"run {run_id} {status}: {message} (traceback and output: {run_dir(run_id) / scheduler.STDOUT_FILE})",
+          file=sys.stderr)

@@ -46,6 +46,8 @@ def register(sub) -> None:
     rm.add_argument("run_id")
     rm.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     rm.add_argument("--gpus", type=int, default=None)
+    rm.add_argument("--checkpoint", default=None, metavar="FILE",
+                    help="continue from this checkpoint instead of the run's last one (e.g. its best.pth)")
     rm.add_argument("--wait", action="store_true")
     rm.set_defaults(func=cmd_resume)
 
@@ -252,10 +254,14 @@ def cmd_resume(args) -> int:
     from .run_cmd import follow
 
     run_id = resolve_run_id(args.run_id)
-    new_id = jobs.resume(run_id, args.overrides, gpus=args.gpus)
+    new_id = jobs.resume(run_id, args.overrides, gpus=args.gpus, checkpoint=args.checkpoint)
     print(new_id, flush=True)
     if args.wait:
-        return jobs.exit_code(follow(new_id))
+        from .run_cmd import report_end
+
+        status = follow(new_id)
+        report_end(new_id, status)
+        return jobs.exit_code(status)
     return 0
 
 
@@ -264,8 +270,12 @@ def cmd_wait(args) -> int:
 
     from .run_cmd import follow
 
+    from .run_cmd import report_end
+
     run_id = resolve_run_id(args.run_id)
-    return jobs.exit_code(follow(run_id))
+    status = follow(run_id)
+    report_end(run_id, status)
+    return jobs.exit_code(status)
 
 
 def cmd_ingest(args) -> int:
