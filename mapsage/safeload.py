@@ -47,15 +47,14 @@ def _is_unsafe_pickle(exc: BaseException) -> bool:
     build (as opposed to a truncated, corrupt or non-torch file)."""
     text = str(exc)
     return isinstance(exc, pickle.UnpicklingError) and (
-        "Unsupported global" in text or "not an allowed global" in text.lower()
-        or "Unsupported class" in text)
+        "GLOBAL" in text or "unsupported global" in text.lower() or "Unsupported class" in text)
 
 
 def refusal(path: str | Path, exc: BaseException | None = None, key: str | None = None) -> CheckpointError:
     detail = ""
     if exc is not None:
         for line in str(exc).splitlines():
-            if "Unsupported global" in line or "Unsupported class" in line:
+            if "GLOBAL" in line or "Unsupported global" in line or "Unsupported class" in line:
                 detail = f" ({line.strip().rstrip('.')})"
                 break
     where = f"{key}: " if key else ""

@@ -69,7 +69,9 @@ def run_of_checkpoint(ref: str | None) -> str | None:
     """The run a ``stage.checkpoint`` reference belongs to: a run id, or a file inside a run folder."""
     if not ref:
         return None
-    if "/" not in ref and (runs_dir() / ref).is_dir():
+    from mapsage.runids import is_run_id
+
+    if is_run_id(ref) and run_dir(ref).is_dir():
         return ref
     try:
         rel = resolve_path(ref).resolve().relative_to(runs_dir().resolve())

@@ -36,7 +36,9 @@ def resolve_run_ref(spec: str) -> RunRef:
         if filename:
             return RunRef(folder, resolve_checkpoint(ref).path, ref)
     else:
-        for cand in (workspace_run_dir(ref), resolve_path(ref)):
+        from ..runids import is_run_id
+
+        for cand in ([workspace_run_dir(ref)] if is_run_id(ref) else []) + [resolve_path(ref)]:
             if cand.is_dir() and ((cand / EVENTS_FILE).exists() or (cand / "config.yaml").exists()):
                 folder = cand
                 break

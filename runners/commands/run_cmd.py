@@ -15,6 +15,9 @@ def register(sub) -> None:
     p.add_argument("--gpus", type=int, default=None, metavar="N",
                    help="GPUs for this job (runtime.gpus); more than 1 runs under torchrun; 0 = a CPU slot")
     p.add_argument("--wait", action="store_true", help="follow the run until it ends; exit with its status")
+    p.add_argument("--trust-pickle", dest="trust_pickle", action="append", default=[], metavar="FILE",
+                   help="allow this one checkpoint/weights file full unpickling (it can run code: only for files "
+                        "you trust); repeatable; sets runtime.trust_pickle")
     p.set_defaults(func=run_command)
 
 
@@ -78,7 +81,14 @@ def follow(run_id: str, out=None) -> str:
 def run_command(args) -> int:
     from runners import jobs
 
-    run_id = jobs.launch(args.config, args.overrides, gpus=args.gpus)
+    overrides = list(args.overrides)
+    if args.trust_pickle:
+        import json
+        from pathlib import Path
+
+        overrides.append("runtime.trust_pickle=" + json.dumps([str(Path(f).expanduser().resolve())
+                                                               for f in args.trust_pickle]))
+    run_id = jobs.launch(args.config, overrides, gpus=args.gpus)
     print(run_id, flush=True)
     if not args.wait:
         return 0
