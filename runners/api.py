@@ -23,7 +23,7 @@ from pathlib import Path
 
 from mapsage.config import CONFIGS_DIR, ConfigError, load_config, run_name, to_dict
 from mapsage.errors import UserError
-from mapsage.runids import check_run_id
+from mapsage.workspace import run_dir as _run_dir
 
 from . import jobs, scheduler
 from .settings import Settings, load_settings
@@ -112,7 +112,7 @@ def find_checkpoint(run_id: str) -> Path | None:
 
 def _check_optional(run_id) -> None:
     for r in ([run_id] if isinstance(run_id, str) else list(run_id or [])):
-        check_run_id(r)
+        _run_dir(r)
 
 
 
@@ -128,12 +128,12 @@ def list_runs(**filters):
 
 
 def run(run_id: str):
-    check_run_id(run_id)
+    _run_dir(run_id)          # RunIdError for a path, '..' or a symlink out of workspace/runs
     return _store().run(run_id)
 
 
 def scalars(run_id, **kw):
-    check_run_id(run_id)
+    _run_dir(run_id)          # RunIdError for a path, '..' or a symlink out of workspace/runs
     return _store().scalars(run_id, **kw)
 
 
@@ -143,17 +143,17 @@ def metrics(run_id=None, **kw):
 
 
 def per_class(run_id, **kw):
-    check_run_id(run_id)
+    _run_dir(run_id)          # RunIdError for a path, '..' or a symlink out of workspace/runs
     return _store().per_class(run_id, **kw)
 
 
 def confusion(run_id, **kw):
-    check_run_id(run_id)
+    _run_dir(run_id)          # RunIdError for a path, '..' or a symlink out of workspace/runs
     return _store().confusion(run_id, **kw)
 
 
 def tiles(run_id, **kw):
-    check_run_id(run_id)
+    _run_dir(run_id)          # RunIdError for a path, '..' or a symlink out of workspace/runs
     return _store().tiles(run_id, **kw)
 
 
@@ -163,7 +163,7 @@ def ab_rows(run_id=None, **kw):
 
 
 def artifacts(run_id, **kw):
-    check_run_id(run_id)
+    _run_dir(run_id)          # RunIdError for a path, '..' or a symlink out of workspace/runs
     return _store().artifacts(run_id, **kw)
 
 
