@@ -52,7 +52,12 @@ def refresh(min_interval: float = 1.0, ingest: bool | str = True) -> dict:
     if now - _last_refresh < min_interval:
         return {"started": [], "ended": [], "throttled": True}
     _last_refresh = now
-    result = scheduler.schedule()
+    try:
+        result = scheduler.schedule()
+    except OSError as exc:
+        # a full disk (or a read-only one) must not take every read down: show what the store already has
+        print(f"[mapsage] scheduler check skipped: {exc}", file=sys.stderr)
+        result = {"started": [], "ended": [], "error": str(exc)}
     if ingest == "background":
         if _bg_ingest is None or not _bg_ingest.is_alive():
             _bg_ingest = threading.Thread(target=_ingest_quietly, name="mapsage-ingest", daemon=True)
@@ -60,7 +65,12 @@ def refresh(min_interval: float = 1.0, ingest: bool | str = True) -> dict:
     elif ingest:
         import store
 
-        report = store.ingest_all(wait=False)
+        try:
+            report = store.ingest_all(wait=False)
+        except Exception as exc:  # noqa: BLE001 - reads go on with the store as it is; the next refresh retries
+            print(f"[mapsage] ingest skipped: {type(exc).__name__}: {exc}", file=sys.stderr)
+            result["ingest_error"] = str(exc)
+            return result
         result["ingested"] = report.events
         result["ingest_busy"] = report.busy
     return result

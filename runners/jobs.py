@@ -98,26 +98,45 @@ def submit(cfg: Config, parent_run: str | None = None, parent_relation: str | No
         parent_run = run_of_checkpoint(cfg.stage.checkpoint)
         parent_relation = "checkpoint" if parent_run else None
     name = run_name(cfg)[:160]
+    try:
+        return _submit(cfg, kind, gpus, name, parent_run, parent_relation, resume_from)
+    except OSError as exc:
+        from mapsage.diskspace import disk_full_error, is_disk_full
+
+        if is_disk_full(exc):
+            raise disk_full_error(runs_dir()) from exc
+        raise
+
+
+def _submit(cfg, kind, gpus, name, parent_run, parent_relation, resume_from) -> str:
+    from mapsage.errors import DiskFullError
+
     rid = _new_run_id(name)
     rdir = run_dir(rid)
-    save_resolved(cfg, rdir)
-    now = time.time()
-    scheduler.write_job(rid, run_id=rid, name=name, kind=kind, gpus_requested=gpus,
-                        config_source=str(cfg.meta.get("source", "")), parent_run=parent_run,
-                        parent_relation=parent_relation, resume_from=str(resume_from) if resume_from else None,
-                        created_at=now, launched_by=_whoami())
-    ev = EventWriter(rdir)
-    if gpus and load_settings().gpus:
-        queued_for = f"queued for {gpus} GPU(s)"
-    else:   # no GPU pool on this machine (or runtime.gpus 0): the job waits for a CPU slot
-        queued_for = "queued for a CPU slot" + (" (no GPUs on this machine)" if gpus else "")
-    ev.status("queued", message=queued_for)
-    ev.emit("run_info", name=name, kind=kind, plan_stage=cfg.stage.plan_stage, title=cfg.stage.title or None,
-            config_hash=config_hash(cfg), code_commit=git_commit(), dataset=cfg.dataset.name,
-            parent_run=parent_run, parent_relation=parent_relation,
-            resume_from=str(resume_from) if resume_from else None, created_at=now, gpus_requested=gpus,
-            config_source=str(cfg.meta.get("source", "")), launched_by=_whoami())
-    scheduler.enqueue(rid, gpus)
+    try:
+        save_resolved(cfg, rdir)
+        now = time.time()
+        scheduler.write_job(rid, run_id=rid, name=name, kind=kind, gpus_requested=gpus,
+                            config_source=str(cfg.meta.get("source", "")), parent_run=parent_run,
+                            parent_relation=parent_relation, resume_from=str(resume_from) if resume_from else None,
+                            created_at=now, launched_by=_whoami())
+        ev = EventWriter(rdir)
+        if gpus and load_settings().gpus:
+            queued_for = f"queued for {gpus} GPU(s)"
+        else:   # no GPU pool on this machine (or runtime.gpus 0): the job waits for a CPU slot
+            queued_for = "queued for a CPU slot" + (" (no GPUs on this machine)" if gpus else "")
+        ev.status("queued", message=queued_for)
+        ev.emit("run_info", name=name, kind=kind, plan_stage=cfg.stage.plan_stage, title=cfg.stage.title or None,
+                config_hash=config_hash(cfg), code_commit=git_commit(), dataset=cfg.dataset.name,
+                parent_run=parent_run, parent_relation=parent_relation,
+                resume_from=str(resume_from) if resume_from else None, created_at=now, gpus_requested=gpus,
+                config_source=str(cfg.meta.get("source", "")), launched_by=_whoami())
+        scheduler.enqueue(rid, gpus)
+    except (OSError, DiskFullError):
+        import shutil
+
+        shutil.rmtree(rdir, ignore_errors=True)     # no half-made run folder (e.g. on a full disk)
+        raise
     scheduler.schedule()
     return rid
 

@@ -84,11 +84,22 @@ def load_state() -> dict:
 
 
 def save_state(state: dict) -> None:
+    """Write the state (temporary file + rename). On a full disk the temporary file is removed and a
+    ``DiskFullError`` names the place."""
     path = state_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        from mapsage.diskspace import disk_full_error, is_disk_full
+
+        if is_disk_full(exc):
+            raise disk_full_error(path.parent, len(json.dumps(state, indent=1))) from exc
+        raise
 
 
 def read_job(rid: str) -> dict:

@@ -141,15 +141,32 @@ def main(argv: list[str] | None = None) -> int:
         if stop.is_set():
             status, message = "cancelled", f"stopped on request; the stage ended with {type(exc).__name__}: {exc}"
         else:
+            from mapsage.diskspace import disk_full_error, is_disk_full
+
             status = "failed"
-            message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, UserError) and is_disk_full(exc):   # a write the stage made itself
+                message = str(disk_full_error(getattr(exc, "filename", None) and Path(exc.filename).parent
+                                              or rdir))
+            else:
+                message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
     finally:
         if beater is not None:
             beater.done.set()
             beater.join(timeout=5)
     _say(f"run {run_id} {status}" + (f": {message}" if message else ""))
     if rank == 0:
-        events.status(status, message=message, traceback=tb)
+        for attempt in range(3):     # on a full disk: free this run's half-written files, then try again
+            try:
+                events.status(status, message=message, traceback=tb)
+                break
+            except OSError as exc:
+                _say(f"could not write the final status: {exc}")
+                from mapsage.diskspace import remove_stale_temps
+
+                for folder in (rdir / "checkpoints", rdir):
+                    remove_stale_temps(folder)
+                tb = None if attempt else tb        # a shorter record the second time
+                time.sleep(0.2)
         try:  # free the slot first, so the next queued job starts while this one ingests
             from .scheduler import schedule
 

@@ -28,7 +28,7 @@ import yaml
 
 from mapsage.events import EVENTS_FILE, FINAL_STATUSES, read_events
 from mapsage.runids import RunIdError, run_path
-from mapsage.workspace import runs_dir
+from mapsage.workspace import db_path, runs_dir
 
 from .db import LockTimeout, StoreBusy, file_lock, lock_path, read_connection, write_connection, _timeout
 from .derive import experiment_columns
@@ -363,9 +363,30 @@ def _flush(batch: _Batch) -> None:
                 batch.states))
             con.execute("INSERT OR REPLACE INTO ingest_state SELECT * FROM states")
             con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+        except Exception as exc:
+            try:
+                con.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001 - a failed COMMIT already ended the transaction
+                pass
+            raise _ingest_failure(exc, batch) from exc
+
+
+def _ingest_failure(exc: Exception, batch) -> Exception:
+    """Say what failed: which store file could not be written (a full disk named with its free space), for which
+    runs; nothing of the batch was stored, the next ingest retries it."""
+    from mapsage.diskspace import free_mb, is_disk_full
+
+    from .db import StoreError
+
+    runs = sorted({s[0] for s in batch.states})
+    what = (f"{len(runs)} run(s) ({', '.join(runs[:3])}{'...' if len(runs) > 3 else ''})" if runs else "no run")
+    path = db_path()
+    if is_disk_full(exc):
+        return StoreError(f"ingest failed: disk full in {path.parent}: {free_mb(path.parent):.1f} MB free; could not "
+                          f"write {path.name} for {what}. Nothing of them was stored; free space, then run "
+                          f"`mapsage runs ingest` again (the event files keep every record)")
+    return StoreError(f"ingest failed for {what}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}. "
+                      f"Nothing of them was stored; the next ingest retries")
 
 
 _COALESCED = ["pid", "pgid", "host", "gpus", "name", "kind", "plan_stage", "title", "config_hash", "code_commit",

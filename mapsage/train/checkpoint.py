@@ -97,6 +97,9 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent)
     state = {"format": FORMAT, **state}
+    need = _state_bytes(state)
+    if diskspace.free_mb(path.parent) * 2**20 < need:      # cannot fit: say so before filling the disk
+        raise diskspace.disk_full_error(path.parent, need)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         torch.save(state, tmp)
@@ -106,8 +109,10 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
             tmp.unlink()
         except OSError:
             pass
-        if diskspace.is_disk_full(exc):
-            raise diskspace.disk_full_error(path.parent, _state_bytes(state)) from exc
+        # torch's zip writer words ENOSPC in its own ways ("file write failed", "unexpected pos"): after removing
+        # the temporary file, too little free space for the checkpoint is the proof
+        if diskspace.is_disk_full(exc) or diskspace.free_mb(path.parent) * 2**20 < need:
+            raise diskspace.disk_full_error(path.parent, need) from exc
         raise
     return path
 

@@ -131,7 +131,10 @@ def _fmt(v, digits=4) -> str:
 def cmd_list(args) -> int:
     from runners import api
 
+    refreshed = api.refresh(min_interval=0.0)
     df = api.list_runs(status=args.status, kind=args.kind, limit=args.limit)
+    if refreshed.get("ingest_error") and not df.empty:
+        df = _overlay_live_status(df, refreshed["ingest_error"])
     if args.json:
         print(json.dumps(_records(df), indent=1))
         return 0
@@ -149,6 +152,24 @@ def cmd_list(args) -> int:
     for line in [head, *rows]:
         print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip())
     return 0
+
+
+def _overlay_live_status(df, why: str):
+    """The store could not take new events (e.g. a full disk): statuses of unfinished rows from the event files."""
+    from mapsage.events import FINAL_STATUSES
+    from runners import jobs
+
+    print(f"note: the store was not updated ({' '.join(why.split())[:200]}); statuses are read from the run "
+          f"folders", file=sys.stderr)
+    df = df.copy()
+    for i, rid in df["run_id"].items():
+        if df.at[i, "status"] in FINAL_STATUSES:
+            continue
+        try:
+            df.at[i, "status"] = jobs.live_status(rid)["status"]
+        except (OSError, UserError):
+            pass
+    return df
 
 
 def _show_data(run_id: str) -> dict:
