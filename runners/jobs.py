@@ -372,9 +372,10 @@ def resume(rid: str, overrides: list[str] | None = None, gpus: int | None = None
         if not ckpt.is_file():
             raise CheckpointError(f"--checkpoint: {ckpt} not found; pick one of {rdir / 'checkpoints'} "
                                   f"({', '.join(sorted(p.name for p in (rdir / 'checkpoints').glob('*.pth'))) or 'none'})")
-        from mapsage.train.checkpoint import load_checkpoint
+        if ckpt.suffix in (".pth", ".pt", ".ckpt"):
+            from mapsage.train.checkpoint import load_checkpoint
 
-        load_checkpoint(ckpt)      # readable, safe and a training checkpoint: refused now, not in the job
+            load_checkpoint(ckpt)  # readable, safe and a training checkpoint: refused now, not in the job
     else:
         ckpt = find_checkpoint(rid)
     if ckpt is None:

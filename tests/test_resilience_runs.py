@@ -168,3 +168,24 @@ def test_killed_job_is_marked_died_within_seconds_with_no_reader(tmp_workspace, 
     while rid in scheduler.load_state()["active"] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert rid not in scheduler.load_state()["active"]
+
+
+def test_resume_from_a_chosen_checkpoint(tmp_workspace, tmp_path, capsys):
+    from mapsage.workspace import run_dir
+
+    rid = api.launch(_demo_cfg(tmp_path, steps=3))
+    assert api.wait(rid, timeout=60) == "succeeded"
+    ckpt = run_dir(rid) / "checkpoints" / "last.json"
+    assert ckpt.is_file()
+    # a damaged last.pth cannot be chosen: refused now, naming the file, before any run is made
+    broken = run_dir(rid) / "checkpoints" / "last.pth"
+    broken.write_bytes(b"PK\x03\x04 truncated")
+    n_runs = len(list((tmp_workspace / "runs").iterdir()))
+    _one_line_error(capsys, cli.main(["runs", "resume", rid, "--checkpoint", str(broken)]), str(broken),
+                    "truncated")
+    _one_line_error(capsys, cli.main(["runs", "resume", rid, "--checkpoint", str(tmp_path / "nope.pth")]),
+                    "--checkpoint", "not found")
+    assert len(list((tmp_workspace / "runs").iterdir())) == n_runs
+    assert cli.main(["runs", "resume", rid, "--checkpoint", str(ckpt), "--wait"]) == 0
+    new = capsys.readouterr().out.strip().splitlines()[0]
+    assert new != rid and scheduler.read_job(new)["resume_from"] == str(ckpt)
