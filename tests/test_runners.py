@@ -114,8 +114,8 @@ def test_sigkilled_job_is_died_and_resume_continues_from_its_checkpoint(rws, dem
     pid = scheduler.read_job(rid)["pid"]
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
-    st = until(lambda: (s := api.status(rid))["status"] == "died" and s, 15, "the died status")
-    assert time.monotonic() - killed_at < 15
+    st = until(lambda: (s := api.status(rid))["status"] == "died" and s, 60, "the died status")
+    assert time.monotonic() - killed_at < 5          # the first status read after the kill finds it
     assert "vanished without a final status" in st["message"] and f"runs resume {rid}" in st["message"]
     saved = checkpoint_step(rid)
     assert 2 <= saved < 13
@@ -147,16 +147,16 @@ def test_cancel_ends_the_whole_process_group(rws, demo_cfg):
         assert procs.group_members(pids[rid][0]) and procs.pid_alive(pids[rid][1])
     # SIGTERM: the stage stops at its next step and the worker writes cancelled; the child dies with the group
     start = time.monotonic()
-    assert api.cancel(polite, grace_s=20, wait=True) == "cancelled"
-    assert time.monotonic() - start < 20
+    assert api.cancel(polite, grace_s=60, wait=True) == "cancelled"
+    assert time.monotonic() - start < 15             # stopped by SIGTERM at its next step, long before SIGKILL
     assert "stopped on request" in api.status(polite)["message"]
     # a stage that ignores the stop request: SIGKILL to the group once the grace has run out, done by a later
     # status read (the app's way: cancel returns at once, nothing blocks)
     start = time.monotonic()
     assert api.cancel(hung, grace_s=1.0, wait=False) == "cancelling"
-    st = until(lambda: (s := api.status(hung))["final"] and s, 20, "the hung job to be killed")
+    st = until(lambda: (s := api.status(hung))["final"] and s, 60, "the hung job to be killed")
     assert st["status"] == "cancelled" and "SIGKILL" in st["message"]
-    assert time.monotonic() - start < 20
+    assert 1.0 <= time.monotonic() - start < 15      # killed once the 1 s grace ran out, not before
     for rid, (worker, child) in pids.items():
         until(lambda: not procs.pid_alive(worker) and not procs.pid_alive(child), 10, f"{rid} processes gone")
         assert procs.group_members(worker) == []
