@@ -79,9 +79,10 @@ def test_sigkill_at_a_random_step_loses_at_most_the_interval_and_resumes(tmp_wor
 
     ckpt = torch.load(run_dir(rid) / "checkpoints" / "last.pth", map_location="cpu", weights_only=True)
     lost = done - ckpt["global_step"]
-    print(f"SIGKILL after global step {done} (target {kill_at}) of {epochs * steps}; last.pth at step "
-          f"{ckpt['global_step']} (epoch {ckpt['epochs_done']} + {ckpt['step_in_epoch']} steps): {lost} step(s) "
-          f"lost, interval {interval}; died recorded {delay:.2f} s after the kill with no reader")
+    with capsys.disabled():
+        print(f"\nSIGKILL after global step {done} (target {kill_at}) of {epochs * steps}; last.pth at step "
+              f"{ckpt['global_step']} (epoch {ckpt['epochs_done']} + {ckpt['step_in_epoch']} steps): {lost} "
+              f"step(s) lost, interval {interval}; died recorded {delay:.2f} s after the kill with no reader")
     assert 0 <= lost <= interval
     assert delay < 30 and "SIGKILL" in status["message"]
     assert not list((run_dir(rid) / "checkpoints").glob(".*.tmp*"))
@@ -156,7 +157,8 @@ def test_disk_full_fails_the_run_naming_the_disk_and_reads_keep_working(small_di
     rid = api.launch(LOVEDA, [*TINY, "train.epochs=1", "train.steps_per_epoch=3", "train.checkpoint_every_steps=1"])
     status = api.wait(rid, timeout=300)
     st = api.status(rid)
-    print(f"final status {status}: {st['message']}")
+    with capsys.disabled():
+        print(f"\nfinal status {status}: {st['message']}")
     assert status == "failed", jobs.log_tail(rid, 40)
     m = re.search(r"disk full in (\S+): ([\d.]+) MB free, ([\d.]+) MB needed", st["message"])
     assert m and m.group(1) == str(ws / "runs" / rid / "checkpoints"), st["message"]
@@ -178,7 +180,8 @@ def test_disk_full_fails_the_run_naming_the_disk_and_reads_keep_working(small_di
     assert "disk full in" in err and "Traceback" not in err
     code = cli.main(["runs", "ingest"])
     captured = capsys.readouterr()
-    print(f"`mapsage runs ingest` on the full disk: exit {code}: {captured.out.strip()} {captured.err.strip()}")
+    with capsys.disabled():
+        print(f"\n`mapsage runs ingest` on the full disk: exit {code}: {captured.out.strip()} {captured.err.strip()}")
     assert "Traceback" not in captured.err
     # a launch on the full disk fails at once, in one line that names the disk
     code = cli.main(["run", str(LOVEDA), *sum((["--set", o] for o in TINY), [])])
