@@ -110,7 +110,15 @@ def validate_launch(cfg: Config, resume_from: str | Path | None = None) -> None:
         check_file(resume_from, key="resume checkpoint")
     if (kind in TRAIN_KINDS and not resume_from) or kind == "health":
         _check_weights_file(cfg.model.pretrained, "model.pretrained", "pretrained weights")
-    if kind not in TRAIN_KINDS and kind not in NO_DATA_KINDS and kind != "ensemble" and cfg.stage.checkpoint:
+    if kind == "health" and cfg.stage.checkpoint and not str(cfg.stage.checkpoint).startswith(LATEST):
+        # health checks accept a run folder without best*.pth (any checkpoint, or only its events)
+        from mapsage.health.runref import resolve_run_ref
+        from mapsage.safeload import check_file
+
+        ref = resolve_run_ref(cfg.stage.checkpoint)
+        if ref.checkpoint is not None and ref.run_dir is None:
+            check_file(ref.checkpoint, key="stage.checkpoint")
+    elif kind not in TRAIN_KINDS and kind not in NO_DATA_KINDS and kind != "ensemble" and cfg.stage.checkpoint:
         _check_checkpoint_ref(cfg.stage.checkpoint, "stage.checkpoint")
     if kind == "ensemble":
         for i, m in enumerate(cfg.ensemble.members or []):
