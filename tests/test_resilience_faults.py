@@ -62,7 +62,9 @@ def _final_after(rid: str, since: float, timeout: float) -> tuple[dict | None, f
 
 def test_sigkill_at_a_random_step_loses_at_most_the_interval_and_resumes(tmp_workspace, capsys):
     interval, steps, epochs = 3, 6, 3
-    kill_at = random.Random().randint(2, epochs * steps - 2)         # a different step on every run of the test
+    # a different step on every run of the test, after the first mid-epoch checkpoint (a kill before it is the
+    # restart case below)
+    kill_at = random.Random().randint(interval + 1, epochs * steps - 2)
     rid = api.launch(LOVEDA, [*TINY, f"train.epochs={epochs}", f"train.steps_per_epoch={steps}",
                               f"train.checkpoint_every_steps={interval}", "train.checkpoint_every_min=0",
                               f"train.val_every={epochs}"])
