@@ -67,3 +67,31 @@ def test_stale_temp_checkpoints_are_removed(tmp_path):
     ck.save_checkpoint(folder / "last.pth", {"model": {"w": torch.zeros(2)}})
     assert not stale.exists() and mine.exists()
     assert sorted(p.name for p in folder.iterdir()) == [mine.name, "last.pth"]
+
+
+def test_checkpoint_write_that_runs_out_of_space_leaves_no_temp_file(tmp_path, monkeypatch):
+    """The free-space pre-check fooled (another writer fills the disk meanwhile): torch.save fails mid-write, the
+    half-written temporary file is removed and the error names the disk."""
+    import subprocess
+
+    from mapsage import diskspace
+    from mapsage.errors import DiskFullError
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs (needs root)")
+    try:
+        real = diskspace.free_mb
+        calls = {"n": 0}
+
+        def fooled(path):
+            calls["n"] += 1
+            return 1e6 if calls["n"] == 1 else real(path)
+
+        monkeypatch.setattr(diskspace, "free_mb", fooled)
+        with pytest.raises(DiskFullError, match=r"disk full in .*disk/checkpoints: [\d.]+ MB free, 8\.0 MB needed"):
+            ck.save_checkpoint(mnt / "checkpoints" / "last.pth", {"model": {"w": torch.zeros(2 * 2**20)}})
+        assert list((mnt / "checkpoints").iterdir()) == []          # no temp file, no last.pth
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
