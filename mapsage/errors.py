@@ -16,3 +16,7 @@ class CheckpointError(UserError):
 
 class TrainingError(UserError):
     """A run that cannot go on (NaN loss, ...); the last good checkpoint is kept."""
+
+
+class DiskFullError(UserError):
+    """No space left where a run writes (checkpoints, events, predictions)."""

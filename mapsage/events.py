@@ -41,6 +41,7 @@ type            payload
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -106,7 +107,10 @@ def iter_events(path: str | Path) -> Iterator[dict]:
 
 
 class EventWriter:
-    """Append records to a run's event file. Safe across threads; resumes ``seq`` after existing records."""
+    """Append records to a run's event file. Safe across threads and processes: the sequence number is assigned
+    and the line appended under an exclusive ``flock`` on the file, after catching up with whatever another
+    writer (the job's supervisor, the scheduler, a second process) appended since this writer's last record, so
+    two writers of one file never produce the same ``seq``."""
 
     def __init__(self, run_dir: str | Path, enabled: bool = True, fsync: bool = True):
         self.run_dir = Path(run_dir)
@@ -115,28 +119,53 @@ class EventWriter:
         self.fsync = fsync
         self._lock = threading.Lock()
         self._seq = 0
+        self._known = 0          # file size after the last record this writer saw (read or wrote)
         if enabled:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            records, offset = read_events(self.path)
-            if records:
-                self._seq = max(int(r.get("seq", -1)) for r in records) + 1
-            # drop a torn tail so the next record starts on its own line
-            if self.path.exists() and self.path.stat().st_size != offset:
-                with open(self.path, "r+b") as fh:
-                    fh.truncate(offset)
+
+    def _catch_up(self, fh) -> None:
+        """Under the file lock: read what others appended since ``_known``; drop a torn tail (a writer that
+        crashed mid-line) so the next record starts on its own line."""
+        size = os.fstat(fh.fileno()).st_size
+        if size == self._known:
+            return
+        start = self._known if size > self._known else 0
+        if start == 0:
+            self._seq = 0
+        records, offset = read_events(self.path, start)
+        if records:
+            self._seq = max(self._seq, max(int(r.get("seq", -1)) for r in records) + 1)
+        if offset != size:
+            fh.truncate(offset)
+        self._known = offset
 
     def emit(self, type: str, **payload: Any) -> dict | None:
         if not self.enabled:
             return None
         with self._lock:
-            record = {"seq": self._seq, "ts": time.time(), "type": type, **_clean(payload)}
-            line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(line)
-                fh.flush()
-                if self.fsync:
-                    os.fsync(fh.fileno())
-            self._seq += 1
+            body = _clean(payload)
+            with open(self.path, "ab") as fh:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+                try:
+                    self._catch_up(fh)
+                    record = {"seq": self._seq, "ts": time.time(), "type": type, **body}
+                    line = (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
+                    try:
+                        fh.write(line)
+                        fh.flush()
+                        if self.fsync:
+                            os.fsync(fh.fileno())
+                    except OSError:
+                        # a partial line (full disk) must not stay in front of the next writer's record
+                        try:
+                            fh.truncate(self._known)
+                        except OSError:
+                            pass
+                        raise
+                    self._known += len(line)
+                    self._seq += 1
+                finally:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
             return record
 
     # conveniences -------------------------------------------------------------------------------------------

@@ -20,7 +20,11 @@ def runs_dir() -> Path:
 
 
 def run_dir(run_id: str) -> Path:
-    return runs_dir() / run_id
+    """``runs/<run_id>``; a run id that is not one folder inside ``runs/`` raises ``RunIdError``
+    (``mapsage.runids``)."""
+    from .runids import run_path
+
+    return run_path(runs_dir(), run_id)
 
 
 def db_path() -> Path:

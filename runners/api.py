@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mapsage.config import CONFIGS_DIR, ConfigError, load_config, run_name, to_dict
 from mapsage.errors import UserError
+from mapsage.workspace import run_dir as _run_dir
 
 from . import jobs, scheduler
 from .settings import Settings, load_settings
@@ -51,7 +52,12 @@ def refresh(min_interval: float = 1.0, ingest: bool | str = True) -> dict:
     if now - _last_refresh < min_interval:
         return {"started": [], "ended": [], "throttled": True}
     _last_refresh = now
-    result = scheduler.schedule()
+    try:
+        result = scheduler.schedule()
+    except OSError as exc:
+        # a full disk (or a read-only one) must not take every read down: show what the store already has
+        print(f"[mapsage] scheduler check skipped: {exc}", file=sys.stderr)
+        result = {"started": [], "ended": [], "error": str(exc)}
     if ingest == "background":
         if _bg_ingest is None or not _bg_ingest.is_alive():
             _bg_ingest = threading.Thread(target=_ingest_quietly, name="mapsage-ingest", daemon=True)
@@ -59,7 +65,12 @@ def refresh(min_interval: float = 1.0, ingest: bool | str = True) -> dict:
     elif ingest:
         import store
 
-        report = store.ingest_all(wait=False)
+        try:
+            report = store.ingest_all(wait=False)
+        except Exception as exc:  # noqa: BLE001 - reads go on with the store as it is; the next refresh retries
+            print(f"[mapsage] ingest skipped: {type(exc).__name__}: {exc}", file=sys.stderr)
+            result["ingest_error"] = str(exc)
+            return result
         result["ingested"] = report.events
         result["ingest_busy"] = report.busy
     return result
@@ -74,8 +85,9 @@ def cancel(run_id: str, grace_s: float | None = None, wait: bool = False) -> str
     return jobs.cancel(run_id, grace_s=grace_s, wait_for_end=wait)
 
 
-def resume(run_id: str, overrides: list[str] | None = None, gpus: int | None = None) -> str:
-    return jobs.resume(run_id, overrides, gpus=gpus)
+def resume(run_id: str, overrides: list[str] | None = None, gpus: int | None = None,
+           checkpoint: str | Path | None = None) -> str:
+    return jobs.resume(run_id, overrides, gpus=gpus, checkpoint=checkpoint)
 
 
 def wait(run_id: str, timeout: float | None = None) -> str:
@@ -105,7 +117,13 @@ def find_checkpoint(run_id: str) -> Path | None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# store reads, after a refresh
+# store reads, after a refresh; a run id is checked first (mapsage.runids): never a path
+
+
+def _check_optional(run_id) -> None:
+    for r in ([run_id] if isinstance(run_id, str) else list(run_id or [])):
+        _run_dir(r)
+
 
 
 def _store():
@@ -120,42 +138,52 @@ def list_runs(**filters):
 
 
 def run(run_id: str):
+    _run_dir(run_id)          # RunIdError for a path, '..' or a symlink out of workspace/runs
     return _store().run(run_id)
 
 
 def scalars(run_id, **kw):
+    _run_dir(run_id)          # RunIdError for a path, '..' or a symlink out of workspace/runs
     return _store().scalars(run_id, **kw)
 
 
 def metrics(run_id=None, **kw):
+    _check_optional(run_id)
     return _store().metrics(run_id, **kw)
 
 
 def per_class(run_id, **kw):
+    _run_dir(run_id)          # RunIdError for a path, '..' or a symlink out of workspace/runs
     return _store().per_class(run_id, **kw)
 
 
 def confusion(run_id, **kw):
+    _run_dir(run_id)          # RunIdError for a path, '..' or a symlink out of workspace/runs
     return _store().confusion(run_id, **kw)
 
 
 def tiles(run_id, **kw):
+    _run_dir(run_id)          # RunIdError for a path, '..' or a symlink out of workspace/runs
     return _store().tiles(run_id, **kw)
 
 
 def ab_rows(run_id=None, **kw):
+    _check_optional(run_id)
     return _store().ab_rows(run_id, **kw)
 
 
 def artifacts(run_id, **kw):
+    _run_dir(run_id)          # RunIdError for a path, '..' or a symlink out of workspace/runs
     return _store().artifacts(run_id, **kw)
 
 
 def health(run_id=None, **kw):
+    _check_optional(run_id)
     return _store().health(run_id, **kw)
 
 
 def verdicts(run_id=None, **kw):
+    _check_optional(run_id)
     return _store().verdicts(run_id, **kw)
 
 

@@ -69,7 +69,9 @@ def run_of_checkpoint(ref: str | None) -> str | None:
     """The run a ``stage.checkpoint`` reference belongs to: a run id, or a file inside a run folder."""
     if not ref:
         return None
-    if "/" not in ref and (runs_dir() / ref).is_dir():
+    from mapsage.runids import is_run_id
+
+    if is_run_id(ref) and run_dir(ref).is_dir():
         return ref
     try:
         rel = resolve_path(ref).resolve().relative_to(runs_dir().resolve())
@@ -92,32 +94,54 @@ def submit(cfg: Config, parent_run: str | None = None, parent_relation: str | No
     gpus = int(cfg.runtime.gpus)
     if gpus < 0:
         raise ConfigError(f"runtime.gpus must be 0 or more, got {gpus}")
+    from .validate import validate_launch
+
+    validate_launch(cfg, resume_from=resume_from)     # fail now, in one line, not inside the detached job
     if parent_run is None and kind not in ("train", "distill"):
         parent_run = run_of_checkpoint(cfg.stage.checkpoint)
         parent_relation = "checkpoint" if parent_run else None
     name = run_name(cfg)[:160]
+    try:
+        return _submit(cfg, kind, gpus, name, parent_run, parent_relation, resume_from, executor)
+    except OSError as exc:
+        from mapsage.diskspace import disk_full_error, is_disk_full
+
+        if is_disk_full(exc):
+            raise disk_full_error(runs_dir()) from exc
+        raise
+
+
+def _submit(cfg, kind, gpus, name, parent_run, parent_relation, resume_from, executor) -> str:
+    from mapsage.errors import DiskFullError
+
     rid = _new_run_id(name)
     rdir = run_dir(rid)
-    save_resolved(cfg, rdir)
-    now = time.time()
-    scheduler.write_job(rid, run_id=rid, name=name, kind=kind, gpus_requested=gpus,
-                        config_source=str(cfg.meta.get("source", "")), parent_run=parent_run,
-                        parent_relation=parent_relation, resume_from=str(resume_from) if resume_from else None,
-                        created_at=now, launched_by=_whoami(), executor=executor)
-    ev = EventWriter(rdir)
-    if executor != "local":
-        queued_for = f"queued for the {executor} executor"
-    elif gpus and load_settings().gpus:
-        queued_for = f"queued for {gpus} GPU(s)"
-    else:   # no GPU pool on this machine (or runtime.gpus 0): the job waits for a CPU slot
-        queued_for = "queued for a CPU slot" + (" (no GPUs on this machine)" if gpus else "")
-    ev.status("queued", message=queued_for)
-    ev.emit("run_info", name=name, kind=kind, plan_stage=cfg.stage.plan_stage, title=cfg.stage.title or None,
-            config_hash=config_hash(cfg), code_commit=git_commit(), dataset=cfg.dataset.name,
-            parent_run=parent_run, parent_relation=parent_relation,
-            resume_from=str(resume_from) if resume_from else None, created_at=now, gpus_requested=gpus,
-            config_source=str(cfg.meta.get("source", "")), launched_by=_whoami())
-    scheduler.enqueue(rid, gpus)
+    try:
+        save_resolved(cfg, rdir)
+        now = time.time()
+        scheduler.write_job(rid, run_id=rid, name=name, kind=kind, gpus_requested=gpus,
+                            config_source=str(cfg.meta.get("source", "")), parent_run=parent_run,
+                            parent_relation=parent_relation, resume_from=str(resume_from) if resume_from else None,
+                            created_at=now, launched_by=_whoami(), executor=executor)
+        ev = EventWriter(rdir)
+        if executor != "local":
+            queued_for = f"queued for the {executor} executor"
+        elif gpus and load_settings().gpus:
+            queued_for = f"queued for {gpus} GPU(s)"
+        else:   # no GPU pool on this machine (or runtime.gpus 0): the job waits for a CPU slot
+            queued_for = "queued for a CPU slot" + (" (no GPUs on this machine)" if gpus else "")
+        ev.status("queued", message=queued_for)
+        ev.emit("run_info", name=name, kind=kind, plan_stage=cfg.stage.plan_stage, title=cfg.stage.title or None,
+                config_hash=config_hash(cfg), code_commit=git_commit(), dataset=cfg.dataset.name,
+                parent_run=parent_run, parent_relation=parent_relation,
+                resume_from=str(resume_from) if resume_from else None, created_at=now, gpus_requested=gpus,
+                config_source=str(cfg.meta.get("source", "")), launched_by=_whoami())
+        scheduler.enqueue(rid, gpus)
+    except (OSError, DiskFullError):
+        import shutil
+
+        shutil.rmtree(rdir, ignore_errors=True)     # no half-made run folder (e.g. on a full disk)
+        raise
     scheduler.schedule()
     return rid
 
@@ -178,13 +202,28 @@ def live_status(rid: str) -> dict:
     return out
 
 
+def _attempt_offset(path: Path) -> int:
+    """Byte offset of the run's latest ``queued`` status record (0 when none): where its current attempt
+    begins."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return 0
+    offset, found = 0, 0
+    for line in data.splitlines(keepends=True):
+        if b'"type":"status"' in line and b'"status":"queued"' in line:
+            found = offset
+        offset += len(line)
+    return found
+
+
 def wait(rid: str, timeout: float | None = None, poll: float = 0.25,
          on_record: Callable[[dict], None] | None = None) -> str:
     """Follow a run until its status is final (running the scheduler now and then, so a dead job is found and
     queued jobs start). Calls ``on_record`` for every new event. Returns the final status ('timeout' when
     ``timeout`` passes first)."""
     path = _require_run(rid) / EVENTS_FILE
-    offset = 0
+    offset = _attempt_offset(path)     # a restarted run: follow its latest attempt, not the first one's ending
     deadline = None if timeout is None else time.monotonic() + timeout
     last_schedule = 0.0
     while True:
@@ -238,19 +277,30 @@ def cancel(rid: str, grace_s: float | None = None, wait_for_end: bool = True) ->
             if not job.get("pid"):
                 raise UserError(f"run {rid} is {status} but has no process on record; nothing to cancel")
             entry = {"pid": job["pid"], "pgid": job.get("pgid", job["pid"]), "host": job.get("host"),
-                     "ticks": None, "gpus": job.get("gpus", []), "started_at": job.get("started_at")}
+                     "ticks": job.get("ticks"), "gpus": job.get("gpus", []), "started_at": job.get("started_at")}
+            if entry["host"] == procs.HOST and not procs.is_job_process(entry["pid"], entry["ticks"], run_dir(rid)):
+                raise UserError(f"run {rid}: process {entry['pid']} on record is not a job the scheduler started "
+                                f"for {run_dir(rid)} (start time or command line differ, or it is gone); nothing "
+                                f"was signalled")
             state["active"][rid] = entry
         if entry.get("host") not in (None, procs.HOST):
             raise UserError(f"run {rid} runs on host {entry.get('host')}; cancel it there")
+        if not procs.is_job_process(entry.get("pid"), entry.get("ticks"), run_dir(rid)):
+            if procs.pid_alive(entry.get("pid")):
+                raise UserError(f"run {rid}: process {entry.get('pid')} on record is not the job the scheduler "
+                                f"started for {run_dir(rid)} (start time or command line differ); nothing was "
+                                f"signalled")
         entry["cancel"] = {"requested_at": time.time(), "deadline": time.time() + grace, "grace_s": grace,
                            "by": _whoami()}
         scheduler.save_state(state)
     pgid = entry.get("pgid")
-    procs.signal_group(pgid, signal.SIGTERM)
+    rdir = run_dir(rid)
+    procs.signal_job(entry.get("pid"), entry.get("ticks"), rdir, signal.SIGTERM)
     if not wait_for_end:
         return "cancelling"
     if not procs.wait_group_gone(pgid, grace):
-        procs.signal_group(pgid, signal.SIGKILL)
+        if not procs.signal_job(entry.get("pid"), entry.get("ticks"), rdir, signal.SIGKILL):
+            procs.kill_job_members(pgid, rdir)
         procs.wait_group_gone(pgid, 10.0)
     # the worker may still be writing its final status; give it a moment, then let the scheduler settle the rest
     deadline = time.monotonic() + 5.0
@@ -291,18 +341,59 @@ def find_checkpoint(rid: str, _seen: tuple = ()) -> Path | None:
     return None
 
 
-def resume(rid: str, overrides: list[str] | None = None, gpus: int | None = None) -> str:
-    """Queue a new run that continues ``rid`` from its last checkpoint (same config, plus ``overrides``, e.g.
-    ``train.epochs=100``). The parent must have ended. Returns the new run id."""
+def restart(rid: str) -> str:
+    """Queue an ended run that saved no checkpoint again, under the same run id (its event file goes on with a new
+    ``queued`` status; the job starts from the beginning). Returns ``rid``."""
+    rdir = _require_run(rid)
+    status, _ = scheduler.last_status(rid)
+    if status not in FINAL_STATUSES:
+        raise UserError(f"run {rid} is {status}; only an ended run can be restarted")
+    try:
+        data = yaml.safe_load((rdir / "config.yaml").read_text(encoding="utf-8")) or {}
+        cfg = config_from_dict(data, {k: str(rdir / "config.yaml") for k in data})
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{rdir / 'config.yaml'}: cannot read the run's config ({exc})") from exc
+    from .validate import validate_launch
+
+    validate_launch(cfg)
+    gpus = int(cfg.runtime.gpus)
+    restarts = int(scheduler.read_job(rid).get("restarts", 0) or 0) + 1
+    scheduler.write_job(rid, resume_from=None, restarts=restarts, restarted_at=time.time(), pid=None, ticks=None)
+    EventWriter(rdir).status("queued", message=f"restarted from the beginning by {_whoami()} (attempt "
+                                                f"{restarts + 1}): the run saved no checkpoint to resume from")
+    scheduler.enqueue(rid, gpus)
+    scheduler.schedule()
+    return rid
+
+
+def resume(rid: str, overrides: list[str] | None = None, gpus: int | None = None,
+           checkpoint: str | Path | None = None) -> str:
+    """Queue a new run that continues ``rid`` from its last checkpoint -- or from ``checkpoint`` (e.g. its
+    ``best.pth`` when ``last.pth`` is damaged) -- with the same config, plus ``overrides`` (e.g.
+    ``train.epochs=100``). The parent must have ended. A run that saved no checkpoint at all is restarted under
+    its own run id instead (:func:`restart`). Returns the run id that continues."""
     rdir = _require_run(rid)
     status, _ = scheduler.last_status(rid)
     if status not in FINAL_STATUSES:
         raise UserError(f"run {rid} is {status}; only an ended run can be resumed (cancel it first: "
                         f"`mapsage runs cancel {rid}`)")
-    ckpt = find_checkpoint(rid)
+    if checkpoint is not None:
+        ckpt = resolve_path(str(checkpoint))
+        if not ckpt.is_file():
+            raise CheckpointError(f"--checkpoint: {ckpt} not found; pick one of {rdir / 'checkpoints'} "
+                                  f"({', '.join(sorted(p.name for p in (rdir / 'checkpoints').glob('*.pth'))) or 'none'})")
+        if ckpt.suffix in (".pth", ".pt", ".ckpt"):
+            from mapsage.train.checkpoint import load_checkpoint
+
+            load_checkpoint(ckpt)  # readable, safe and a training checkpoint: refused now, not in the job
+    else:
+        ckpt = find_checkpoint(rid)
     if ckpt is None:
-        raise CheckpointError(f"run {rid} has no checkpoint in {rdir / 'checkpoints'}; launch its config again "
-                              f"instead (`mapsage run {rdir / 'config.yaml'}`)")
+        if overrides or gpus is not None:
+            raise CheckpointError(f"run {rid} saved no checkpoint, so it restarts under its own id with its own "
+                                  f"config; drop --set/--gpus, or launch a changed config: `mapsage run "
+                                  f"{rdir / 'config.yaml'} --set ...`")
+        return restart(rid)
     path = rdir / "config.yaml"
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -338,5 +429,5 @@ def exit_code(status: str | None) -> int:
     return EXIT_CODES.get(status or "", 1)
 
 
-__all__ = ["launch", "submit", "cancel", "resume", "live_status", "wait", "find_checkpoint", "log_tail",
+__all__ = ["launch", "submit", "cancel", "resume", "restart", "live_status", "wait", "find_checkpoint", "log_tail",
            "exit_code", "EXIT_CODES", "RunNotFound"]

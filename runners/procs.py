@@ -98,3 +98,48 @@ def kill_group(pgid: int | None, grace_s: float) -> str:
     signal_group(pgid, signal.SIGKILL)
     wait_group_gone(pgid, 10.0)
     return "killed"
+
+
+def cmdline(pid: int | None) -> list[str]:
+    """The process's command line (empty when it is gone or unreadable)."""
+    if not pid:
+        return []
+    try:
+        raw = (_PROC / str(int(pid)) / "cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
+
+
+def is_job_process(pid: int | None, ticks: int | None, run_dir) -> bool:
+    """True when ``pid`` is the very process the scheduler started for ``run_dir``: alive, started at the recorded
+    clock tick ``ticks`` (a reused pid has another start time) and running a command that names the run folder.
+    A record without a start time proves nothing and gets False."""
+    if not pid or ticks is None or not pid_alive(pid, ticks):
+        return False
+    return str(run_dir) in cmdline(pid)
+
+
+def job_members(pgid: int | None, run_dir) -> list[int]:
+    """Live members of a process group whose command line names ``run_dir`` (the job's supervisor, worker and
+    its forked data-loader workers); nothing of a group the scheduler did not start."""
+    return [p for p in group_members(pgid) if str(run_dir) in cmdline(p)]
+
+
+def signal_job(pid: int | None, ticks: int | None, run_dir, sig: int) -> bool:
+    """Signal the job's process group, only after :func:`is_job_process` proves the group leader is the job's."""
+    if not is_job_process(pid, ticks, run_dir):
+        return False
+    return signal_group(pid, sig)
+
+
+def kill_job_members(pgid: int | None, run_dir) -> int:
+    """SIGKILL the members of the job's group that are the job's (see :func:`job_members`)."""
+    n = 0
+    for p in job_members(pgid, run_dir):
+        try:
+            os.kill(p, signal.SIGKILL)
+            n += 1
+        except OSError:
+            pass
+    return n

@@ -84,11 +84,22 @@ def load_state() -> dict:
 
 
 def save_state(state: dict) -> None:
+    """Write the state (temporary file + rename). On a full disk the temporary file is removed and a
+    ``DiskFullError`` names the place."""
     path = state_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        from mapsage.diskspace import disk_full_error, is_disk_full
+
+        if is_disk_full(exc):
+            raise disk_full_error(path.parent, len(json.dumps(state, indent=1))) from exc
+        raise
 
 
 def read_job(rid: str) -> dict:
@@ -152,9 +163,12 @@ def _finish_dead(rid: str, entry: dict) -> str:
     """The job's process is gone: free what is left of its group and make sure its status is final."""
     if entry.get("host") == procs.HOST:
         pgid = entry.get("pgid")
-        if procs.group_members(pgid):
-            procs.signal_group(pgid, signal.SIGKILL)
+        if procs.kill_job_members(pgid, run_dir(rid)):      # only processes that name this run's folder
             procs.wait_group_gone(pgid, 5.0)
+        from mapsage.diskspace import remove_stale_temps
+
+        for folder in (run_dir(rid) / "checkpoints", run_dir(rid)):
+            remove_stale_temps(folder)
     status, _ = last_status(rid)
     if status in FINAL_STATUSES:
         return status
@@ -189,7 +203,7 @@ def _check_active(state: dict, settings: Settings) -> list[tuple[str, str]]:
         alive = _entry_alive(entry, settings)
         if alive and cancel and time.time() >= float(cancel.get("deadline", 0)) \
                 and entry.get("host") == procs.HOST and not cancel.get("killed"):
-            procs.signal_group(entry.get("pgid"), signal.SIGKILL)
+            procs.signal_job(entry.get("pid"), entry.get("ticks"), run_dir(rid), signal.SIGKILL)
             cancel["killed"] = time.time()
             procs.wait_group_gone(entry.get("pgid"), 5.0)
             alive = procs.pid_alive(entry.get("pid"), entry.get("ticks"))
@@ -205,10 +219,13 @@ def _check_active(state: dict, settings: Settings) -> list[tuple[str, str]]:
 
 
 def _command(rdir: Path, ngpus: int) -> list[str]:
+    """The job's command: the supervisor (runners/supervisor.py) around the worker (under torchrun for k > 1)."""
     if ngpus > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ngpus}",
-                "-m", "runners.worker", str(rdir)]
-    return [sys.executable, "-m", "runners.worker", str(rdir)]
+        worker = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ngpus}",
+                  "-m", "runners.worker", str(rdir)]
+    else:
+        worker = [sys.executable, "-m", "runners.worker", str(rdir)]
+    return [sys.executable, "-m", "runners.supervisor", str(rdir), "--", *worker]
 
 
 def _env(rid: str, gpus: list[str], settings: Settings) -> dict:
@@ -238,8 +255,8 @@ def spawn(rid: str, gpus: list[str], settings: Settings) -> dict:
     _children[proc.pid] = proc
     entry = {"pid": proc.pid, "pgid": proc.pid, "ticks": procs.start_ticks(proc.pid), "host": procs.HOST,
              "gpus": list(gpus), "started_at": time.time(), "command": cmd}
-    write_job(rid, pid=proc.pid, pgid=proc.pid, host=procs.HOST, gpus=list(gpus), started_at=entry["started_at"],
-              command=cmd)
+    write_job(rid, pid=proc.pid, pgid=proc.pid, ticks=entry["ticks"], host=procs.HOST, gpus=list(gpus),
+              started_at=entry["started_at"], command=cmd)
     return entry
 
 
@@ -299,16 +316,21 @@ def _start_queued(state: dict, settings: Settings) -> list[str]:
     return started
 
 
-def schedule(release: str | None = None, settings: Settings | None = None) -> dict:
+def schedule(release: str | None = None, settings: Settings | None = None, release_pgid: int | None = None) -> dict:
     """Check active jobs, then start queued jobs whose slots are free. ``release``: a run whose worker has
-    written its final status and frees its slot now. Returns {"started": [...], "ended": [(run_id, status)]}."""
+    written its final status and frees its slot now (with ``release_pgid``: only when the active entry is that
+    process group's, so a late release never frees a restarted attempt of the run). Returns {"started": [...],
+    "ended": [(run_id, status)]}."""
     settings = settings or load_settings()
     _reap()
     with scheduler_lock():
         state = load_state()
         before = json.dumps(state, sort_keys=True)
-        if release and state["active"].get(release, {}).get("executor", "local") == "local":
-            state["active"].pop(release, None)     # (a cluster job's entry goes when SLURM says it ended)
+        entry = state["active"].get(release) if release else None
+        # a cluster job's entry goes when SLURM says it ended; a local one only with its own process group
+        if entry is not None and entry.get("executor", "local") == "local" and (
+                release_pgid is None or entry.get("pgid") == release_pgid):
+            state["active"].pop(release, None)
         ended = _check_active(state, settings)
         # a cluster job's worker calls this on its node: it never starts this machine's queued jobs there
         started = [] if os.environ.get("MAPSAGE_ON_CLUSTER") else _start_queued(state, settings)

@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
 
         data = yaml.safe_load((rdir / "config.yaml").read_text(encoding="utf-8"))
         cfg = config_from_dict(data, {k: str(rdir / "config.yaml") for k in data})
+        from mapsage.safeload import trust
+
+        trust(cfg.runtime.trust_pickle)       # files the user named as trusted for full unpickling
         from mapsage.runtime import tune_allocator
 
         _say(tune_allocator(cfg.runtime.keep_freed_memory))
@@ -138,8 +141,14 @@ def main(argv: list[str] | None = None) -> int:
         if stop.is_set():
             status, message = "cancelled", f"stopped on request; the stage ended with {type(exc).__name__}: {exc}"
         else:
+            from mapsage.diskspace import disk_full_error, is_disk_full
+
             status = "failed"
-            message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, UserError) and is_disk_full(exc):   # a write the stage made itself
+                message = str(disk_full_error(getattr(exc, "filename", None) and Path(exc.filename).parent
+                                              or rdir))
+            else:
+                message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
     finally:
         if beater is not None:
             beater.done.set()
@@ -150,11 +159,22 @@ def main(argv: list[str] | None = None) -> int:
         status, message = stop_status(run_id, status, message)
     _say(f"run {run_id} {status}" + (f": {message}" if message else ""))
     if rank == 0:
-        events.status(status, message=message, traceback=tb)
+        for attempt in range(3):     # on a full disk: free this run's half-written files, then try again
+            try:
+                events.status(status, message=message, traceback=tb)
+                break
+            except OSError as exc:
+                _say(f"could not write the final status: {exc}")
+                from mapsage.diskspace import remove_stale_temps
+
+                for folder in (rdir / "checkpoints", rdir):
+                    remove_stale_temps(folder)
+                tb = None if attempt else tb        # a shorter record the second time
+                time.sleep(0.2)
         try:  # free the slot first, so the next queued job starts while this one ingests
             from .scheduler import schedule
 
-            schedule(release=run_id)
+            schedule(release=run_id, release_pgid=os.getpgid(0))
         except Exception as exc:  # noqa: BLE001 - the next status read schedules instead
             _say(f"scheduler call failed: {type(exc).__name__}: {exc}")
         _ingest(run_id, wait=True)

@@ -27,7 +27,8 @@ import pyarrow as pa
 import yaml
 
 from mapsage.events import EVENTS_FILE, FINAL_STATUSES, read_events
-from mapsage.workspace import runs_dir
+from mapsage.runids import RunIdError, run_path
+from mapsage.workspace import db_path, runs_dir
 
 from .db import LockTimeout, StoreBusy, file_lock, lock_path, read_connection, write_connection, _timeout
 from .derive import experiment_columns
@@ -362,9 +363,30 @@ def _flush(batch: _Batch) -> None:
                 batch.states))
             con.execute("INSERT OR REPLACE INTO ingest_state SELECT * FROM states")
             con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+        except Exception as exc:
+            try:
+                con.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001 - a failed COMMIT already ended the transaction
+                pass
+            raise _ingest_failure(exc, batch) from exc
+
+
+def _ingest_failure(exc: Exception, batch) -> Exception:
+    """Say what failed: which store file could not be written (a full disk named with its free space), for which
+    runs; nothing of the batch was stored, the next ingest retries it."""
+    from mapsage.diskspace import free_mb, is_disk_full
+
+    from .db import StoreError
+
+    runs = sorted({s[0] for s in batch.states})
+    what = (f"{len(runs)} run(s) ({', '.join(runs[:3])}{'...' if len(runs) > 3 else ''})" if runs else "no run")
+    path = db_path()
+    if is_disk_full(exc):
+        return StoreError(f"ingest failed: disk full in {path.parent}: {free_mb(path.parent):.1f} MB free; could not "
+                          f"write {path.name} for {what}. Nothing of them was stored; free space, then run "
+                          f"`mapsage runs ingest` again (the event files keep every record)")
+    return StoreError(f"ingest failed for {what}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}. "
+                      f"Nothing of them was stored; the next ingest retries")
 
 
 _COALESCED = ["pid", "pgid", "host", "gpus", "name", "kind", "plan_stage", "title", "config_hash", "code_commit",
@@ -439,9 +461,17 @@ def _read_state(run_ids: Iterable[str] | None) -> tuple[dict, dict]:
 def _ingest_locked(run_ids: list[str] | None, report: IngestReport) -> None:
     root = runs_dir()
     if run_ids is None:
-        folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []
+        names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
     else:
-        folders = [root / r for r in run_ids if (root / r).is_dir()]
+        names = list(run_ids)
+    folders = []
+    for name in names:   # a run id names one folder inside runs/: no '..', no symlink out of the workspace
+        try:
+            folder = run_path(root, name)
+        except RunIdError:
+            continue
+        if folder.is_dir():
+            folders.append(folder)
     state, known_runs = _read_state(None if run_ids is None else [f.name for f in folders])
     batch = _Batch()
     for folder in folders:

@@ -19,6 +19,7 @@ import store
 from mapsage.config import ConfigError
 from mapsage.demo_stage import SAMPLES_PER_STEP
 from mapsage.errors import CheckpointError, UserError
+from mapsage.events import read_events
 from mapsage.workspace import run_dir, runs_dir
 from runners import api, cli, jobs, procs, scheduler, stages
 from store import schema as store_schema
@@ -113,8 +114,8 @@ def test_sigkilled_job_is_died_and_resume_continues_from_its_checkpoint(rws, dem
     pid = scheduler.read_job(rid)["pid"]
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
-    st = until(lambda: (s := api.status(rid))["status"] == "died" and s, 15, "the died status")
-    assert time.monotonic() - killed_at < 15
+    st = until(lambda: (s := api.status(rid))["status"] == "died" and s, 60, "the died status")
+    assert time.monotonic() - killed_at < 5          # the first status read after the kill finds it
     assert "vanished without a final status" in st["message"] and f"runs resume {rid}" in st["message"]
     saved = checkpoint_step(rid)
     assert 2 <= saved < 13
@@ -146,16 +147,16 @@ def test_cancel_ends_the_whole_process_group(rws, demo_cfg):
         assert procs.group_members(pids[rid][0]) and procs.pid_alive(pids[rid][1])
     # SIGTERM: the stage stops at its next step and the worker writes cancelled; the child dies with the group
     start = time.monotonic()
-    assert api.cancel(polite, grace_s=20, wait=True) == "cancelled"
-    assert time.monotonic() - start < 20
+    assert api.cancel(polite, grace_s=60, wait=True) == "cancelled"
+    assert time.monotonic() - start < 15             # stopped by SIGTERM at its next step, long before SIGKILL
     assert "stopped on request" in api.status(polite)["message"]
     # a stage that ignores the stop request: SIGKILL to the group once the grace has run out, done by a later
     # status read (the app's way: cancel returns at once, nothing blocks)
     start = time.monotonic()
     assert api.cancel(hung, grace_s=1.0, wait=False) == "cancelling"
-    st = until(lambda: (s := api.status(hung))["final"] and s, 20, "the hung job to be killed")
+    st = until(lambda: (s := api.status(hung))["final"] and s, 60, "the hung job to be killed")
     assert st["status"] == "cancelled" and "SIGKILL" in st["message"]
-    assert time.monotonic() - start < 20
+    assert 1.0 <= time.monotonic() - start < 15      # killed once the 1 s grace ran out, not before
     for rid, (worker, child) in pids.items():
         until(lambda: not procs.pid_alive(worker) and not procs.pid_alive(child), 10, f"{rid} processes gone")
         assert procs.group_members(worker) == []
@@ -176,11 +177,15 @@ def test_failed_job_shows_its_traceback(rws, demo_cfg, capsys):
     assert cli.main(["runs", "wait", rid]) == jobs.EXIT_CODES["failed"] == 1
     assert cli.main(["runs", "logs", rid, "--events"]) == 0
     assert "[failed]" in capsys.readouterr().out
-    # it failed before its first checkpoint: nothing to resume from
-    with pytest.raises(CheckpointError, match="no checkpoint"):
-        api.resume(rid)
     store.ingest_all()
     assert "DemoFailure" in store.run(rid)["traceback"]
+    # it failed before its first checkpoint: a resume restarts it under the same run id (changes are refused)
+    with pytest.raises(CheckpointError, match="saved no checkpoint"):
+        api.resume(rid, ["stage.demo_steps=3"])
+    assert api.resume(rid) == rid
+    assert api.wait(rid, timeout=60) == "failed"
+    statuses = [r["status"] for r in read_events(run_dir(rid) / "events.jsonl")[0] if r["type"] == "status"]
+    assert statuses == ["queued", "running", "failed", "queued", "running", "failed"]
 
 
 def test_queued_jobs_start_in_order_as_cpu_slots_free(rws, demo_cfg, monkeypatch):
@@ -205,10 +210,11 @@ def test_gpu_slots_set_cuda_visible_devices_and_multi_gpu_jobs_run_under_torchru
     pair = api.launch(demo_cfg, ["stage.demo_steps=3"], gpus=2)
     single = api.launch(demo_cfg, ["stage.demo_steps=3"], gpus=1)
     waiting = api.launch(demo_cfg, ["stage.demo_steps=1"], gpus=1)
-    too_big = api.launch(demo_cfg, [], gpus=4)
+    n_runs = len(list(runs_dir().iterdir()))
+    with pytest.raises(ConfigError, match=r"runtime.gpus=4 but the scheduler has 3 GPU\(s\)"):
+        api.launch(demo_cfg, [], gpus=4)              # refused at launch: no run folder, no queued job
+    assert len(list(runs_dir().iterdir())) == n_runs
     assert api.status(waiting)["status"] == "queued"   # all 3 GPUs are taken
-    assert api.wait(too_big, timeout=30) == "failed"
-    assert "runtime.gpus=4 but the scheduler has 3 GPU(s)" in api.status(too_big)["message"]
     for rid in (pair, single, waiting):
         assert api.wait(rid, timeout=120) == "succeeded", jobs.log_tail(rid)
     store.ingest_all()

@@ -87,7 +87,18 @@ def query_list(name: str) -> list[str]:
     for item in raw or []:
         if item:
             out.extend(p for p in str(item).split(",") if p)
+    if name in RUN_PARAMS:   # run ids from a URL: only names of folders inside workspace/runs/
+        from mapsage.runids import is_run_id
+
+        bad = [p for p in out if not is_run_id(p)]
+        if bad:
+            st.warning(f"Ignored `?{name}=` value(s) that are not run ids: {', '.join(repr(b) for b in bad[:3])} "
+                       f"(a run id names one folder inside workspace/runs/).", icon=":material/block:")
+            out = [p for p in out if p not in bad]
     return list(dict.fromkeys(out))
+
+
+RUN_PARAMS = ("run", "runs")
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -306,6 +306,8 @@ class TrainCfg:
     layer_decay: Optional[float] = None
     layer_tiers: list[float] = field(default_factory=list)
     swa: SwaCfg = field(default_factory=SwaCfg)
+    checkpoint_every_min: float = 10.0      # mid-epoch last.pth at most this many minutes apart (0: off)
+    checkpoint_every_steps: int = 0         # ... and/or every N optimiser steps (0: off)
 
 
 @dataclass
@@ -516,6 +518,7 @@ class RuntimeCfg:
                                             # faults on every forward pass; 1.8x faster batched CPU inference
     executor: Optional[Literal["local", "slurm"]] = None   # where the job runs; None: the workspace setting
     slurm: SlurmCfg = field(default_factory=SlurmCfg)
+    trust_pickle: list[str] = field(default_factory=list)   # files allowed full unpickling (mapsage/safeload.py)
 
 
 @dataclass

@@ -153,6 +153,43 @@ class SegDataset:
             self._seed_key = key
             self.transform.set_random_seed((int(self.cfg.train.seed) * 1_000_003 + torch.initial_seed()) % 2 ** 32)
 
+    def _generators(self) -> list:
+        """(numpy Generator, random.Random) of the pipeline and of every transform in it: albumentations seeds
+        each transform's own pair."""
+        out, todo = [], [self.transform]
+        while todo:
+            t = todo.pop(0)
+            if getattr(t, "random_generator", None) is not None and getattr(t, "py_random", None) is not None:
+                out.append((t.random_generator, t.py_random))
+            todo.extend(getattr(t, "transforms", None) or [])
+        return out
+
+    def augment_state(self) -> list | None:
+        """The augmentation generators' state (this process's), for a mid-epoch checkpoint; plain ints and lists
+        only."""
+        if self.transform is None or self._seed_key is None:
+            return None
+        out = []
+        for rng, py in self._generators():
+            v, internal, gauss = py.getstate()
+            out.append({"np": rng.bit_generator.state, "py": [v, list(internal), gauss]})
+        return out
+
+    def set_augment_state(self, state: list | None) -> None:
+        """Continue the augmentation generators from :meth:`augment_state` (same process, same torch seed)."""
+        if self.transform is None or not state:
+            return
+        import torch
+        self._ensure_seed()
+        self._seed_key = (os.getpid(), torch.initial_seed())
+        gens = self._generators()
+        if len(gens) != len(state):
+            return          # another pipeline than the one saved: keep the fresh seeds
+        for (rng, py), saved in zip(gens, state):
+            rng.bit_generator.state = saved["np"]
+            v, internal, gauss = saved["py"]
+            py.setstate((v, tuple(internal), gauss))
+
     def __getitem__(self, i: int) -> dict:
         import torch
 

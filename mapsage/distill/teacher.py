@@ -212,16 +212,21 @@ def _timm_name(model: str) -> tuple[str, Optional[str]]:
 
 
 def _load_weights_file(path: Path) -> dict:
-    from timm.models import load_state_dict
-    try:
-        return load_state_dict(str(path), use_ema=False, weights_only=True)
-    except Exception as first:  # noqa: BLE001 - some checkpoints pickle more than tensors
-        try:
-            return load_state_dict(str(path), use_ema=False, weights_only=False)
-        except Exception as exc:  # noqa: BLE001
-            raise CheckpointError(f"{KEY}: cannot read {path} ({type(exc).__name__}: {exc}; first attempt: "
-                                  f"{type(first).__name__}); give a timm/safetensors state dict or an original "
-                                  f"DINOv2/DINOv3 checkpoint file") from exc
+    """A timm / safetensors / original DINO weights file -> its state dict, loaded without unpickling code
+    (:func:`mapsage.safeload.load_file`); unwraps ``state_dict`` / ``model`` and strips ``module.`` as timm's
+    ``load_state_dict`` does."""
+    from ..safeload import load_file
+
+    obj = load_file(path, what="teacher weights", key=KEY)
+    if isinstance(obj, dict):
+        for wrapper in ("state_dict", "model"):
+            if isinstance(obj.get(wrapper), dict):
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{KEY}: {path} holds a {type(obj).__name__}, not a state dict; give a "
+                              f"timm/safetensors state dict or an original DINOv2/DINOv3 checkpoint file")
+    return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
 def build_timm_teacher(tcfg, device: torch.device, student_mean, student_std) -> Teacher:

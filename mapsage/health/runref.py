@@ -36,7 +36,9 @@ def resolve_run_ref(spec: str) -> RunRef:
         if filename:
             return RunRef(folder, resolve_checkpoint(ref).path, ref)
     else:
-        for cand in (workspace_run_dir(ref), resolve_path(ref)):
+        from ..runids import is_run_id
+
+        for cand in ([workspace_run_dir(ref)] if is_run_id(ref) else []) + [resolve_path(ref)]:
             if cand.is_dir() and ((cand / EVENTS_FILE).exists() or (cand / "config.yaml").exists()):
                 folder = cand
                 break
@@ -70,8 +72,8 @@ def training_config_under_test(cfg: Config) -> tuple[Config, str]:
     if ref.run_dir is not None and (ref.run_dir / "config.yaml").exists():
         return _config_from_yaml(ref.run_dir / "config.yaml"), str(ref.run_dir / "config.yaml")
     if ref.checkpoint is not None:
-        import torch
-        state = torch.load(ref.checkpoint, map_location="cpu", weights_only=False)
+        from ..safeload import load_file
+        state = load_file(ref.checkpoint, key="stage.checkpoint")
         if isinstance(state, dict) and isinstance(state.get("config"), dict):
             return config_from_dict(state["config"]), f"{ref.checkpoint} (config stored in the checkpoint)"
         raise ConfigError(f"stage.checkpoint: {ref.checkpoint} holds no 'config'; point stage.checkpoint at a "

@@ -101,13 +101,9 @@ def latest_run(template: str, key: str = "stage.checkpoint") -> str:
 def _best_score(path: Path, metric: str) -> float:
     """The validation score a best checkpoint was saved for: its ``best`` entry for the weights it holds
     (``best["ema"]`` in ``best_ema.pth``, ``best["raw"]`` in ``best.pth``, as the training engine writes them)."""
-    import torch
+    from ..safeload import load_file
 
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user-facing checkpoint problem
-        raise CheckpointError(f"{path}: cannot read checkpoint ({exc}); re-run the training or pick another "
-                              "file") from exc
+    ckpt = load_file(path)
     best = ckpt.get("best") if isinstance(ckpt, dict) else None
     if isinstance(best, dict):
         for k in (_weights_for(path), metric, f"val_{metric}"):
@@ -165,19 +161,26 @@ def resolve_checkpoint(reference: Optional[str], key: str = "stage.checkpoint",
                 if folder.parent.resolve() == runs_dir().resolve():
                     rid = folder.name
             return ResolvedCheckpoint(cand.resolve(), rid, _weights_for(cand), ref)
-    folder = run_dir(ref)
-    if folder.is_dir():
-        path = best_checkpoint(folder, key, metric)
+    from ..runids import is_run_id
+
+    if is_run_id(ref) and run_dir(ref).is_dir():
+        path = best_checkpoint(run_dir(ref), key, metric)
         return ResolvedCheckpoint(path, ref, _weights_for(path), ref)
     head, _, tail = ref.partition("/")
-    if tail and run_dir(head).is_dir():
+    if tail and is_run_id(head) and run_dir(head).is_dir() and ".." not in Path(tail).parts:
         path = run_dir(head) / "checkpoints" / tail
         if path.is_file():
             return ResolvedCheckpoint(path, head, _weights_for(path), ref)
         have = sorted(q.name for q in (run_dir(head) / "checkpoints").glob("*.pth"))
         raise CheckpointError(f"{key}: run '{head}' has no checkpoints/{tail} (found: {have or 'none'})")
+    if "/" in ref or "\\" in ref or ref.endswith(SUFFIX_HINTS):
+        raise CheckpointError(f"{key}: checkpoint file not found: {p if p.is_absolute() else PROJECT_ROOT / p}; "
+                              f"give an existing .pth path, a run id, or '{LATEST}<template name>'")
     raise CheckpointError(f"{key}: '{ref}' is neither a checkpoint file nor a run id under {runs_dir()}; "
                           f"give a .pth path, a run id, or '{LATEST}<template name>'")
+
+
+SUFFIX_HINTS = (".pth", ".pt", ".ckpt", ".safetensors", ".bin")
 
 
 def load_checkpoint_model(reference: Optional[str], key: str = "stage.checkpoint", metric: str = "miou"):

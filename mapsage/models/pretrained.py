@@ -62,17 +62,9 @@ def read_weights(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            return dict(load_file(str(path), device="cpu"))
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - older checkpoints pickle extra objects (mmcv meta, numpy scalars)
-            obj = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{path}: cannot read weights ({type(exc).__name__}: {exc}). Give a torch.save / "
-                              f"safetensors file in model.pretrained") from exc
+    from ..safeload import load_file
+
+    obj = load_file(path, what="weights", key="model.pretrained")
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if not isinstance(obj, dict):

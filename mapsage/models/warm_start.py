@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError
+from ..safeload import load_file
 
 
 def resolve_source(spec: str, weights: str = "auto") -> Path:
@@ -51,13 +52,8 @@ def resolve_source(spec: str, weights: str = "auto") -> Path:
 
 
 def safe_load(path: Path) -> Any:
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- refuse anything that is not plain tensors and containers
-        raise CheckpointError(f"model.init_from: {path} cannot be read as weights only ({type(exc).__name__}: "
-                              f"{str(exc)[:160]}); files are never unpickled in full. Use the run's best.pth or "
-                              f"best_ema.pth, or save a plain state dict (torch.save(model.state_dict(), …))"
-                              ) from exc
+    """The file's content, read by :func:`mapsage.safeload.load_file` (weights only, safetensors accepted)."""
+    return load_file(path, what="weights", key="model.init_from")
 
 
 def pick_state(obj: Any, path: Path, weights: str) -> tuple[dict, str]:

@@ -24,12 +24,18 @@ import torch
 
 from ..errors import CheckpointError
 
-FORMAT = 1
+FORMAT = 2     # 2: RNG states as tensors and lists (loads with weights_only=True)
 LAST, BEST, BEST_EMA = "last.pth", "best.pth", "best_ema.pth"
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The RNG states as tensors and plain lists only, so the checkpoint loads with ``weights_only=True``."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [int(version), [int(x) for x in internal], gauss],
+             "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                       "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -41,7 +47,13 @@ def set_rng_state(state: dict | None) -> None:
     if "python" in state:
         random.setstate(_to_python_state(state["python"]))
     if "numpy" in state:
-        np.random.set_state(state["numpy"])
+        n = state["numpy"]
+        if isinstance(n, dict):
+            keys = n["keys"].numpy() if isinstance(n["keys"], torch.Tensor) else np.asarray(n["keys"])
+            np.random.set_state((n["kind"], keys.astype(np.uint32), int(n["pos"]), int(n["has_gauss"]),
+                                 float(n["cached_gaussian"])))
+        else:   # format-1 files (a pickled numpy tuple), loaded from a file the user trusted
+            np.random.set_state(n)
     if "torch" in state:
         torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8).cpu())
     if state.get("cuda") is not None and torch.cuda.is_available():
@@ -52,35 +64,73 @@ def set_rng_state(state: dict | None) -> None:
 
 
 def _to_python_state(s):
-    # random.setstate needs tuples; torch.load may give lists back
+    # random.setstate needs tuples; the checkpoint keeps lists
     if isinstance(s, list):
         return tuple(_to_python_state(x) for x in s)
     return s
 
 
+def _state_bytes(obj) -> int:
+    """Rough size of a checkpoint dict on disk: its tensors' bytes (the rest is small)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_state_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_state_bytes(v) for v in obj)
+    return 0
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete half-written ``.<name>.tmp<pid>`` checkpoint files whose writer is no longer running."""
+    from .. import diskspace
+
+    return diskspace.remove_stale_temps(folder)
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to a temporary name, then rename. On a full disk the temporary file is removed and a
+    :class:`~mapsage.errors.DiskFullError` says where and how much space is missing."""
+    from .. import diskspace
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent)
     state = {"format": FORMAT, **state}
+    need = _state_bytes(state)
+    if diskspace.free_mb(path.parent) * 2**20 < need:      # cannot fit: say so before filling the disk
+        raise diskspace.disk_full_error(path.parent, need)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        # torch's zip writer words ENOSPC in its own ways ("file write failed", "unexpected pos"): after removing
+        # the temporary file, too little free space for the checkpoint is the proof
+        if diskspace.is_disk_full(exc) or diskspace.free_mb(path.parent) * 2**20 < need:
+            raise diskspace.disk_full_error(path.parent, need) from exc
+        raise
     return path
 
 
 def load_checkpoint(path: str | Path) -> dict:
+    from ..safeload import load_file
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; give an existing .pth written by a training run "
                               f"(workspace/runs/<run_id>/checkpoints/last.pth, best.pth or best_ema.pth)")
     try:
-        try:
-            ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - numpy RNG state and similar need full unpickling
-            ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc}); the file may be "
-                              f"truncated. Use another checkpoint of the run (last.pth / best.pth)") from exc
+        ckpt = load_file(path)
+    except CheckpointError as exc:
+        if "refused to load" in str(exc):
+            raise
+        raise CheckpointError(f"{exc}. Use another checkpoint of the run (`mapsage runs resume RUN --checkpoint "
+                              f"FILE` with best.pth, or a mid-epoch last.pth)") from exc
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"{path}: not a workbench training checkpoint (no 'model' entry). For external "
                               f"weights use model.pretrained instead")

@@ -135,6 +135,9 @@ class Trainer:
         self.bad_epochs = 0
         self.last_saved_epoch: Optional[int] = None
         self.stopped_reason: Optional[str] = None
+        self._resume_rng: Optional[dict] = None      # RNG state of a mid-epoch checkpoint, restored at its step
+        self._resume_aug: Optional[dict] = None
+        self._last_ckpt_t = time.monotonic()
 
     # ------------------------------------------------------------------------------------------------ set-up
     def _setup_runtime(self) -> None:
@@ -284,6 +287,8 @@ class Trainer:
         self.start_epoch = epochs_done
         self.start_step = int(ckpt.get("step_in_epoch", 0) or 0)
         ck.set_rng_state(ckpt.get("rng"))
+        self._resume_rng = ckpt.get("rng") if self.start_step else None
+        self._resume_aug = ckpt.get("augment") if self.start_step else None
         self.last_saved_epoch = int(ckpt.get("epoch", -1))
         self.events.log(f"resumed from {path}: {epochs_done} epoch(s) done, global step {self.global_step}"
                         + (f", {self.start_step} step(s) into epoch {epochs_done}" if self.start_step else ""))
@@ -304,6 +309,9 @@ class Trainer:
             "loss_schedule": self.loss_fn.state(), "early_stop": {"bad_epochs": self.bad_epochs},
             "val_history": {str(k): v for k, v in self.val_history.items()}, "history": list(self.history),
             "kind": kind, "metrics": metrics,
+            # augmentation generators of an in-process loader: a mid-epoch resume draws the same crops
+            "augment": (self.train_set.augment_state() if full and int(self.cfg.train.num_workers) == 0
+                        and hasattr(self.train_set, "augment_state") else None),
             # trainable extra-loss modules (distillation projections): saved so a resume continues them
             "extra_losses": {n: m.state_dict() for n, m in self.extra_losses.items()
                              if getattr(m, "trainable", False)} or None,
@@ -314,7 +322,21 @@ class Trainer:
             return None
         path = ck.save_checkpoint(self.ckpt_dir / name, state)
         self.events.artifact("checkpoint", path, variant=name.rsplit(".", 1)[0], **meta)
+        if name == ck.LAST:
+            self._last_ckpt_t = time.monotonic()
         return path
+
+    def _mid_epoch_due(self, step: int) -> bool:
+        """A mid-epoch ``last.pth`` is due: ``train.checkpoint_every_steps`` optimiser steps, or
+        ``train.checkpoint_every_min`` minutes since the last one (never at an epoch's last step, which the
+        epoch-end checkpoint covers)."""
+        if step >= self.steps_per_epoch or not self.is_main or self.ckpt_dir is None:
+            return False
+        every_steps = int(self.cfg.train.checkpoint_every_steps or 0)
+        if every_steps > 0 and self.global_step % every_steps == 0:
+            return True
+        every_min = float(self.cfg.train.checkpoint_every_min or 0)
+        return every_min > 0 and time.monotonic() - self._last_ckpt_t >= every_min * 60.0
 
     # ------------------------------------------------------------------------------------------------ helpers
     def _emit_progress(self, **kw) -> None:
@@ -410,6 +432,12 @@ class Trainer:
         start = self.start_step if epoch == self.start_epoch else 0
         seed = epoch_seed(cfg.train.seed, epoch, self.rank)
         seed_everything(seed)
+        if start and self._resume_rng:            # mid-epoch resume: the RNGs as they were after step `start`
+            ck.set_rng_state(self._resume_rng)
+            self._resume_rng = None
+            if self._resume_aug and hasattr(self.train_set, "set_augment_state"):
+                self.train_set.set_augment_state(self._resume_aug)
+            self._resume_aug = None
         self.loader_generator.manual_seed(seed)
         self.mixer.seed(seed + 1)
         self._epoch_augment(epoch, seed + 2)
@@ -522,6 +550,8 @@ class Trainer:
                     if mem is not None:
                         sampled["memory"] = mem
                     self.events.scalars(sampled, epoch=epoch, step=self.global_step, split="train")
+                if self._mid_epoch_due(step):
+                    self._save(ck.LAST, self._state(epoch - 1, step, "last"), epoch=epoch - 1, step_in_epoch=step)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr_used:.2e}", refresh=False)

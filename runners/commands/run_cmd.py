@@ -17,6 +17,9 @@ def register(sub) -> None:
     p.add_argument("--wait", action="store_true", help="follow the run until it ends; exit with its status")
     p.add_argument("--no-health-gate", dest="health_gate", action="store_false",
                    help="launch a training stage even though the dataset's last health run failed")
+    p.add_argument("--trust-pickle", dest="trust_pickle", action="append", default=[], metavar="FILE",
+                   help="allow this one checkpoint/weights file full unpickling (it can run code: only for files "
+                        "you trust); repeatable; sets runtime.trust_pickle")
     p.set_defaults(func=run_command)
 
 
@@ -41,7 +44,8 @@ def follow(run_id: str, out=None) -> str:
         if t == "status":
             bar.set_description_str(r.get("status", "?"))
             msg = r.get("message")
-            bar.write(f"[{r.get('status')}] {msg}" if msg else f"[{r.get('status')}]", file=out)
+            if r.get("status") not in ("failed", "died"):     # those end with report_end's one line
+                bar.write(f"[{r.get('status')}] {msg}" if msg else f"[{r.get('status')}]", file=out)
             if r.get("status") == "succeeded":
                 bar.n = bar.total
                 bar.refresh()
@@ -79,18 +83,34 @@ def follow(run_id: str, out=None) -> str:
 def run_command(args) -> int:
     from runners import jobs
 
+    overrides = list(args.overrides)
+    if args.trust_pickle:
+        import json
+        from pathlib import Path
+
+        overrides.append("runtime.trust_pickle=" + json.dumps([str(Path(f).expanduser().resolve())
+                                                               for f in args.trust_pickle]))
     if getattr(args, "health_gate", True):
         from runners.health_gate import confirm_cli
-        if not confirm_cli(args.config, args.overrides):
+        if not confirm_cli(args.config, overrides):
             return 2
-    run_id = jobs.launch(args.config, args.overrides, gpus=args.gpus)
+    run_id = jobs.launch(args.config, overrides, gpus=args.gpus)
     print(run_id, flush=True)
     if not args.wait:
         return 0
     status = follow(run_id)
-    if status in ("failed", "died"):
-        st = jobs.live_status(run_id)
-        print(f"run {run_id} {status}: {st.get('message')}", file=sys.stderr)
-        if st.get("traceback"):
-            print(st["traceback"], file=sys.stderr)
+    report_end(run_id, status)
     return jobs.exit_code(status)
+
+
+def report_end(run_id: str, status: str) -> None:
+    """One line for a failed or died run: the reason and where its log (with the traceback) is."""
+    from runners import jobs, scheduler
+    from mapsage.workspace import run_dir
+
+    if status not in ("failed", "died"):
+        return
+    st = jobs.live_status(run_id)
+    message = " ".join(str(st.get("message") or "no message").split())
+    print(f"run {run_id} {status}: {message} (traceback and output: {run_dir(run_id) / scheduler.STDOUT_FILE})",
+          file=sys.stderr)

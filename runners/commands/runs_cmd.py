@@ -46,6 +46,8 @@ def register(sub) -> None:
     rm.add_argument("run_id")
     rm.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     rm.add_argument("--gpus", type=int, default=None)
+    rm.add_argument("--checkpoint", default=None, metavar="FILE",
+                    help="continue from this checkpoint instead of the run's last one (e.g. its best.pth)")
     rm.add_argument("--wait", action="store_true")
     rm.set_defaults(func=cmd_resume)
 
@@ -65,12 +67,16 @@ def register(sub) -> None:
 
 
 def resolve_run_id(prefix: str) -> str:
-    from mapsage.workspace import runs_dir
+    from mapsage.runids import check_run_id
+    from mapsage.workspace import run_dir, runs_dir
 
+    check_run_id(prefix)                        # one folder name: no '..', '/', absolute path or glob
     root = runs_dir()
-    if (root / prefix).is_dir():
+    if run_dir(prefix).is_dir():
         return prefix
     matches = sorted(p.name for p in root.glob(f"{prefix}*") if p.is_dir()) if root.exists() else []
+    for name in matches:
+        run_dir(name)                           # refuses a symlink that leads out of the runs folder
     if len(matches) == 1:
         return matches[0]
     if not matches:
@@ -125,7 +131,10 @@ def _fmt(v, digits=4) -> str:
 def cmd_list(args) -> int:
     from runners import api
 
+    refreshed = api.refresh(min_interval=0.0)
     df = api.list_runs(status=args.status, kind=args.kind, limit=args.limit)
+    if refreshed.get("ingest_error") and not df.empty:
+        df = _overlay_live_status(df, refreshed["ingest_error"])
     if args.json:
         print(json.dumps(_records(df), indent=1))
         return 0
@@ -143,6 +152,24 @@ def cmd_list(args) -> int:
     for line in [head, *rows]:
         print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip())
     return 0
+
+
+def _overlay_live_status(df, why: str):
+    """The store could not take new events (e.g. a full disk): statuses of unfinished rows from the event files."""
+    from mapsage.events import FINAL_STATUSES
+    from runners import jobs
+
+    print(f"note: the store was not updated ({' '.join(why.split())[:200]}); statuses are read from the run "
+          f"folders", file=sys.stderr)
+    df = df.copy()
+    for i, rid in df["run_id"].items():
+        if df.at[i, "status"] in FINAL_STATUSES:
+            continue
+        try:
+            df.at[i, "status"] = jobs.live_status(rid)["status"]
+        except (OSError, UserError):
+            pass
+    return df
 
 
 def _show_data(run_id: str) -> dict:
@@ -252,10 +279,14 @@ def cmd_resume(args) -> int:
     from .run_cmd import follow
 
     run_id = resolve_run_id(args.run_id)
-    new_id = jobs.resume(run_id, args.overrides, gpus=args.gpus)
+    new_id = jobs.resume(run_id, args.overrides, gpus=args.gpus, checkpoint=args.checkpoint)
     print(new_id, flush=True)
     if args.wait:
-        return jobs.exit_code(follow(new_id))
+        from .run_cmd import report_end
+
+        status = follow(new_id)
+        report_end(new_id, status)
+        return jobs.exit_code(status)
     return 0
 
 
@@ -264,8 +295,12 @@ def cmd_wait(args) -> int:
 
     from .run_cmd import follow
 
+    from .run_cmd import report_end
+
     run_id = resolve_run_id(args.run_id)
-    return jobs.exit_code(follow(run_id))
+    status = follow(run_id)
+    report_end(run_id, status)
+    return jobs.exit_code(status)
 
 
 def cmd_ingest(args) -> int:
