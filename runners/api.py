@@ -80,6 +80,12 @@ def launch(config_path: str | Path, overrides: list[str] | None = None, gpus: in
     return jobs.launch(config_path, overrides, gpus=gpus)
 
 
+def check_launch(config_path: str | Path, overrides: list[str] | None = None, gpus: int | None = None) -> None:
+    """Everything :func:`launch` checks before it writes anything (config, files, executor), without queuing:
+    raises the same one-line ``UserError``."""
+    jobs.check_launch(config_path, overrides, gpus=gpus)
+
+
 def cancel(run_id: str, grace_s: float | None = None, wait: bool = False) -> str:
     """SIGTERM now; SIGKILL after the grace (``wait=False``: done by a later ``refresh``)."""
     return jobs.cancel(run_id, grace_s=grace_s, wait_for_end=wait)

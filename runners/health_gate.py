@@ -115,18 +115,24 @@ def gate_for(config_path, overrides: Optional[list[str]] = None) -> Optional[Gat
     return evaluate(cfg)
 
 
-def confirm_cli(config_path, overrides: Optional[list[str]] = None, stdin=None, err=None) -> bool:
+def confirm_cli(config_path, overrides: Optional[list[str]] = None, stdin=None, err=None,
+                deferred: Optional[list[str]] = None) -> bool:
     """``mapsage run``'s gate: True to launch. A failed health run asks on a terminal and refuses otherwise
-    (``--no-health-gate`` skips the gate); a missing or unfinished one prints a warning only."""
+    (``--no-health-gate`` skips the gate); a missing or unfinished one prints a warning only (or appends it to
+    ``deferred``, for the caller to print once the launch itself has passed its checks)."""
     import sys
     stdin = stdin or sys.stdin
     err = err or sys.stderr
     gate = gate_for(config_path, overrides)
     if gate is None or gate.ok:
         return True
-    print(f"warning: {gate.message()}", file=err)
     if not gate.blocks:
+        if deferred is not None:
+            deferred.append(f"warning: {gate.message()}")
+        else:
+            print(f"warning: {gate.message()}", file=err)
         return True
+    print(f"warning: {gate.message()}", file=err)
     if stdin is not None and hasattr(stdin, "isatty") and stdin.isatty():
         print("launch the training anyway? [y/N] ", end="", file=err, flush=True)
         answer = (stdin.readline() or "").strip().lower()

@@ -87,16 +87,8 @@ def submit(cfg: Config, parent_run: str | None = None, parent_relation: str | No
     A stage that works on another run's checkpoint (``stage.checkpoint`` = a run id or a file in a run folder:
     evaluate, tta_ab, refine, health) records that run as its parent (``parent_relation = "checkpoint"``)."""
     kind = cfg.stage.kind
-    check_kind(kind)
-    from .executors import check_launch
-
-    executor = check_launch(cfg)     # a cluster that is unreachable or cannot hold the request fails here
+    executor = _preflight(cfg, resume_from)
     gpus = int(cfg.runtime.gpus)
-    if gpus < 0:
-        raise ConfigError(f"runtime.gpus must be 0 or more, got {gpus}")
-    from .validate import validate_launch
-
-    validate_launch(cfg, resume_from=resume_from)     # fail now, in one line, not inside the detached job
     if parent_run is None and kind not in ("train", "distill"):
         parent_run = run_of_checkpoint(cfg.stage.checkpoint)
         parent_relation = "checkpoint" if parent_run else None
@@ -154,6 +146,27 @@ def launch(config_path: str | Path, overrides: list[str] | None = None, gpus: in
         overrides.append(f"runtime.gpus={int(gpus)}")
     cfg = load_config(config_path, overrides)
     return submit(cfg)
+
+
+def check_launch(config_path: str | Path, overrides: list[str] | None = None, gpus: int | None = None) -> None:
+    """The checks :func:`submit` makes before writing anything, on their own (for a launch that asks first)."""
+    overrides = list(overrides or [])
+    if gpus is not None:
+        overrides.append(f"runtime.gpus={int(gpus)}")
+    _preflight(load_config(config_path, overrides))
+
+
+def _preflight(cfg: Config, resume_from: str | Path | None = None) -> str:
+    """Fail now, in one line, not inside the detached job; returns the job's executor."""
+    check_kind(cfg.stage.kind)
+    from .executors import check_launch as check_executor
+    from .validate import validate_launch
+
+    executor = check_executor(cfg)     # a cluster that is unreachable or cannot hold the request fails here
+    if int(cfg.runtime.gpus) < 0:
+        raise ConfigError(f"runtime.gpus must be 0 or more, got {cfg.runtime.gpus}")
+    validate_launch(cfg, resume_from=resume_from)
+    return executor
 
 
 # ---------------------------------------------------------------------------------------------------------------

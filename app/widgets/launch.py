@@ -74,6 +74,11 @@ def launch(template: Template, overrides: list[str], gpus: Optional[int] = None,
     from runners import api
 
     if not confirmed:
+        try:   # what would fail the launch is said now, before the health gate asks anything
+            api.check_launch(template.path, overrides, gpus=gpus)
+        except (ConfigError, UserError) as exc:
+            show_error(exc, f"Cannot launch {template.rel}")
+            return None
         gate = health_gate(template, overrides)
         if gate is not None:                  # ask first: confirm_pending draws the question on the next run
             st.session_state.setdefault(PENDING, {})[template.rel] = {

@@ -90,11 +90,14 @@ def run_command(args) -> int:
 
         overrides.append("runtime.trust_pickle=" + json.dumps([str(Path(f).expanduser().resolve())
                                                                for f in args.trust_pickle]))
+    deferred: list[str] = []      # the gate's warnings, said once the launch has passed its own checks
     if getattr(args, "health_gate", True):
         from runners.health_gate import confirm_cli
-        if not confirm_cli(args.config, overrides):
+        if not confirm_cli(args.config, overrides, deferred=deferred):
             return 2
     run_id = jobs.launch(args.config, overrides, gpus=args.gpus)
+    for line in deferred:
+        print(line, file=sys.stderr)
     print(run_id, flush=True)
     if not args.wait:
         return 0
