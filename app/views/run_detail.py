@@ -275,7 +275,7 @@ with tabs[4]:
                     except (TypeError, ValueError):
                         st.code(str(r["evidence_json"]))
                     pic = r.get("picture")
-                    if pic:
+                    if isinstance(pic, str) and pic:        # a missing picture is NULL in the store (NaN here)
                         from mapsage.workspace import run_dir
 
                         p = Path(pic) if Path(pic).is_absolute() else run_dir(health_rid) / pic
