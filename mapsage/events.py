@@ -19,7 +19,8 @@ type            payload
                 "tta=on", "refine=crf", ...), ``epoch`` (or null for a final evaluation), ``summary``:
                 {miou, macc, aacc, mf1, mbiou, per_image_miou}, ``classes``: [{id, name, iou, acc, precision,
                 f1, biou}], ``excluded_classes``: [names], ``confusion``: C×C int list (rows = label), ``n_images``,
-                ``boundary_px``
+                ``boundary_px``, ``identity``: {run, checkpoint, ckpt_run, ckpt_epoch, ckpt_hash, weights, dataset,
+                tile_count, tile_hash, split_size, device} (see :mod:`mapsage.evalid`)
 ``tiles``       per-tile areas for paired bootstrap: ``split``, ``variant``, ``rows``: [{tile, domain,
                 intersect: [C], union: [C], label_area: [C], pred_area: [C], b_intersect: [C], b_union: [C]}]
 ``ab``          an A/B decision row: ``ab_kind`` (tta | post | refine | ensemble | distill), ``variant``,
@@ -124,6 +125,9 @@ class EventWriter:
     def emit(self, type: str, **payload: Any) -> dict | None:
         if not self.enabled:
             return None
+        if type == "metrics":   # every evaluation carries its identity (mapsage.evalid)
+            from .evalid import merged
+            payload = {**payload, "identity": merged(self, payload)}
         with self._lock:
             record = {"seq": self._seq, "ts": time.time(), "type": type, **_clean(payload)}
             line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"

@@ -19,6 +19,9 @@ DETAIL_TABS = ["Curves", "Per class", "Confusion", "Domains", "Health", "A/B", "
 @pytest.fixture
 def ws(allkinds_store, monkeypatch):
     monkeypatch.setenv("MAPSAGE_WORKSPACE", str(allkinds_store["workspace"]))
+    import store
+
+    store.ingest_all()          # nothing to do unless the store was removed (a kept workspace, code changes)
     return allkinds_store
 
 

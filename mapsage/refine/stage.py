@@ -97,6 +97,7 @@ def run(ctx) -> None:
     from ..infer.evaluate import device_name
     from ..infer.checkpoints import load_checkpoint_model
     from ..infer.stage import _check_classes, eval_differences
+    from ..evalid import model_params, split_size, stamp, stamp_checkpoint, tile_facts
     from ..metrics import SegMetrics
 
     cfg = ctx.cfg
@@ -146,6 +147,9 @@ def run(ctx) -> None:
             ctx.events.log(f"SAM chains {sorted(unavailable)} skipped: {reason}", level="warning")
             chains = [c for c in chains if c not in SAM_CHAINS]
 
+    stamp(ctx.events, dataset=cfg.dataset.name, split_size=split_size(dataset), device=device_name(device))
+    stamp_checkpoint(ctx.events, resolved)
+    stamp(ctx.events, params=model_params(model))
     ctx.events.emit("run_info", stage="refine", kind="refine", checkpoint=str(ckpt), parent_run=resolved.run_id,
                     weights=resolved.weights, split=split,
                     dataset=cfg.dataset.name, n_tiles=n_tiles, n_split=n_total, chains=chains,
@@ -220,10 +224,12 @@ def run(ctx) -> None:
         res = metrics[c].result()
         results[c] = res
         variant = f"refine={c}"
-        ctx.events.emit("metrics", **res.to_event(split, "all", variant, None))
-        for dom, dres in metrics[c].by_tag("domain").items():
-            ctx.events.emit("metrics", **dres.to_event(split, dom, variant, None))
         rows[c] = metrics[c].tile_rows()
+        ctx.events.emit("metrics", **res.to_event(split, "all", variant, None),
+                        identity=tile_facts(r["tile"] for r in rows[c]))
+        for dom, dres in metrics[c].by_tag("domain").items():
+            ctx.events.emit("metrics", **dres.to_event(split, dom, variant, None),
+                            identity=tile_facts(r["tile"] for r in rows[c] if r.get("domain") == dom))
         ctx.events.emit("tiles", split=split, variant=variant, rows=rows[c])
 
     # A/B rows against raw
