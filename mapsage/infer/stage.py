@@ -159,7 +159,8 @@ def run_evaluate(ctx) -> None:
         return
     if post is not None:
         name = f"{base}+post"
-        row = ab_row(ab_kind="post", variant=name, baseline=base, outcome=outcomes[name],
+        row = ab_row(guard=cfg.eval.ab_guard,
+                     ab_kind="post", variant=name, baseline=base, outcome=outcomes[name],
                      baseline_outcome=outcomes[base], threshold=cfg.post.threshold,
                      details={"post": post.describe(cfg.dataset.classes)})
         ctx.events.emit("ab", **row)
@@ -214,7 +215,8 @@ def run_tta_ab(ctx) -> None:
         if not outcome.complete or not baseline.complete:  # stopped mid-way: no decision on a partial set
             ctx.events.log(f"{name} stopped after {outcome.n_images} tiles; no decision written", level="warning")
             return
-        row = ab_row(ab_kind="tta", variant=name, baseline=base_name, outcome=outcome, baseline_outcome=baseline,
+        row = ab_row(guard=cfg.eval.ab_guard,
+                     ab_kind="tta", variant=name, baseline=base_name, outcome=outcome, baseline_outcome=baseline,
                      threshold=cfg.tta_ab.threshold,
                      details={"tta": to_dict(variant), "views": len(tta_views(vcfg.tta)),
                               "slowdown": baseline.images_per_s / outcome.images_per_s
@@ -303,7 +305,7 @@ def run_ensemble(ctx) -> None:
     ctx.events.emit("ab", **ab_row(ab_kind="ensemble", variant=best, baseline=best, outcome=outcomes[best],
                                    baseline_outcome=outcomes[best], threshold=cfg.ensemble.threshold,
                                    is_baseline=True))
-    row = ab_row(ab_kind="ensemble", variant="ensemble", baseline=best, outcome=ens,
+    row = ab_row(guard=cfg.eval.ab_guard, ab_kind="ensemble", variant="ensemble", baseline=best, outcome=ens,
                  baseline_outcome=outcomes[best], threshold=cfg.ensemble.threshold,
                  details={"members": infos, "average": cfg.ensemble.average,
                           "member_miou": {n: outcomes[n].result.miou for n in names}})

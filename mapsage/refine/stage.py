@@ -250,7 +250,11 @@ def run(ctx) -> None:
         res = results[c]
         gain = _points(res.mbiou - base.mbiou)
         miou_gain = _points(res.miou - base.miou)
-        keep = gain is not None and gain > rcfg.threshold_biou
+        guard = cfg.eval.ab_guard
+        passed = gain is not None and gain > rcfg.threshold_biou
+        # the guard: a chain that sharpens boundaries but costs more than eval.ab_guard mIoU points is refused
+        refused = passed and guard is not None and miou_gain is not None and miou_gain < -guard
+        keep = passed and not refused
         better = worse = same = 0
         for r in rows[c]:
             b = base_tiles.get(r["tile"])
@@ -265,7 +269,9 @@ def run(ctx) -> None:
                 worse += 1
         per_class = {name: _points(a - b) for name, a, b in zip(cfg.dataset.classes, res.biou, base.biou)
                      if math.isfinite(a) and math.isfinite(b)}
-        details = {"n_tiles": done, "miou_gain": miou_gain, "biou_gain_per_class": per_class,
+        details = {"n_tiles": done, "miou_gain": miou_gain, "guard": guard, "refused_by_guard": refused,
+                   "rule": f"keep if Boundary IoU gains > {rcfg.threshold_biou:g} points and mIoU falls by at most "
+                           f"{guard:g} points", "biou_gain_per_class": per_class,
                    "tiles_better": better, "tiles_worse": worse, "tiles_same": same,
                    "refine_s_per_tile": seconds[c] / done, "infer_s_per_tile": per_tile_infer,
                    "device": device_name(device), "unavailable_chains": unavailable,
