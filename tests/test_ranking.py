@@ -196,3 +196,12 @@ def _back_to_v1(con) -> None:
     con.execute("INSERT INTO tiles (run_id, seq, split, variant, tile) SELECT 'refine-crf', 1000, 'val', "
                 "'refine=crf', 'Tile 3 part ' || i FROM range(1, 19) t(i)")
     con.execute("DELETE FROM schema_version WHERE version = 2")
+
+
+def test_ab_page_says_pending_while_a_deciding_run_is_in_progress(ranked_ws):
+    at = _app("views/tta_ab.py")
+    assert any("Decision pending" in w.value for w in at.warning)
+    assert "**tta-deciding**" in _texts(at)
+    pending = at.dataframe[0].value
+    assert list(pending["variant"]) == ["tta=off"] and "3" not in pending.columns
+    assert not any("keep the baseline" in i.value for i in at.info)      # no decision announced for it
