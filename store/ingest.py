@@ -388,7 +388,8 @@ UPDATE runs SET
   updated_at = greatest(coalesce(f.updated_at, 0), coalesce(runs.updated_at, 0)),
   n_events = coalesce(runs.n_events, 0) + f.n_new,
   progress_json = coalesce(f.progress_json, runs.progress_json),
-  progress_frac = CASE WHEN f.progress_json IS NULL THEN runs.progress_frac ELSE f.progress_frac END,
+  progress_frac = CASE WHEN f.has_status AND f.status = 'succeeded' THEN 1.0
+                       WHEN f.progress_json IS NULL THEN runs.progress_frac ELSE f.progress_frac END,
   progress_epoch = CASE WHEN f.progress_json IS NULL THEN runs.progress_epoch ELSE f.progress_epoch END,
   progress_epochs = CASE WHEN f.progress_json IS NULL THEN runs.progress_epochs ELSE f.progress_epochs END,
   progress_phase = CASE WHEN f.progress_json IS NULL THEN runs.progress_phase ELSE f.progress_phase END,

@@ -127,8 +127,9 @@ def _live(run_id: str) -> None:
         return
     if live.get("final"):
         st.rerun(scope="app")
-    frac = progress_fraction(live.get("progress"))
-    st.progress(frac or 0.0, text=progress_text(live.get("progress")) or status_text(live.get("status")))
+    frac = progress_fraction(live.get("progress"), live.get("status"))
+    st.progress(frac or 0.0, text=progress_text(live.get("progress"), live.get("status"))
+                or status_text(live.get("status")))
     st.caption(f"heartbeat {ago(live.get('last_heartbeat'))} · refreshed {time.strftime('%H:%M:%S')}")
 
 
