@@ -35,7 +35,7 @@ _EXPORTS = {
     "ensure_schema": "schema", "latest_version": "schema", "migrate": "schema",
     "VERDICTS": "review", "add_verdict": "review",
     "ranking": "ranked", "evaluations_with_roles": "ranked", "headline": "ranked",
-    "short_identity": "ranked",
+    "short_identity": "ranked", "tiles_of": "ranked",
 }
 __all__ = sorted(_EXPORTS)
 

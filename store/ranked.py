@@ -264,3 +264,19 @@ def headline(run_id: str, seq: int | None = None) -> dict | None:
     ev = evaluations_with_roles(run_id, domain=None)
     row = ev[ev["seq"] == int(seq)]
     return row.iloc[0].to_dict() if not row.empty else None
+
+
+def tiles_of(run_id: str, seq: int) -> pd.DataFrame:
+    """The per-tile rows of ONE evaluation (its ``tiles`` record: the first of the same run, split and variant
+    written after it), in the frame :func:`store.tiles` returns (feeds ``paired_bootstrap`` directly)."""
+    from .queries import _TILE_ARRAYS, _pylist, _query
+
+    sql = """SELECT t.* FROM tiles t JOIN (
+               SELECT min(t2.seq) AS tseq FROM evaluations e JOIN tiles t2
+                 ON t2.run_id = e.run_id AND t2.split = e.split AND t2.variant = e.variant AND t2.seq > e.seq
+               WHERE e.run_id = ? AND e.seq = ?) m ON t.seq = m.tseq
+             WHERE t.run_id = ? ORDER BY t.tile"""
+    df = _query(sql, [run_id, int(seq), run_id]).rename(columns={"union_area": "union"})
+    for c in _TILE_ARRAYS:
+        df[c] = df[c].map(_pylist)
+    return df

@@ -334,13 +334,14 @@ def test_compare_two_runs_with_a_paired_bootstrap(filled):
     a, b = filled["runs"]["baseline"], filled["runs"]["lovasz"]
     at = _app("views/compare.py", runs=f"{a},{b}")
     deltas = at.dataframe[0].value.set_index("run")
-    ma = store.metrics(a, split="val", domain="all", variant="raw").sort_values("seq").iloc[-1]
-    mb = store.metrics(b, split="val", domain="all", variant="raw").sort_values("seq").iloc[-1]
+    # each run's headline evaluation (the one it is ranked by), paired on the tiles both scored
+    sa, sb = int(store.run(a)["best_seq"]), int(store.run(b)["best_seq"])
+    ma = store.evaluations_with_roles(a).set_index("seq").loc[sa]
+    mb = store.evaluations_with_roles(b).set_index("seq").loc[sb]
     assert deltas.loc["app-test-ce-dice-lovasz", "Δ mIoU"] == pytest.approx((mb["miou"] - ma["miou"]) * 100)
     assert deltas.loc["app-test-baseline-ce-dice", "role"] == "reference"
-    boot = at.dataframe[1].value.iloc[0]
-    ref = paired_bootstrap(store.tiles(a, split="val", variant="raw"), store.tiles(b, split="val", variant="raw"),
-                           n=2000, seed=0)
+    boot = at.dataframe[2].value.iloc[0]
+    ref = paired_bootstrap(store.tiles_of(a, sa), store.tiles_of(b, sb), n=2000, seed=0)
     assert boot["ΔmIoU (val)"] == pytest.approx(ref["delta"] * 100)
     assert (boot["95 % CI low"], boot["95 % CI high"]) == pytest.approx((ref["ci_low"] * 100, ref["ci_high"] * 100))
     assert boot["verdict"] == ("inside the noise (95 % CI contains 0)" if not ref["significant"] else
@@ -348,8 +349,10 @@ def test_compare_two_runs_with_a_paired_bootstrap(filled):
     assert boot["tiles"] == 3 and "Only 3 tiles" in _texts(at)
     figs = _figures(at)
     assert figs["Per-class ΔIoU against the reference run"]["data"][0]["marker"]["color"] == DUBAI_COLOURS
-    assert "mIoU per epoch (val, raw)" in figs and "Training loss per epoch" in figs
-    diff = at.dataframe[2].value
+    assert f"mIoU per epoch (val, {ma['variant']})" in figs and "Training loss per epoch" in figs
+    used = at.dataframe[3].value
+    assert list(used["checkpoint run"]) == [a, b] and list(used["weights"]) == [ma["weights"], mb["weights"]]
+    diff = at.dataframe[4].value
     assert "loss.schedule" in set(diff["key"]) and "train.ema.enabled" in set(diff["key"])
     assert not any(k.startswith("meta.") for k in diff["key"])
 
