@@ -51,3 +51,4 @@ def test_cli_list_and_show_agree_with_the_app_on_a_finished_run(tmp_path, monkey
     assert main(["runs", "show", "r-done"]) == 0
     assert "100 % · succeeded" in capsys.readouterr().out
     assert progress_fraction({"frac": 0.72}, "succeeded") == 1.0
+
