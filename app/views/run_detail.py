@@ -201,8 +201,12 @@ with tabs[0]:
 chosen = None
 if not overall.empty:
     ov = overall.reset_index(drop=True)
-    default = evals.best_index(ov, run.get("split") or "val")
-    labels = [f"{i + 1}. {evals.label(r)}" + (" ★ best" if i == default else "") for i, (_, r) in
+    # default: the evaluation the run is ranked by (the ranking rule: own result or adopted variant), else the best
+    ranked_seq = run.get("best_seq")
+    on_seq = list(ov.index[ov["seq"] == int(ranked_seq)]) if isnum(ranked_seq) else []
+    default = int(on_seq[0]) if on_seq else evals.best_index(ov, run.get("split") or "val")
+    labels = [f"{i + 1}. {evals.label(r)}" + (" ★ ranked" if i == default and on_seq else
+                                              " ★ best" if i == default else "") for i, (_, r) in
               enumerate(ov.iterrows())]
     with st.sidebar:
         picked = st.selectbox("Evaluation shown (per class, confusion, domains)", labels, index=default,
