@@ -57,6 +57,10 @@ def test_run_detail_every_tab_and_every_evaluation(ws, kind):
     rid = ws["runs"][kind]
     at = _open("views/run_detail.py", run=rid)
     assert [t.label for t in at.tabs] == DETAIL_TABS
+    heads = [s for s in at.selectbox if s.key == "detail_headline"]
+    for i in range(len(heads[0].options) if heads else 0):      # every evaluation as the headline
+        [s for s in at.selectbox if s.key == "detail_headline"][0].select_index(i)
+        _ok(at.run(), f"{kind} run, headline {i}")
     for tab in DETAIL_TABS:
         at.query_params["tab"] = tab
         _ok(at.run(), f"{kind} run, tab {tab}")
@@ -89,7 +93,7 @@ def test_compare_every_kind_against_the_baseline(ws):
         if kind == "train":
             continue
         at = _open("views/compare.py", runs=f"{base},{ws['runs'][kind]}")
-        for key in ("compare_split", "compare_variant"):
+        for key in ("compare_split",):
             boxes = [s for s in at.selectbox if s.key == key]
             for option in (boxes[0].options if boxes else []):
                 boxes[0].set_value(option)
