@@ -47,7 +47,7 @@ shown = filter_runs(runs, statuses, stages, kinds, datasets, backbones, text)
 table = experiment_table(shown, board, split, RANK_METRICS[rank_label], per_class=per_class)
 
 n_fig = int(table["Rank"].notna().sum()) if not table.empty else 0
-n_shown = int(table["Evaluation"].notna().sum()) if not table.empty else 0
+n_shown = int((table["Evaluation"] != "–").sum()) if not table.empty else 0
 st.caption(f"{len(table)} of {len(runs)} run(s) shown; {n_fig} ranked, {n_shown - n_fig} shown but not ranked "
            f"(see *Ranked as*). Figures are points (%) of ONE evaluation per run on `{split}` (its identity is the "
            f"*Evaluation* column): a run's best own result by {rank_label}, or the variant an A/B run adopted — never "

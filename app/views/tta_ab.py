@@ -34,7 +34,8 @@ for _, p in (pending.iterrows() if not pending.empty else []):
             st.dataframe(so_far.assign(miou=so_far["miou"] * 100, mbiou=so_far["mbiou"] * 100)[
                 ["variant", "identity", "miou", "mbiou"]].rename(columns={"miou": "mIoU", "mbiou": "Boundary IoU",
                                                                           "identity": "evaluation"}),
-                hide_index=True, width="stretch")
+                hide_index=True, width="stretch",
+                column_config={c: st.column_config.NumberColumn(c, format="%.2f") for c in ("mIoU", "Boundary IoU")})
 if (ab is None or ab.empty) and not pending.empty:
     st.stop()
 if ab is None or ab.empty:
@@ -83,7 +84,7 @@ for rid, g in rows.groupby("run_id", sort=False):
             "threshold (points)": g["threshold"],
             "decision": g["decision"],
             f"Δ{crit} 95 % CI (points)": [f"[{c['low']:+.2f}, {c['high']:+.2f}]" if c else "–" for c in ci],
-            "tiles paired": [c["n_tiles"] if c else None for c in ci],
+            "tiles paired": [str(c["n_tiles"]) if c else "–" for c in ci],
             "images/s": g["images_per_s"],
             "wall (s)": g["wall_s"],
         })

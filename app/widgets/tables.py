@@ -105,6 +105,10 @@ def experiment_table(runs: pd.DataFrame, board: pd.DataFrame, split: str, rank_b
     out["Duration (min)"] = (df["duration_s"] / 60.0).to_numpy()
     out["Started"] = df["started_at"].to_numpy()
     out["run_id"] = df["run_id"].to_numpy()
+    # empty text cells read "–", never "None"
+    for c in ("Status", "Kind", *[label for _, label in DESCRIPTIVE], "Evaluation", "Tiles", "Weights", "Variant",
+              "Ranked as", "Device", "Dataset"):
+        out[c] = out[c].astype(object).where(out[c].notna(), "–")
     return out.reset_index(drop=True)
 
 
