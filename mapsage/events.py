@@ -22,7 +22,9 @@ type            payload
                 mfscore_fg (foreground mean F-score)}, ``classes``: [{id, name, iou, acc, precision, f1, fscore,
                 biou, boundary_pixels (the class's boundary pixels in the label)}], ``excluded_classes``: [names],
                 ``confusion``: C×C int list (rows = label), ``n_images``, ``boundary_px``, ``boundary_strip_px``,
-                ``boundary_warnings``: [lines] (classes with almost no boundary pixels in the label)
+                ``boundary_warnings``: [lines] (classes with almost no boundary pixels in the label),
+                ``identity``: {run, checkpoint, ckpt_run, ckpt_epoch, ckpt_hash, weights, dataset, tile_count,
+                tile_hash, split_size, device} (see :mod:`mapsage.evalid`)
 ``tiles``       per-tile areas for paired bootstrap: ``split``, ``variant``, ``rows``: [{tile, domain,
                 intersect: [C], union: [C], label_area: [C], pred_area: [C], b_intersect: [C], b_union: [C],
                 b_label: [C]}]
@@ -142,6 +144,9 @@ class EventWriter:
     def emit(self, type: str, **payload: Any) -> dict | None:
         if not self.enabled:
             return None
+        if type == "metrics":   # every evaluation carries its identity (mapsage.evalid)
+            from .evalid import merged
+            payload = {**payload, "identity": merged(self, payload)}
         with self._lock:
             body = _clean(payload)
             with open(self.path, "ab") as fh:

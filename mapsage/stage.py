@@ -29,6 +29,7 @@ class StageContext:
     heartbeat_every_s: float = 5.0
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _last_beat: float = field(default=0.0, repr=False)
+    _tracker: Optional[object] = field(default=None, repr=False)
 
     @property
     def is_main(self) -> bool:
@@ -41,7 +42,13 @@ class StageContext:
         return self._stop.is_set()
 
     def progress(self, force: bool = False, **progress) -> None:
-        """A heartbeat with progress (epoch, epochs, step, steps, frac, phase, message); rate-limited."""
+        """A heartbeat with progress (epoch, epochs, step, steps, frac, phase, message); rate-limited. The
+        fraction is kept monotonic and ETA / rate are added (:class:`mapsage.progress.Tracker`)."""
+        from .progress import Tracker
+
+        if self._tracker is None:
+            self._tracker = Tracker()
+        progress = self._tracker.update(progress)
         now = time.time()
         if self.is_main and (force or now - self._last_beat >= self.heartbeat_every_s):
             self._last_beat = now

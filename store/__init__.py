@@ -12,6 +12,8 @@ Reading (pandas DataFrames through short-lived read-only connections with bounde
     ``list_runs``, ``run``, ``statuses``, ``events``, ``event_counts``, ``scalars``, ``metrics`` (alias
     ``evaluations``), ``per_class``, ``confusion``, ``confusion_matrix``, ``tiles``, ``ab_rows``, ``artifacts``,
     ``health``, ``logs``, ``verdicts``, ``verdict_summary``, ``leaderboard``, ``table_counts``.
+    ``ranking`` (the one ranking rule: evaluations by role -- result, adopted, lineage, rejected, pending --
+    completeness and comparable tile sets), ``evaluations_with_roles``, ``headline``, ``short_identity``.
 
 Errors: ``StoreBusy`` (the store stayed locked past the bounded wait) and ``StoreError``, both ``UserError``.
 """
@@ -32,6 +34,8 @@ _EXPORTS = {
     "table_counts": "queries", "tiles": "queries", "verdict_summary": "queries", "verdicts": "queries",
     "ensure_schema": "schema", "latest_version": "schema", "migrate": "schema",
     "VERDICTS": "review", "add_verdict": "review",
+    "ranking": "ranked", "evaluations_with_roles": "ranked", "headline": "ranked",
+    "short_identity": "ranked", "tiles_of": "ranked",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -32,6 +32,7 @@ from mapsage.workspace import db_path, runs_dir
 
 from .db import LockTimeout, StoreBusy, file_lock, lock_path, read_connection, write_connection, _timeout
 from .derive import experiment_columns
+from .ranked import best_sql, tile_set_sql
 from .schema import EVENT_TABLES, RUN_COLUMNS, ensure_schema
 
 CHUNK_EVENTS = 20000
@@ -260,7 +261,8 @@ class _Batch:
         extra = {k: v for k, v in summary.items() if k not in known}
         extra.update({k: v for k, v in r.items() if k not in {
             "seq", "ts", "type", "split", "domain", "variant", "epoch", "summary", "classes", "excluded_classes",
-            "confusion", "n_images", "boundary_px", "images_per_s"}})
+            "confusion", "n_images", "boundary_px", "images_per_s", "identity"}})
+        ident = r.get("identity") if isinstance(r.get("identity"), dict) else {}
         key = f"{split}/{domain}/{variant}/" + (f"e{epoch}" if epoch is not None else "final")
         ips = _f(summary.get("images_per_s", r.get("images_per_s")))
         self.rows["evaluations"].append((
@@ -269,7 +271,11 @@ class _Batch:
             _f(summary.get("per_image_miou")), ips, _i(r.get("n_images")), _i(r.get("boundary_px")),
             len(classes) or None, excluded, [_s(c.get("name")) for c in classes] or None,
             [_f(c.get("iou")) for c in classes] or None, [_f(c.get("biou")) for c in classes] or None,
-            _j(extra or None)))
+            _j(extra or None), _s(ident.get("dataset")), _i(ident.get("tile_count")), _s(ident.get("tile_hash")),
+            _i(ident.get("split_size")), _s(ident.get("checkpoint")), _s(ident.get("ckpt_run")),
+            _i(ident.get("ckpt_epoch")), _s(ident.get("ckpt_hash")),
+            _s(ident.get("weights")) or (variant if variant in ("raw", "ema") else None),
+            _s(ident.get("device") or r.get("device")), _i(ident.get("params"))))
         for i, c in enumerate(classes):
             name = _s(c.get("name"))
             cid = _i(c.get("id"))
@@ -352,10 +358,11 @@ def _flush(batch: _Batch) -> None:
                 con.register("facts", _table(_FACT_COLUMNS, list(batch.facts.values())))
                 con.execute(_FACTS_SQL)
             # aggregates only where the batch brought something they depend on
-            if batch.rows["evaluations"] or batch.resets or batch.config_updates:
+            if batch.rows["evaluations"] or batch.rows["ab_rows"] or batch.resets or batch.config_updates:
                 con.execute(_AGGREGATE_SQL[0])
+                con.execute(_AGGREGATE_SQL[1])
             if batch.rows["ab_rows"] or batch.fps_scalars or batch.rows["evaluations"]:
-                for stmt in _AGGREGATE_SQL[1:]:
+                for stmt in _AGGREGATE_SQL[2:]:
                     con.execute(stmt)
             con.register("states", _table(
                 [("run_id", "VARCHAR"), ("path", "VARCHAR"), ("byte_offset", "BIGINT"), ("next_seq", "BIGINT"),
@@ -403,7 +410,8 @@ UPDATE runs SET
   updated_at = greatest(coalesce(f.updated_at, 0), coalesce(runs.updated_at, 0)),
   n_events = coalesce(runs.n_events, 0) + f.n_new,
   progress_json = coalesce(f.progress_json, runs.progress_json),
-  progress_frac = CASE WHEN f.progress_json IS NULL THEN runs.progress_frac ELSE f.progress_frac END,
+  progress_frac = CASE WHEN f.has_status AND f.status = 'succeeded' THEN 1.0
+                       WHEN f.progress_json IS NULL THEN runs.progress_frac ELSE f.progress_frac END,
   progress_epoch = CASE WHEN f.progress_json IS NULL THEN runs.progress_epoch ELSE f.progress_epoch END,
   progress_epochs = CASE WHEN f.progress_json IS NULL THEN runs.progress_epochs ELSE f.progress_epochs END,
   progress_phase = CASE WHEN f.progress_json IS NULL THEN runs.progress_phase ELSE f.progress_phase END,
@@ -415,17 +423,10 @@ FROM facts f WHERE runs.run_id = f.run_id
 """
 
 _AGGREGATE_SQL = [
-    # best / last figures on the run's own split, all domains pooled
-    """UPDATE runs SET best_val_miou = a.best_miou, best_val_mbiou = a.best_mbiou, best_epoch = a.best_epoch,
-                      best_variant = a.best_variant, last_val_miou = a.last_miou, n_evaluations = a.n
-       FROM (SELECT e.run_id, max(e.miou) AS best_miou, max(e.mbiou) AS best_mbiou,
-                    arg_max(e.epoch, e.miou) AS best_epoch, arg_max(e.variant, e.miou) AS best_variant,
-                    arg_max(e.miou, e.seq) AS last_miou, count(*) AS n
-             FROM evaluations e JOIN runs r ON e.run_id = r.run_id
-             WHERE e.run_id IN (SELECT run_id FROM touched_runs) AND e.domain = 'all'
-               AND e.split = coalesce(r.split, 'val')
-             GROUP BY e.run_id) a
-       WHERE runs.run_id = a.run_id""",
+    # best / last figures on the run's own split, all domains pooled, from ONE evaluation: the run's headline by
+    # the ranking rule (store.ranking: adopted variants, never a parent's re-score; subsets marked)
+    tile_set_sql("touched_runs"),
+    best_sql("touched_runs"),
     # throughput: an A/B row (a kept variant first), then an 'fps' / 'images_per_s' scalar, then an evaluation's
     # own figure -- later statements win
     """UPDATE runs SET fps = a.v FROM (

@@ -31,7 +31,8 @@ def _metric_sql(metric: str) -> str:
 EXPERIMENT_COLUMNS = ["backbone", "pretrain", "loss", "aug", "lr_schedule", "size", "tta", "post"]
 LIST_COLUMNS = ["run_id", "name", "kind", "plan_stage", "title", "status", "progress_frac", "progress_epoch",
                 "progress_epochs", "progress_phase", "progress_message", "split", "best_val_miou",
-                "best_val_mbiou", "best_epoch", "best_variant", "last_val_miou", "fps", "arch", *EXPERIMENT_COLUMNS,
+                "best_val_mbiou", "best_epoch", "best_variant", "best_seq", "best_role", "last_val_miou", "fps", "arch",
+                *EXPERIMENT_COLUMNS,
                 "dataset", "epochs", "created_at", "started_at", "ended_at", "duration_s", "last_heartbeat",
                 "heartbeat_age_s", "host", "pid", "gpus", "parent_run", "parent_relation", "config_hash",
                 "code_commit", "status_message", "n_evaluations", "n_events"]

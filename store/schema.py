@@ -21,6 +21,13 @@ import duckdb
 
 from .db import StoreError
 
+# What an evaluation measured, beside run_id / split / domain / variant / epoch / n_images (mapsage.evalid)
+_IDENTITY_COLUMNS: list[tuple[str, str]] = [
+    ("dataset", "VARCHAR"), ("tile_count", "INTEGER"), ("tile_hash", "VARCHAR"), ("split_size", "INTEGER"),
+    ("checkpoint", "VARCHAR"), ("ckpt_run", "VARCHAR"), ("ckpt_epoch", "INTEGER"), ("ckpt_hash", "VARCHAR"),
+    ("weights", "VARCHAR"), ("device", "VARCHAR"), ("params", "BIGINT")]
+_BEST_COLUMNS: list[tuple[str, str]] = [("best_seq", "BIGINT"), ("best_role", "VARCHAR")]
+
 # Columns of the per-event tables, in insert order (ingest builds Arrow tables with exactly these names).
 EVENT_TABLES: dict[str, list[tuple[str, str]]] = {
     "events": [("run_id", "VARCHAR"), ("seq", "BIGINT"), ("ts", "DOUBLE"), ("type", "VARCHAR"),
@@ -35,7 +42,9 @@ EVENT_TABLES: dict[str, list[tuple[str, str]]] = {
                     ("mbiou", "DOUBLE"), ("per_image_miou", "DOUBLE"), ("images_per_s", "DOUBLE"),
                     ("n_images", "INTEGER"), ("boundary_px", "INTEGER"), ("num_classes", "INTEGER"),
                     ("excluded_classes", "VARCHAR[]"), ("class_names", "VARCHAR[]"), ("class_iou", "DOUBLE[]"),
-                    ("class_biou", "DOUBLE[]"), ("extra_json", "VARCHAR")],
+                    ("class_biou", "DOUBLE[]"), ("extra_json", "VARCHAR"),
+                    # the evaluation's identity (migration 2; store.ranking)
+                    *_IDENTITY_COLUMNS],
     "class_metrics": [("run_id", "VARCHAR"), ("seq", "BIGINT"), ("split", "VARCHAR"), ("domain", "VARCHAR"),
                       ("variant", "VARCHAR"), ("epoch", "INTEGER"), ("class_id", "INTEGER"),
                       ("class_name", "VARCHAR"), ("iou", "DOUBLE"), ("acc", "DOUBLE"), ("precision", "DOUBLE"),
@@ -79,6 +88,7 @@ RUN_COLUMNS: list[tuple[str, str]] = [
     ("best_val_miou", "DOUBLE"), ("best_val_mbiou", "DOUBLE"), ("best_epoch", "INTEGER"),
     ("best_variant", "VARCHAR"), ("last_val_miou", "DOUBLE"), ("fps", "DOUBLE"), ("n_evaluations", "INTEGER"),
     ("n_events", "BIGINT"), ("info_json", "VARCHAR"),
+    *_BEST_COLUMNS,
 ]
 
 
@@ -100,8 +110,26 @@ _V1 = [
     "comment VARCHAR, reviewer VARCHAR, ts DOUBLE)",
 ]
 
+def _v2() -> list[str]:
+    """Evaluation identity columns, filled for evaluations already in the store (tile sets from their ``tiles``
+    rows, dataset from the run, weights from raw/ema variants); runs' best figures re-derived by the ranking
+    rule. Nothing is dropped."""
+    from .ranked import best_sql, tile_set_sql
+
+    return [
+        *[f'ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS "{c}" {t}' for c, t in _IDENTITY_COLUMNS],
+        *[f'ALTER TABLE runs ADD COLUMN IF NOT EXISTS "{c}" {t}' for c, t in _BEST_COLUMNS],
+        "UPDATE evaluations SET dataset = r.dataset FROM runs r WHERE evaluations.run_id = r.run_id "
+        "AND evaluations.dataset IS NULL",
+        "UPDATE evaluations SET weights = variant WHERE weights IS NULL AND variant IN ('raw', 'ema')",
+        tile_set_sql("runs"),
+        best_sql("runs"),
+    ]
+
+
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "runs, event tables, ingest state, verdicts", _V1),
+    (2, "evaluation identity (checkpoint, tile set, split size, weights, device) and runs ranked by it", _v2()),
 ]
 
 

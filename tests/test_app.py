@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -171,11 +172,16 @@ def test_home_summarises_the_workspace(filled):
     at = _app()
     metrics = {m.label: m.value for m in at.metric}
     assert metrics[":material/check_circle: succeeded"] == "5" and metrics[":material/error: failed"] == "0"
-    runs = store.list_runs().dropna(subset=["best_val_miou"])
-    assert set(runs["dataset"]) == {"dubai", "loveda-samples"}
-    for dataset, g in runs.groupby("dataset"):                 # one best per dataset, never mixed
-        best = g.loc[g["best_val_miou"].idxmax()]
-        assert f"- `{dataset}`: **{best['best_val_miou'] * 100:.2f}** (split `val`) — `{best['name']}`" in _texts(at)
+    # the Dubai runs score 3 of the 18 validation tiles: subsets, never anybody's "best so far"; the LoveDA
+    # samples run scores its whole (small) split: the best of its group
+    board = store.ranking(split="val")
+    dubai = board[board["dataset"] == "dubai"]
+    assert set(dubai["completeness"]) == {"subset"} and dubai["rank"].isna().all()
+    top = board[board["rank"] == 1]
+    assert list(top["dataset"]) == ["loveda-samples"]
+    t = top.iloc[0]
+    assert f"- `loveda-samples`: **{t['miou'] * 100:.2f}** (split `val`) — `{t['run_name']}`" in _texts(at)
+    assert "- `dubai`" not in _texts(at)
 
 
 def test_plan_shows_best_result_per_stage_and_recent_runs(filled):
@@ -184,11 +190,10 @@ def test_plan_shows_best_result_per_stage_and_recent_runs(filled):
     at = _app("views/plan.py")
     text = _texts(at)
     runs = store.list_runs()
-    s1 = runs[runs["plan_stage"] == 1]
-    best1 = s1.loc[s1["best_val_miou"].idxmax()]
-    assert f"Best so far: **mIoU (val) {best1['best_val_miou'] * 100:.2f}**" in text and f"`{best1['name']}`" in text
-    s3 = runs[runs["plan_stage"] == 3].iloc[0]
-    assert f"mIoU (val) {s3['best_val_miou'] * 100:.2f}" in text
+    board = store.ranking(split="val").dropna(subset=["rank"])          # Dubai runs: subsets, never "best"
+    best1 = board[board["run_id"].isin(runs.loc[runs["plan_stage"] == 1, "run_id"])].iloc[0]
+    assert f"Best so far: **mIoU (val) {best1['miou'] * 100:.2f}**" in text and f"`{best1['run_name']}`" in text
+    assert best1["identity"] in text
     assert "Recent runs of this stage" in text
     checks = store.health(filled["runs"]["health"])
     assert f"Latest checks: {int((checks['status'] == 'pass').sum())} pass · 0 warn · 0 fail" in text
@@ -204,14 +209,27 @@ def test_runs_table_has_the_plans_columns_labelled_with_their_split(filled):
     at = _app("views/runs.py")
     table = at.dataframe[0].value
     for col in ("Run", "Status", "Backbone", "Pretrain", "Loss", "Aug", "LR schedule", "Size", "TTA", "Post",
-                "mIoU (val)", "Boundary IoU (val)", "FPS (img/s)", "Split", "Duration (min)", "run_id"):
+                "mIoU (val)", "Boundary IoU (val)", "Evaluation", "Tiles", "Weights", "Variant", "Ranked as",
+                "Params (M)", "Images/s", "Device", "Split", "Duration (min)", "run_id"):
         assert col in table.columns, col
-    board = store.leaderboard(split="val", metric="miou")
+    # every evaluation here scored 3 of the split's tiles: shown and marked, ranked only when asked
+    by_id = table.set_index("run_id")
+    dubai = [filled["runs"][k] for k in ("baseline", "lovasz", "tta")]
+    assert by_id.loc[dubai, "Rank"].isna().all() and set(by_id.loc[dubai, "Tiles"]) == {"3/18 tiles"}
+    assert all("subset" in t for t in by_id.loc[dubai, "Ranked as"])
+    assert by_id.loc[filled["runs"]["loveda"], "Rank"] == 1
+    at.toggle(key="runs_subsets").set_value(True).run()
+    table = at.dataframe[0].value
+    board = store.ranking(split="val", metric="miou", include_subsets=True)
     ranked = table.dropna(subset=["Rank"])
-    assert list(ranked["run_id"]) == list(board["run_id"])
-    assert np.allclose(ranked["mIoU (val)"], board["miou"] * 100)
+    assert list(ranked["run_id"]) == list(board.dropna(subset=["rank"])["run_id"])
+    assert np.allclose(ranked["mIoU (val)"], board.dropna(subset=["rank"])["miou"] * 100)
     assert set(table["Split"]) == {"val"} and set(table["Status"]) == {"succeeded"}
-    assert len(table) == 5 and len(ranked) == 4            # the health run has no evaluation: unranked, listed
+    # the health run has no evaluation (listed, no figure); the TTA run adopted nothing: its figure is the
+    # baseline's checkpoint re-scored (lineage), shown, never ranked
+    assert len(table) == 5 and len(ranked) == 3
+    tta = table.set_index("Run").loc["app-test-tta-ab"]
+    assert pd.isna(tta["Rank"]) == (store.ab_rows(filled["runs"]["tta"])["decision"] != "keep").all()
     lovasz = table.set_index("Run").loc["app-test-ce-dice-lovasz"]
     assert lovasz["Loss"] == "ce0.6+dice0.3+lovasz0.1" and lovasz["Size"] == "128x128"
     assert table.set_index("Run").loc["app-test-tta-ab", "TTA"].startswith("A/B: flip")
@@ -221,10 +239,10 @@ def test_runs_table_has_the_plans_columns_labelled_with_their_split(filled):
     at.multiselect(key="runs_kind").set_value([]).run()
     at.text_input(key="runs_search").input("lovasz").run()
     assert list(at.dataframe[0].value["Run"]) == ["app-test-ce-dice-lovasz"]
-    # ranking by Boundary IoU follows the store's leaderboard on mbiou
+    # ranking by Boundary IoU follows the store's ranking on mbiou
     at.text_input(key="runs_search").input("").run()
     at.selectbox(key="runs_rank").set_value("Boundary IoU").run()
-    by_b = store.leaderboard(split="val", metric="mbiou")
+    by_b = store.ranking(split="val", metric="mbiou", include_subsets=True).dropna(subset=["rank"])
     assert list(at.dataframe[0].value.dropna(subset=["Rank"])["run_id"]) == list(by_b["run_id"])
 
 
@@ -316,13 +334,14 @@ def test_compare_two_runs_with_a_paired_bootstrap(filled):
     a, b = filled["runs"]["baseline"], filled["runs"]["lovasz"]
     at = _app("views/compare.py", runs=f"{a},{b}")
     deltas = at.dataframe[0].value.set_index("run")
-    ma = store.metrics(a, split="val", domain="all", variant="raw").sort_values("seq").iloc[-1]
-    mb = store.metrics(b, split="val", domain="all", variant="raw").sort_values("seq").iloc[-1]
+    # each run's headline evaluation (the one it is ranked by), paired on the tiles both scored
+    sa, sb = int(store.run(a)["best_seq"]), int(store.run(b)["best_seq"])
+    ma = store.evaluations_with_roles(a).set_index("seq").loc[sa]
+    mb = store.evaluations_with_roles(b).set_index("seq").loc[sb]
     assert deltas.loc["app-test-ce-dice-lovasz", "Δ mIoU"] == pytest.approx((mb["miou"] - ma["miou"]) * 100)
     assert deltas.loc["app-test-baseline-ce-dice", "role"] == "reference"
-    boot = at.dataframe[1].value.iloc[0]
-    ref = paired_bootstrap(store.tiles(a, split="val", variant="raw"), store.tiles(b, split="val", variant="raw"),
-                           n=2000, seed=0)
+    boot = at.dataframe[2].value.iloc[0]
+    ref = paired_bootstrap(store.tiles_of(a, sa), store.tiles_of(b, sb), n=2000, seed=0)
     assert boot["ΔmIoU (val)"] == pytest.approx(ref["delta"] * 100)
     assert (boot["95 % CI low"], boot["95 % CI high"]) == pytest.approx((ref["ci_low"] * 100, ref["ci_high"] * 100))
     assert boot["verdict"] == ("inside the noise (95 % CI contains 0)" if not ref["significant"] else
@@ -330,8 +349,10 @@ def test_compare_two_runs_with_a_paired_bootstrap(filled):
     assert boot["tiles"] == 3 and "Only 3 tiles" in _texts(at)
     figs = _figures(at)
     assert figs["Per-class ΔIoU against the reference run"]["data"][0]["marker"]["color"] == DUBAI_COLOURS
-    assert "mIoU per epoch (val, raw)" in figs and "Training loss per epoch" in figs
-    diff = at.dataframe[2].value
+    assert f"mIoU per epoch (val, {ma['variant']})" in figs and "Training loss per epoch" in figs
+    used = at.dataframe[3].value
+    assert list(used["checkpoint run"]) == [a, b] and list(used["weights"]) == [ma["weights"], mb["weights"]]
+    diff = at.dataframe[4].value
     assert "loss.schedule" in set(diff["key"]) and "train.ema.enabled" in set(diff["key"])
     assert not any(k.startswith("meta.") for k in diff["key"])
 

@@ -196,3 +196,16 @@ def test_ensemble_of_identical_checkpoints_equals_one_checkpoint(tmp_path, tmp_w
     rows = {r["variant"]: r for r in _records(ctx, "ab")}
     assert rows["ensemble"]["ab_kind"] == "ensemble" and abs(rows["ensemble"]["gain"]) < 0.01
     assert rows["ensemble"]["details"]["members"][0]["weight"] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("gain, other, guard, expected", [
+    (1.2, -0.4, 0.5, "keep"),      # passes the threshold, the other metric falls within the guard
+    (1.2, -1.13, 0.5, "drop"),     # the refinement case: +1.2 bIoU but -1.13 mIoU is refused
+    (1.2, -1.13, None, "keep"),    # no guard: the threshold alone
+    (0.5, 3.0, 0.5, "drop"),       # below the threshold whatever the other metric does
+])
+def test_decision_rule_weighs_both_metrics(gain, other, guard, expected):
+    from mapsage.infer.ab import decide, rule_text
+
+    assert decide(gain, 1.0, other, guard) == expected
+    assert rule_text("mbiou", 1.0, 0.5) == "keep if gain >= 1 points of mbiou and miou falls by at most 0.5 points"

@@ -6,7 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from app.widgets import charts, compare, data
-from app.widgets.common import PAGE_FILES, guard, query_list
+import store
+from app.widgets.common import PAGE_FILES, guard, isnum, query_list
 from app.widgets.report_button import report_button
 from app.widgets.nav import ensure_routed
 
@@ -45,21 +46,48 @@ bundles = {rid: data.bundle(rid, (rows[rid] or {}).get("n_events")) for rid in p
 all_metrics = pd.concat([b["metrics"] for b in bundles.values()], ignore_index=True)
 splits = sorted(all_metrics["split"].dropna().unique(), key=lambda s: (s != "val", s)) if not all_metrics.empty \
     else ["val"]
-variants = sorted(all_metrics["variant"].dropna().unique()) if not all_metrics.empty else ["raw"]
-common = [v for v in variants if all((bundles[r]["metrics"]["variant"] == v).any() for r in picked)]
-c1, c2, c3 = st.columns([1, 1, 2])
+c1, c3 = st.columns([1, 2])
 split = c1.selectbox("Split", splits, key="compare_split")
-default_variant = "raw" if "raw" in common else (common[0] if common else variants[0])
-variant = c2.selectbox("Weights / variant", variants, index=variants.index(default_variant), key="compare_variant",
-                       help="raw or EMA weights, or a TTA variant; each run contributes its latest evaluation "
-                            "of these weights on this split")
 n_boot = c3.select_slider("Bootstrap resamples", [500, 1000, 2000, 5000], value=2000, key="compare_nboot")
 palette = data.palette_of(rows[picked[0]])
 
-evals = {labels[r]: compare.latest_eval(bundles[r]["metrics"], split, variant) for r in picked}
-missing = [lab for lab, ev in evals.items() if ev is None]
-if missing:
-    st.warning(f"No `{variant}` evaluation on `{split}` for: " + ", ".join(missing))
+# evaluations, not runs: each run contributes the evaluations picked for it on this split (default: the one it is
+# ranked by; for a run that decides between variants, every variant it measured besides its parent's re-score),
+# so a baseline beside its TTA, post-processed, refined or ensembled versions pairs up whatever the variant names
+run_evals = {r: guard(data.run_evaluations, r, (rows[r] or {}).get("n_events"), default=pd.DataFrame())
+             for r in picked}
+evals, eval_of = {}, {}
+st.markdown("**Evaluations compared** (the first is the reference)")
+pick_cols = st.columns(min(3, len(picked)))
+for i, r in enumerate(picked):
+    ev = run_evals[r]
+    ev = ev[(ev["split"] == split) & (ev["domain"] == "all")] if ev is not None and not ev.empty else pd.DataFrame()
+    if ev.empty:
+        st.warning(f"No evaluation on `{split}` for {labels[r]}")
+        continue
+    seqs = list(ev["seq"].astype(int))
+    ident = dict(zip(seqs, ev["variant"].astype(str) + " — " + ev["identity"]))
+    best = (rows[r] or {}).get("best_seq")
+    deciding = ev["role"].isin(["adopted", "rejected", "pending"]).any()
+    if deciding:
+        default = [q for q, role in zip(seqs, ev["role"]) if role != "lineage"]
+    else:
+        default = [int(best)] if isnum(best) and int(best) in seqs else [seqs[-1]]
+    chosen = pick_cols[i % len(pick_cols)].multiselect(labels[r], seqs, default=default, key=f"compare_eval_{r}",
+                                                       format_func=lambda q, ident=ident: ident[q])
+    for q in chosen:
+        row = ev[ev["seq"] == q].iloc[0]
+        lab = labels[r] if len(chosen) == 1 else f"{labels[r]} · {row['variant']}"
+        evals[lab], eval_of[lab] = row, (r, q)
+if len(evals) < 2:
+    st.info("Pick two or more evaluations on this split.")
+    st.stop()
+reference = next(iter(evals))
+variant = evals[reference]["variant"]
+tile_sets = {lab: (ev.get("tile_hash"), ev.get("tile_count")) for lab, ev in evals.items()}
+if len({t for t in tile_sets.values()}) > 1:
+    st.warning("These evaluations scored different tile sets: the figures below are not directly comparable; the "
+               "bootstrap pairs only the tiles they share.", icon=":material/warning:")
 
 # ---------------------------------------------------------------------------------------------------------- deltas
 st.subheader(f"Metric deltas against the reference ({split})")
@@ -67,12 +95,13 @@ deltas = compare.metric_deltas(evals, reference)
 fmt = {c: st.column_config.NumberColumn(f"{c} ({split})", format="%.2f" if not c.startswith("Δ") else "%+.2f")
        for c in deltas.columns if c not in ("run", "role", "epoch", "images")}
 st.dataframe(deltas, hide_index=True, width="stretch", column_config=fmt)
-st.caption(f"Points (%). Each run's latest `{variant}` evaluation on `{split}` (its epoch is shown); the reference "
-           f"is **{reference}**.")
+st.caption(f"Points (%) on `{split}`; the reference is **{reference}** ({evals[reference]['identity']}).")
+st.dataframe(pd.DataFrame({"evaluation": list(evals), "identity": [e["identity"] for e in evals.values()]}),
+             hide_index=True, width="stretch")
 
 # ---------------------------------------------------------------------------------------------------------- bootstrap
 st.subheader("Is the difference real? Paired bootstrap over tiles")
-tiles = {labels[r]: data.tiles(r, (rows[r] or {}).get("n_events"), split, variant) for r in picked}
+tiles = {lab: guard(store.tiles_of, *eval_of[lab], default=pd.DataFrame()) for lab in evals}
 boot, problems = compare.bootstrap_rows(tiles, reference, n=n_boot)
 imported = {labels[r] for r in picked if (rows[r] or {}).get("kind") == "imported"}
 for label, why in problems.items():
@@ -94,7 +123,7 @@ if not boot.empty:
                  column_config={c: st.column_config.NumberColumn(c, format="%+.2f")
                                 for c in table.columns if c.startswith(("Δ", "95"))})
     few = int(boot["n_tiles"].min())
-    st.caption(f"{n_boot} resamples of the {few} shared tiles (the same draw for both runs; dataset-level mIoU "
+    st.caption(f"{n_boot} resamples of the {few} paired tiles (the same draw for both runs; dataset-level mIoU "
                f"recomputed from the summed intersections and unions). A difference is *real* only when its 95 % "
                f"interval excludes 0." + (f" **Only {few} tiles: the interval itself is unreliable; evaluate on "
                                           f"more tiles before trusting it.**" if few < 10 else ""))
@@ -102,10 +131,9 @@ if not boot.empty:
 # ---------------------------------------------------------------------------------------------------------- classes
 st.subheader("Per-class ΔIoU")
 pcs = {}
-for r in picked:
-    ev = evals[labels[r]]
-    pc = bundles[r]["per_class"]
-    pcs[labels[r]] = pc[pc["seq"] == int(ev["seq"])] if ev is not None and not pc.empty else pd.DataFrame()
+for lab, ev in evals.items():
+    pc = bundles[eval_of[lab][0]]["per_class"]
+    pcs[lab] = pc[pc["seq"] == int(ev["seq"])] if not pc.empty else pd.DataFrame()
 cd = compare.class_deltas(pcs, reference)
 st.plotly_chart(charts.delta_bars(cd, palette, split), width="stretch", key="class_deltas")
 
@@ -138,6 +166,12 @@ if lrs:
 
 # ---------------------------------------------------------------------------------------------------------- config
 st.subheader("Config diff")
+used = pd.DataFrame([{"evaluation": lab, "checkpoint run": ev.get("ckpt_run") or eval_of[lab][0],
+                      "file": ev.get("checkpoint") or "(the run's own weights in memory)",
+                      "epoch": int(ev["ckpt_epoch"]) + 1 if isnum(ev.get("ckpt_epoch")) else None,
+                      "weights": ev.get("weights"), "sha256": ev.get("ckpt_hash")} for lab, ev in evals.items()])
+st.markdown("**Checkpoints really used** (resolved when each run started; a template's `latest:` is not what ran)")
+st.dataframe(used, hide_index=True, width="stretch")
 diff = compare.config_diff({labels[r]: (rows[r] or {}).get("config") for r in picked})
 if diff.empty:
     st.info("The resolved configs are identical (apart from provenance).")

@@ -57,14 +57,19 @@ else:
     cols = st.columns(6)
     for col, status in zip(cols, ["queued", "running", "succeeded", "failed", "cancelled", "died"]):
         col.metric(f"{STATUS_ICONS[status]} {status}", int(counts.get(status, 0)))
-    best = runs.dropna(subset=["best_val_miou"])
-    if not best.empty:
-        lines = []
-        for dataset, g in best.groupby("dataset", sort=True):       # figures of different datasets never mixed
-            top = g.loc[g["best_val_miou"].idxmax()]
-            lines.append(f"- `{dataset}`: **{top['best_val_miou'] * 100:.2f}** (split `{top['split']}`) — "
-                         f"`{top['name']}` ({top['backbone']}, {top['loss']})")
-        st.markdown("Best mIoU so far, per dataset:\n" + "\n".join(lines))
+    lines = []
+    for split in guard(data.evaluated_splits, default=[]) or []:
+        board = guard(data.ranking, split, "miou", default=pd.DataFrame())
+        if board is None or board.empty:
+            continue
+        top = board[board["rank"] == 1].merge(runs[["run_id", "backbone", "loss"]], on="run_id", how="left")
+        # one best per comparable group: dataset, split and tile set never mixed
+        for _, t in top.sort_values(["dataset", "miou"], ascending=[True, False]).iterrows():
+            lines.append(f"- `{t['dataset'] or t['run_dataset']}`: **{t['miou'] * 100:.2f}** (split `{split}`) — "
+                         f"`{t['run_name']}` ({t['backbone']}, {t['loss']}) · {t['identity']}")
+    if lines:
+        st.markdown("Best mIoU so far, per dataset, split and tile set (a run's own result or the variant it "
+                    "adopted; subsets and runs in progress left out):\n" + "\n".join(lines))
     st.caption(f"{n_runs} run(s) in `{workspace_label()}`.")
     c1, c2, c3 = st.columns(3)
     c1.page_link(PAGE_FILES["plan"], label="Plan board: launch and follow jobs", icon=":material/map:")

@@ -54,12 +54,20 @@ st.subheader("Stages")
 
 
 def _best(stage: int) -> pd.Series | None:
+    """The stage's best ranked evaluation on the validation split (store.ranking: a run's own result or the
+    variant it adopted, full split, finished); the largest comparable tile set first."""
     if runs.empty:
         return None
-    r = runs[(runs["plan_stage"] == stage) & runs["best_val_miou"].notna()]
+    board = guard(data.ranking, "val", "miou", default=pd.DataFrame())
+    if board is None or board.empty:
+        return None
+    ids = set(runs.loc[runs["plan_stage"] == stage, "run_id"])
+    r = board[board["run_id"].isin(ids) & board["rank"].notna()].copy()
     if r.empty:
         return None
-    return r.loc[r["best_val_miou"].idxmax()]
+    r["_n"] = r["tile_count"].fillna(r["n_images"]).fillna(0)
+    top = r.sort_values(["_n", "miou"], ascending=[False, False]).iloc[0]
+    return top.rename({"run_name": "name"}).copy()
 
 
 def _health_summary() -> str | None:
@@ -92,8 +100,9 @@ for col, (stage, (name, blurb)) in zip(cols, templates.STAGES.items()):
             if best is None:
                 st.markdown("Best so far: —")
             else:
-                st.markdown(f"Best so far: **mIoU ({best['split']}) {pct(best['best_val_miou'])}**, "
-                            f"bIoU {pct(best['best_val_mbiou'])}  \n`{best['name']}`")
+                st.markdown(f"Best so far: **mIoU ({best['split']}) {pct(best['miou'])}**, "
+                            f"bIoU {pct(best['mbiou'])}  \n`{best['name']}`")
+                st.caption(best["identity"])
                 if st.button("Open best run", key=f"best_{stage}"):
                     st.switch_page(PAGE_FILES["detail"], query_params={"run": best["run_id"]})
 

@@ -45,8 +45,8 @@ if not run:
 st.subheader(run.get("name") or rid)
 st.markdown(f"{status_text(run.get('status'))} &nbsp; `{rid}` · stage {run.get('plan_stage')} · `{run.get('kind')}` "
             f"· dataset `{run.get('dataset')}` · figures on split `{run.get('split')}`")
-c = st.columns(5)
 if run.get("kind") == "health":
+    c = st.columns(5)
     import store
 
     checks = guard(store.health, rid, default=pd.DataFrame())
@@ -54,15 +54,42 @@ if run.get("kind") == "health":
     for col, status in zip(c[:3], ("pass", "warn", "fail")):
         col.metric(f"Checks: {status}", int(n.get(status, 0)) if len(n) else "–")
 else:
-    c[0].metric(f"Best mIoU ({run.get('split')})", pct(run.get("best_val_miou")))
-    c[1].metric(f"Best Boundary IoU ({run.get('split')})", pct(run.get("best_val_mbiou")))
-    best_epoch = run.get("best_epoch")
-    c[2].metric("Best epoch / weights", f"{int(best_epoch) + 1 if isnum(best_epoch) else '–'} / "
-                                        f"{run.get('best_variant') or '–'}")
+    # ONE evaluation's figures together (the run's headline by the ranking rule, or the one picked)
+    evs = guard(data.run_evaluations, rid, run.get("n_events"), default=pd.DataFrame())
+    evs = evs[evs["domain"] == "all"].reset_index(drop=True) if evs is not None and not evs.empty else pd.DataFrame()
+    if evs.empty:
+        st.caption("No evaluation yet.")
+    else:
+        best_seq = run.get("best_seq")
+        seqs = list(evs["seq"].astype(int))
+        default_i = seqs.index(int(best_seq)) if isnum(best_seq) and int(best_seq) in seqs else len(seqs) - 1
+        ident = dict(zip(seqs, evs["identity"]))
+        head_seq = st.selectbox(
+            "Headline evaluation", seqs, index=default_i, key="detail_headline",
+            format_func=lambda q: ("★ " if isnum(best_seq) and q == int(best_seq) else "") + ident[q],
+            help="every figure below comes from this one evaluation; ★ is the one the run is ranked by (its own "
+                 "best result, or the variant it adopted)")
+        h = evs[evs["seq"] == head_seq].iloc[0]
+        hc = st.columns(5)
+        hc[0].metric("mIoU", pct(h["miou"]))
+        hc[1].metric("Boundary IoU", pct(h["mbiou"]))
+        hc[2].metric("mAcc", pct(h["macc"]))
+        hc[3].metric("mF1", pct(h["mf1"]))
+        hc[4].metric("Images/s", f"{h['images_per_s']:.2f}" if isnum(h.get("images_per_s")) else "–",
+                     help=f"on {h['device']}" if isinstance(h.get("device"), str) else None)
+        roles = {"result": "the run's own result", "adopted": "the variant this run adopted",
+                 "lineage": "the parent's checkpoint re-scored (lineage, not this run's result)",
+                 "rejected": "a variant this run did not adopt", "pending": "the decision is still pending"}
+        st.caption(f"**{h['identity']}** — {roles.get(h['role'], h['role'])}"
+                   + (f" · checkpoint `{h['checkpoint']}` (sha256 {h['ckpt_hash']})"
+                      if isinstance(h.get("checkpoint"), str) else "")
+                   + (f" · {h['params'] / 1e6:.2f} M parameters" if isnum(h.get("params")) else ""))
 started, ended = run.get("started_at"), run.get("ended_at")
 dur = ((ended or pd.Timestamp.now(tz="UTC")) - started).total_seconds() if isinstance(started, pd.Timestamp) else None
-c[3].metric("Duration", duration(dur))
-c[4].metric("FPS (img/s)", f"{run['fps']:.2f}" if isnum(run.get("fps")) else "–")
+if run.get("kind") == "health":
+    c[3].metric("Duration", duration(dur))
+else:
+    st.caption(f"Duration {duration(dur)}")
 
 facts = [f"host `{run.get('host') or '–'}` pid `{run.get('pid') or '–'}` GPUs `{run.get('gpus') or 'none'}`",
          f"config hash `{run.get('config_hash')}` · code `{run.get('code_commit')}`"]
@@ -102,8 +129,9 @@ def _live(run_id: str) -> None:
         return
     if live.get("final"):
         st.rerun(scope="app")
-    frac = progress_fraction(live.get("progress"))
-    st.progress(frac or 0.0, text=progress_text(live.get("progress")) or status_text(live.get("status")))
+    frac = progress_fraction(live.get("progress"), live.get("status"))
+    st.progress(frac or 0.0, text=progress_text(live.get("progress"), live.get("status"))
+                or status_text(live.get("status")))
     st.caption(f"heartbeat {ago(live.get('last_heartbeat'))} · refreshed {time.strftime('%H:%M:%S')}")
 
 
@@ -176,8 +204,12 @@ with tabs[0]:
 chosen = None
 if not overall.empty:
     ov = overall.reset_index(drop=True)
-    default = evals.best_index(ov, run.get("split") or "val")
-    labels = [f"{i + 1}. {evals.label(r)}" + (" ★ best" if i == default else "") for i, (_, r) in
+    # default: the evaluation the run is ranked by (the ranking rule: own result or adopted variant), else the best
+    ranked_seq = run.get("best_seq")
+    on_seq = list(ov.index[ov["seq"] == int(ranked_seq)]) if isnum(ranked_seq) else []
+    default = int(on_seq[0]) if on_seq else evals.best_index(ov, run.get("split") or "val")
+    labels = [f"{i + 1}. {evals.label(r)}" + (" ★ ranked" if i == default and on_seq else
+                                              " ★ best" if i == default else "") for i, (_, r) in
               enumerate(ov.iterrows())]
     with st.sidebar:
         picked = st.selectbox("Evaluation shown (per class, confusion, domains)", labels, index=default,
@@ -281,7 +313,7 @@ with tabs[4]:
                     except (TypeError, ValueError):
                         st.code(str(r["evidence_json"]))
                     pic = r.get("picture")
-                    if pic:
+                    if isinstance(pic, str) and pic:        # a missing picture is NULL in the store (NaN here)
                         from mapsage.workspace import run_dir
 
                         p = Path(pic) if Path(pic).is_absolute() else run_dir(health_rid) / pic

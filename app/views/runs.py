@@ -36,15 +36,23 @@ backbones = f5.multiselect("Backbone", sorted(runs["backbone"].dropna().unique()
 per_class = st.toggle("Per-class IoU columns", value=len(datasets) == 1 or runs["dataset"].nunique() == 1,
                       key="runs_per_class")
 
-board = guard(data.leaderboard, split, RANK_METRICS[rank_label], default=pd.DataFrame(),
-              what="Reading the leaderboard")
+g1, g2 = st.columns(2)
+with_subsets = g1.toggle("Rank subsets too", value=False, key="runs_subsets",
+                         help="evaluations on fewer tiles than the split has are shown but not ranked by default")
+with_active = g2.toggle("Rank runs in progress too", value=False, key="runs_active",
+                        help="a running run's best so far is shown but not ranked by default")
+board = guard(data.ranking, split, RANK_METRICS[rank_label], with_subsets, with_active, default=pd.DataFrame(),
+              what="Reading the ranking")
 shown = filter_runs(runs, statuses, stages, kinds, datasets, backbones, text)
 table = experiment_table(shown, board, split, RANK_METRICS[rank_label], per_class=per_class)
 
 n_fig = int(table["Rank"].notna().sum()) if not table.empty else 0
-st.caption(f"{len(table)} of {len(runs)} run(s) shown; {n_fig} with an evaluation on `{split}`. Figures are points "
-           f"(%) of each run's best evaluation on `{split}` by {rank_label}; the epoch and weights it came from are "
-           f"columns too. Select rows to open or compare them.")
+n_shown = int((table["Evaluation"] != "–").sum()) if not table.empty else 0
+st.caption(f"{len(table)} of {len(runs)} run(s) shown; {n_fig} ranked, {n_shown - n_fig} shown but not ranked "
+           f"(see *Ranked as*). Figures are points (%) of ONE evaluation per run on `{split}` (its identity is the "
+           f"*Evaluation* column): a run's best own result by {rank_label}, or the variant an A/B run adopted — never "
+           f"its parent's checkpoint re-scored. Ranks count within comparable evaluations (same dataset, split and "
+           f"tile set). Select rows to open or compare them.")
 
 event = st.dataframe(table, hide_index=True, width="stretch", height=min(36 + 35 * max(1, len(table)), 640),
                      column_config=column_config(table, split), on_select="rerun", selection_mode="multi-row",

@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import streamlit as st
 
-from app.widgets import charts, data
+from app.widgets import charts, data, decisions
 from app.widgets.common import PAGE_FILES, guard
 from app.widgets.report_button import report_button
 from app.widgets.nav import ensure_routed
@@ -20,6 +20,24 @@ st.caption("Each variant is compared with its baseline on the same checkpoint an
            "cost in images/s.")
 
 ab = guard(data.ab_rows, default=pd.DataFrame(), what="Reading the A/B rows")
+runs = guard(data.runs, default=pd.DataFrame())
+pending = decisions.pending_runs(runs, ab)
+for _, p in (pending.iterrows() if not pending.empty else []):
+    with st.container(border=True):
+        st.markdown(f"**{p['name']}** · `{p['run_id']}` · `{p['kind']}` · {p['status']}")
+        st.warning("**Decision pending**: it is made once every variant is evaluated on the same tiles. Figures "
+                   "measured so far, for reading only:", icon=":material/hourglass_top:")
+        so_far = guard(decisions.evaluated_so_far, p["run_id"], default=pd.DataFrame())
+        if so_far is None or so_far.empty:
+            st.caption("No variant evaluated yet.")
+        else:
+            st.dataframe(so_far.assign(miou=so_far["miou"] * 100, mbiou=so_far["mbiou"] * 100)[
+                ["variant", "identity", "miou", "mbiou"]].rename(columns={"miou": "mIoU", "mbiou": "Boundary IoU",
+                                                                          "identity": "evaluation"}),
+                hide_index=True, width="stretch",
+                column_config={c: st.column_config.NumberColumn(c, format="%.2f") for c in ("mIoU", "Boundary IoU")})
+if (ab is None or ab.empty) and not pending.empty:
+    st.stop()
 if ab is None or ab.empty:
     st.info("No A/B rows yet. Launch the TTA A/B template of stage 3 from the Plan board (it needs a trained "
             "checkpoint, e.g. the demo baseline's).", icon=":material/arrow_forward:")
@@ -30,7 +48,7 @@ kinds = sorted(ab["ab_kind"].dropna().unique())
 kind = st.segmented_control("A/B kind", kinds, default="tta" if "tta" in kinds else kinds[0], key="ab_kind") \
     or kinds[0]
 rows = ab[ab["ab_kind"] == kind]
-runs = guard(data.runs, default=pd.DataFrame())
+rows = rows[~rows["run_id"].isin(set(pending["run_id"]) if not pending.empty else set())]
 names = dict(zip(runs["run_id"], runs["name"])) if runs is not None and not runs.empty else {}
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*?_(\d{8})-(\d{6})_([0-9a-f]{4})")
@@ -54,6 +72,8 @@ for rid, g in rows.groupby("run_id", sort=False):
             st.success("Keep: " + ", ".join(f"**{v}**" for v in kept), icon=":material/check_circle:")
         else:
             st.info("No variant reached the threshold: keep the baseline.", icon=":material/remove:")
+        ci = [guard(decisions.interval, rid, split, r["variant"], r["baseline"], crit, r["threshold"], default=None)
+              if r["decision"] != "baseline" else None for _, r in g.iterrows()]
         table = pd.DataFrame({
             "variant": g["variant"].map(short_label),
             "baseline": g["baseline"].map(short_label),
@@ -63,6 +83,8 @@ for rid, g in rows.groupby("run_id", sort=False):
             f"gain ({crit}, points)": g["gain"],
             "threshold (points)": g["threshold"],
             "decision": g["decision"],
+            f"Δ{crit} 95 % CI (points)": [f"[{c['low']:+.2f}, {c['high']:+.2f}]" if c else "–" for c in ci],
+            "tiles paired": [str(c["n_tiles"]) if c else "–" for c in ci],
             "images/s": g["images_per_s"],
             "wall (s)": g["wall_s"],
         })
@@ -75,6 +97,17 @@ for rid, g in rows.groupby("run_id", sort=False):
             st.caption(f"baseline: `{short_label(g['baseline'].iloc[0])}`")
             table = table.drop(columns=["baseline"])
         st.dataframe(table, hide_index=True, width="stretch", column_config=num)
+        coarse = [c for c in ci if c and not c["resolves"]]
+        if coarse:
+            c = max(coarse, key=lambda c: c["half_width"])
+            st.caption(f":material/info: The threshold ({g['threshold'].iloc[0]:g} points) is finer than these "
+                       f"{c['n_tiles']} tiles can resolve: the 95 % interval of a gain is about ±{c['half_width']:.2f} "
+                       f"points wide, so a decision this close is a coin toss — score more tiles.")
+        spread = g["images_per_s"].dropna()
+        if len(spread) > 1:
+            st.caption("images/s from one timed pass per variant (after a warm-up) on "
+                       + ", ".join(sorted({str(json.loads(d).get('device', '?')) for d in g["details_json"].dropna()}))
+                       + ": differences under about 10 % are inside the usual run-to-run spread.")
         left, right = st.columns([3, 2])
         shown = g[g["decision"] != "baseline"] if (g["decision"] != "baseline").any() else g
         left.plotly_chart(charts.ab_bars(shown.assign(variant=shown["variant"].map(short_label)),

@@ -146,32 +146,15 @@ def status_text(status: Optional[str]) -> str:
     return f":{color}-badge[{icon} {status or 'unknown'}]"
 
 
-def progress_text(progress: Optional[dict]) -> str:
-    """One line from a heartbeat's progress: epoch (1-based), phase and the stage's own message."""
-    if not progress:
-        return ""
-    message = str(progress.get("message") or "")
-    parts = []
-    if progress.get("epochs") and "epoch" not in message.lower():
-        epoch = progress.get("epoch")
-        parts.append(f"epoch {int(epoch) + 1 if isnum(epoch) else '?'}/{progress['epochs']}")
-    if progress.get("phase"):
-        parts.append(str(progress["phase"]))
-    if message:
-        parts.append(message)
-    elif progress.get("steps"):
-        parts.append(f"step {progress.get('step', '?')}/{progress['steps']}")
-    return " · ".join(parts)
+def progress_text(progress: Optional[dict], status: Optional[str] = None) -> str:
+    """One line from a heartbeat's progress (``mapsage.progress.view``: fraction, phase, epoch, rate, ETA)."""
+    from mapsage.progress import view
+
+    return view(progress, status)["text"] if progress or status == "succeeded" else ""
 
 
-def progress_fraction(progress: Optional[dict]) -> Optional[float]:
-    if not progress:
-        return None
-    frac = progress.get("frac")
-    if frac is None and progress.get("steps"):
-        frac = (progress.get("step") or 0) / max(1, progress["steps"])
-    if frac is None and progress.get("epochs"):
-        frac = (progress.get("epoch") or 0) / max(1, progress["epochs"])
-    if frac is None:
-        return None
-    return max(0.0, min(1.0, float(frac)))
+def progress_fraction(progress: Optional[dict], status: Optional[str] = None) -> Optional[float]:
+    """The monotonic fraction every reader shows (``mapsage.progress.view``; 1.0 once the run succeeded)."""
+    from mapsage.progress import view
+
+    return view(progress, status)["frac"]

@@ -47,6 +47,28 @@ def leaderboard(split: str = "val", metric: str = "miou", domain: str = "all") -
     return _leaderboard(_ws(), split, metric, domain)
 
 
+@st.cache_data(ttl=1.0, show_spinner=False, max_entries=32)
+def _ranking(ws: str, split: str, metric: str, subsets: bool, in_progress: bool) -> pd.DataFrame:
+    return store.ranking(split=split, metric=metric, include_subsets=subsets, include_in_progress=in_progress,
+                         per_class=True)
+
+
+def ranking(split: str = "val", metric: str = "miou", include_subsets: bool = False,
+            include_in_progress: bool = False) -> pd.DataFrame:
+    """Per run, its headline evaluation on ``split`` by the one ranking rule (``store.ranking``)."""
+    return _ranking(_ws(), split, metric, include_subsets, include_in_progress)
+
+
+@st.cache_data(ttl=1.0, show_spinner=False, max_entries=64)
+def _run_evals(ws: str, run_id: str, n_events: int) -> pd.DataFrame:
+    return store.evaluations_with_roles(run_id, domain=None)
+
+
+def run_evaluations(run_id: str, n_events: Optional[int]) -> pd.DataFrame:
+    """A run's evaluations with role, completeness and short identity (``store.evaluations_with_roles``)."""
+    return _run_evals(_ws(), run_id, int(n_events or 0))
+
+
 @st.cache_data(ttl=1.0, show_spinner=False, max_entries=8)
 def _splits(ws: str) -> list[str]:
     from store.app_queries import evaluated_splits as q
@@ -135,4 +157,6 @@ def clear() -> None:
     """Forget cached reads (after a launch or cancel, so the next view shows the change at once)."""
     _runs.clear()
     _leaderboard.clear()
+    _ranking.clear()
+    _run_evals.clear()
     _splits.clear()

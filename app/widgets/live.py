@@ -34,7 +34,7 @@ def _job_row(row: pd.Series, live: dict) -> None:
     rid = row["run_id"]
     status = live.get("status") or row["status"]
     progress = live.get("progress") or {}
-    frac = progress_fraction(progress)
+    frac = progress_fraction(progress, status)
     with st.container(border=True):
         top = st.columns([5, 2, 2, 1])
         top[0].markdown(f"**{row['name']}** · stage {row['plan_stage']} · `{row['kind']}`  \n"
@@ -53,7 +53,7 @@ def _job_row(row: pd.Series, live: dict) -> None:
                 got = cancel(rid)
                 if got:
                     st.toast(f"{rid}: {got}")
-        text = progress_text(progress) or (live.get("message") or "")
+        text = progress_text(progress, status) or (live.get("message") or "")
         if status == "running":
             st.progress(frac if frac is not None else 0.0, text=text or "starting…")
             hb = live.get("last_heartbeat")

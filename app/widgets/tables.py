@@ -1,10 +1,11 @@
 """The plan's experiment table: one row per run with Backbone, Pretrain, Loss, Aug, LR schedule, Size, TTA, Post,
-mIoU, Boundary IoU and FPS, plus status, split, duration and run name.
+mIoU, Boundary IoU and images/s, plus status, split, duration and run name.
 
 The descriptive columns come from the store's run rows (derived from each run's resolved config by the store);
-the figures from ``store.leaderboard`` on the chosen split: per run, its best evaluation on that split (the epoch
-and weights it came from are columns too, so a number never hides where it was measured). Figures are in points
-(%), and every figure's column header names its split."""
+the figures from ``store.ranking`` on the chosen split: per run, ONE evaluation (all its figures together) with
+its identity -- tiles, weights, variant, parameters, images/s and device -- and whether it is ranked (a run's
+own result or adopted variant) or only shown (a parent's re-score, a pending decision, a subset, in progress).
+Figures are in points (%), and every figure's column header names its split."""
 from __future__ import annotations
 
 from typing import Optional
@@ -30,52 +31,90 @@ def figure_label(label: str, split: str) -> str:
 
 def experiment_table(runs: pd.DataFrame, board: pd.DataFrame, split: str, rank_by: str = "miou",
                      per_class: bool = False) -> pd.DataFrame:
-    """Join the run list with the leaderboard on ``split``; rank by ``rank_by`` (runs without a figure last).
+    """Join the run list with the ranking (``store.ranking``) on ``split``.
+
+    ``board`` holds one row per run: its headline evaluation (the best rankable one by ``rank_by``: a run's own
+    result or the variant it adopted; else its best other one, marked by ``role``), ``rank`` within comparable
+    evaluations (dataset, split, tile set) and the evaluation's identity. Ranked runs first (best first), then
+    runs whose figure is not rankable (a parent's re-score, a pending decision, a subset, in progress), then runs
+    without an evaluation on ``split``.
 
     Returns display columns: Rank, Run, Status, Stage, Kind, the descriptive columns, the figures labelled with
-    ``split`` (points), Epoch, Weights, FPS, per-class IoU (optional), Split, Dataset, Duration (min), Started,
-    run_id."""
+    ``split`` (points), Evaluation (the short identity), Tiles, Weights, Variant, Ranked as, Params (M), Images/s,
+    Device, per-class IoU (optional), Split, Dataset, Duration (min), Started, run_id."""
+    from store.ranked import tiles_text, variant_text, weights_text
+
     if runs is None or runs.empty:
         return pd.DataFrame()
     df = runs.copy()
     figs = [c for c, _ in FIGURES]
     extra = [rank_by] if rank_by not in figs and board is not None and rank_by in board.columns else []
-    keep = ["run_id", *figs, *extra, "variant", "epoch", "n_images"]
+    keep = ["run_id", *figs, *extra, "variant", "epoch", "n_images", "rank", "rankable", "role", "completeness",
+            "in_progress", "identity", "tile_count", "split_size", "weights", "ckpt_epoch", "ckpt_run", "params",
+            "images_per_s", "device", "group", "split"]
     iou_cols: list[str] = []
     if board is not None and not board.empty:
         iou_cols = [c for c in board.columns if c.startswith("iou_")] if per_class else []
-        df = df.merge(board[[c for c in keep if c in board.columns] + iou_cols], on="run_id", how="left")
-    else:
-        for c in keep[1:]:
+        b = board[[c for c in keep if c in board.columns] + iou_cols].rename(columns={"split": "eval_split"})
+        df = df.merge(b, on="run_id", how="left")
+    for c in keep[1:]:
+        if c not in df.columns and c != "split":
             df[c] = np.nan
     if rank_by not in df.columns:
         rank_by = "miou"
-    # ranked like store.leaderboard (figure descending, ties by run id); runs without a figure after, newest first
-    with_fig = df[df[rank_by].notna()].sort_values([rank_by, "run_id"], ascending=[False, True], kind="stable")
-    without = df[df[rank_by].isna()].sort_values("created_at", ascending=False, kind="stable")
-    df = pd.concat([with_fig, without])
-    ranked = df[rank_by].notna()
+    has = df[rank_by].notna()
+    ranked = df["rank"].notna()
+    order = pd.concat([
+        df[ranked].sort_values([rank_by, "run_id"], ascending=[False, True], kind="stable"),
+        df[~ranked & has].sort_values([rank_by, "run_id"], ascending=[False, True], kind="stable"),
+        df[~has].sort_values("created_at", ascending=False, kind="stable")])
+    df = order
+    recs = df.to_dict("records")
+    with_fig = df["identity"].notna().to_numpy() if "identity" in df else np.zeros(len(df), bool)
+    role_text = {"result": "own result", "adopted": "adopted variant", "lineage": "lineage: parent re-scored",
+                 "rejected": "not adopted", "pending": "decision pending"}
     out = pd.DataFrame({
-        "Rank": np.where(ranked, ranked.cumsum(), np.nan),
-        "Run": df["name"],
-        "Status": df["status"],
-        "Stage": df["plan_stage"],
-        "Kind": df["kind"],
+        "Rank": df["rank"].to_numpy(),
+        "Run": df["name"].to_numpy(),
+        "Status": df["status"].to_numpy(),
+        "Stage": df["plan_stage"].to_numpy(),
+        "Kind": df["kind"].to_numpy(),
     })
     for col, label in DESCRIPTIVE:
-        out[label] = df[col]
+        out[label] = df[col].to_numpy()
     for col, label in FIGURES + [(c, metric_label(c)) for c in extra]:
-        out[figure_label(label, split)] = df[col] * 100.0
-    out[f"Epoch ({split})"] = df["epoch"] + 1           # 1-based, as people count epochs; NaN = final evaluation
-    out["Weights"] = df["variant"]
-    out["FPS (img/s)"] = df["fps"]
+        out[figure_label(label, split)] = (df[col] * 100.0).to_numpy()
+    out["Evaluation"] = [r["identity"] if w else None for r, w in zip(recs, with_fig)]
+    out["Tiles"] = [tiles_text(r) if w else None for r, w in zip(recs, with_fig)]
+    out["Weights"] = [weights_text(r) if w else None for r, w in zip(recs, with_fig)]
+    out["Variant"] = [variant_text(r) if w else None for r, w in zip(recs, with_fig)]
+    notes = []
+    for r, w in zip(recs, with_fig):
+        if not w:
+            notes.append(None)
+            continue
+        note = role_text.get(r.get("role"), r.get("role"))
+        if r.get("completeness") == "subset":
+            note += ", subset"
+        if r.get("in_progress") is True:
+            note += ", in progress"
+        notes.append(note)
+    out["Ranked as"] = notes
+    out["Params (M)"] = (pd.to_numeric(df["params"], errors="coerce") / 1e6).to_numpy()
+    ips = pd.to_numeric(df["images_per_s"], errors="coerce")
+    out["Images/s"] = ips.fillna(pd.to_numeric(df["fps"], errors="coerce")).to_numpy()
+    out["Device"] = df["device"].to_numpy()
     for c in iou_cols:
-        out[figure_label(f"IoU {c[4:]}", split)] = df[c] * 100.0
+        out[figure_label(f"IoU {c[4:]}", split)] = (df[c] * 100.0).to_numpy()
     out["Split"] = split
-    out["Dataset"] = df["dataset"]
-    out["Duration (min)"] = df["duration_s"] / 60.0
-    out["Started"] = df["started_at"]
-    out["run_id"] = df["run_id"]
+    out["Dataset"] = df["dataset"].to_numpy()
+    out["Duration (min)"] = (df["duration_s"] / 60.0).to_numpy()
+    out["Started"] = df["started_at"].to_numpy()
+    out["run_id"] = df["run_id"].to_numpy()
+    # empty text cells read "–", never "None"
+    for c in ("Status", "Kind", *[label for _, label in DESCRIPTIVE], "Evaluation", "Tiles", "Weights", "Variant",
+              "Ranked as", "Device", "Dataset"):
+        out[c] = out[c].astype(object).where(out[c].notna(), "–")
     return out.reset_index(drop=True)
 
 
@@ -87,16 +126,22 @@ def column_config(table: pd.DataFrame, split: str) -> dict:
         "Rank": st.column_config.NumberColumn("Rank", format="%d", width="small", pinned=True),
         "Run": st.column_config.TextColumn("Run", pinned=True),
         "Stage": st.column_config.NumberColumn("Stage", format="%d", width="small"),
-        "FPS (img/s)": st.column_config.NumberColumn("FPS (img/s)", format="%.2f",
-                                                    help="images per second of the evaluation, on its device"),
+        "Images/s": st.column_config.NumberColumn("Images/s", format="%.2f",
+                                                 help="images per second of the evaluation, on its Device"),
+        "Params (M)": st.column_config.NumberColumn("Params (M)", format="%.2f",
+                                                   help="parameters of the evaluated model, millions"),
+        "Evaluation": st.column_config.TextColumn(
+            "Evaluation", help="what the figures measured: split · tiles scored / tiles in the split · weights "
+                               "(raw or EMA, epoch, whose checkpoint) · variant"),
+        "Ranked as": st.column_config.TextColumn(
+            "Ranked as", help="own result or adopted variant: ranked; a parent's checkpoint re-scored, a variant not "
+                              "adopted, a pending decision, a subset or a run in progress: shown, never ranked"),
         "Duration (min)": st.column_config.NumberColumn("Duration (min)", format="%.1f"),
         "Started": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm"),
-        f"Epoch ({split})": st.column_config.NumberColumn(f"Epoch ({split})", format="%d",
-                                                         help="the epoch of the best evaluation (empty: final)"),
     }
     headline = {figure_label("mIoU", split), figure_label("Boundary IoU", split)}
     for c in table.columns:
-        if c.endswith(f"({split})") and not c.startswith("Epoch"):
+        if c.endswith(f"({split})"):
             cfg[c] = st.column_config.NumberColumn(c, format="%.2f", pinned=c in headline,
                                                    help=f"points (%), measured on the {split} split")
     return cfg

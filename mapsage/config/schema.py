@@ -332,6 +332,9 @@ class EvalCfg:
     max_tiles: Optional[int] = None
     save_predictions: bool = True
     save_probabilities: bool = False
+    # A/B decisions: a variant that passes its threshold is still refused when the other metric (Boundary IoU
+    # for an mIoU criterion, mIoU for a Boundary IoU one) falls by more than this many points
+    ab_guard: float = 0.5
 
 
 @dataclass

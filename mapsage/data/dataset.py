@@ -273,6 +273,7 @@ def build_dataset(cfg: Config, split: str, train: bool = False, *, domain: str |
         if leak:
             excluded = [s.id for s in chosen if _leaks(s, leak)]
             chosen = [s for s in chosen if not _leaks(s, leak)]
+    split_total = len(chosen)                  # the whole split, before dataset.max_samples trims it
     if ds.max_samples is not None:
         chosen = chosen[: max(0, int(ds.max_samples))]
     if not chosen:
@@ -282,7 +283,9 @@ def build_dataset(cfg: Config, split: str, train: bool = False, *, domain: str |
             where = where / folder
         raise DataError(f"split '{name}'{f' / domain {domain}' if domain else ''} of {ds.name} has no samples "
                         f"(looked under {where}); check dataset.root and dataset.split")
-    return SegDataset(chosen, cfg, name, train=train, cache_mb=cache_mb, excluded=excluded)
+    dataset = SegDataset(chosen, cfg, name, train=train, cache_mb=cache_mb, excluded=excluded)
+    dataset.split_total = split_total          # evaluations on fewer tiles are subsets (mapsage.evalid)
+    return dataset
 
 
 def _with_split(s: Sample, split: str) -> Sample:

@@ -337,7 +337,7 @@ def _evaluate_arms(ctx: StageContext, teacher, kd_ckpt: Path, base_ckpt: Path, d
                                    outcome=base, baseline_outcome=base, threshold=cfg.distill.threshold,
                                    criterion=crit, is_baseline=True, details={"arm": arms[BASELINE_VARIANT]}))
     row = ab_row(ab_kind="distill", variant=variant, baseline=BASELINE_VARIANT, outcome=kd, baseline_outcome=base,
-                 threshold=cfg.distill.threshold, criterion=crit,
+                 threshold=cfg.distill.threshold, criterion=crit, guard=cfg.eval.ab_guard,
                  details={"teacher": teacher.describe(), "arms": arms, "same_budget": facts.get("same_budget"),
                           "distill": to_dict(cfg.distill), "teacher_forward_s": teacher.forward_s,
                           "note": facts.get("note")})

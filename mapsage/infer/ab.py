@@ -23,11 +23,23 @@ def gain_points(variant_value: Optional[float], baseline_value: Optional[float])
     return round((a - b) * 100.0, GAIN_DECIMALS)
 
 
-def decide(gain: float, threshold: float) -> str:
-    """``keep`` where ``gain >= threshold`` (both in points), else ``drop``."""
+def decide(gain: float, threshold: float, other_gain: Optional[float] = None, guard: Optional[float] = None) -> str:
+    """``keep`` where ``gain >= threshold`` (both in points) and, with a ``guard``, the other metric does not
+    fall by more than ``guard`` points (``other_gain >= -guard``); else ``drop``."""
     if gain is None or not math.isfinite(gain):
         return "drop"
-    return "keep" if gain >= round(float(threshold), GAIN_DECIMALS) else "drop"
+    if gain < round(float(threshold), GAIN_DECIMALS):
+        return "drop"
+    if guard is not None and other_gain is not None and math.isfinite(other_gain) \
+            and other_gain < -round(float(guard), GAIN_DECIMALS):
+        return "drop"
+    return "keep"
+
+
+def rule_text(criterion: str, threshold: float, guard: Optional[float]) -> str:
+    other = "mbiou" if criterion == "miou" else "miou"
+    text = f"keep if gain >= {threshold:g} points of {criterion}"
+    return text + (f" and {other} falls by at most {guard:g} points" if guard is not None else "")
 
 
 def _criterion_value(result, criterion: str) -> float:
@@ -54,13 +66,19 @@ def bootstrap(outcome_a, outcome_b, n: int = 1000, seed: int = 0) -> Optional[di
 
 def ab_row(*, ab_kind: str, variant: str, baseline: str, outcome, baseline_outcome, threshold: float,
            criterion: str = "miou", details: Optional[dict] = None, is_baseline: bool = False,
-           bootstrap_n: int = 1000) -> dict[str, Any]:
-    """The payload of one ``ab`` event (see :mod:`mapsage.events`), with the figures behind the decision."""
+           bootstrap_n: int = 1000, guard: Optional[float] = None) -> dict[str, Any]:
+    """The payload of one ``ab`` event (see :mod:`mapsage.events`), with the figures behind the decision.
+    ``guard``: points the other metric may fall before a variant that passed ``threshold`` is refused."""
     res, base = outcome.result, baseline_outcome.result
     gain = 0.0 if is_baseline else gain_points(_criterion_value(res, criterion), _criterion_value(base, criterion))
-    decision = "baseline" if is_baseline else decide(gain, threshold)
+    other = "mbiou" if criterion == "miou" else "miou"
+    other_gain = gain_points(_criterion_value(res, other), _criterion_value(base, other))
+    decision = "baseline" if is_baseline else decide(gain, threshold, other_gain, guard)
     info: dict[str, Any] = {
-        "rule": f"keep if gain >= {threshold:g} points of {criterion}",
+        "rule": rule_text(criterion, threshold, guard),
+        "guard": guard,
+        f"gain_{other}_guarded": other_gain,
+        "refused_by_guard": (not is_baseline and decide(gain, threshold) == "keep" and decision == "drop"),
         "classes": class_table(res),
         "baseline_classes": class_table(base),
         "gain_mbiou": gain_points(res.mbiou, base.mbiou),

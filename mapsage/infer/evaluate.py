@@ -113,15 +113,19 @@ def emit_metrics(events, outcome: "EvalOutcome", epoch: Optional[int]) -> None:
     """``metrics`` events (overall and per domain) and the ``tiles`` event of one evaluation."""
     if events is None:
         return
+    from ..evalid import tile_facts
+
+    rows = outcome.metrics.tile_rows() if getattr(outcome.metrics, "keep_tiles", True) else []
     payload = outcome.result.to_event(outcome.split, "all", outcome.variant, epoch)
     # speed of this evaluation beside its numbers (the experiment table's FPS column)
-    payload.update(images_per_s=outcome.images_per_s, mpix_per_s=outcome.mpix_per_s, device=outcome.device)
+    payload.update(images_per_s=outcome.images_per_s, mpix_per_s=outcome.mpix_per_s, device=outcome.device,
+                   identity={"device": outcome.device, **tile_facts(r["tile"] for r in rows)})
     events.emit("metrics", **payload)
     for warning in outcome.result.boundary_warnings:     # also in the payload; a log line makes it seen
         events.log(f"{outcome.split}/{outcome.variant}: {warning}", level="warning")
     for domain, res in sorted(outcome.domains.items()):
-        events.emit("metrics", **res.to_event(outcome.split, domain, outcome.variant, epoch))
-    rows = outcome.metrics.tile_rows()
+        events.emit("metrics", **res.to_event(outcome.split, domain, outcome.variant, epoch), identity={
+            "device": outcome.device, **tile_facts(r["tile"] for r in rows if r.get("domain") == domain)})
     if rows:
         events.emit("tiles", split=outcome.split, variant=outcome.variant, epoch=epoch, rows=rows)
 

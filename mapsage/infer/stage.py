@@ -73,8 +73,12 @@ def _save_dir(ctx):
 
 
 def _load(ctx, reference: Optional[str], key: str):
+    from ..evalid import model_params, stamp, stamp_checkpoint
+
     model, ckpt_cfg, resolved = load_checkpoint_model(reference, key=key, metric=ctx.cfg.train.save_best_by)
     _check_classes(ctx.cfg, ckpt_cfg, key)
+    stamp_checkpoint(ctx.events, resolved)     # the evaluations that follow measured this checkpoint
+    stamp(ctx.events, params=model_params(model))
     return model, ckpt_cfg, resolved
 
 
@@ -101,7 +105,12 @@ def _emit_speed(ctx, outcome: EvalOutcome) -> None:
 def _common(ctx) -> tuple[Any, Any]:
     _threads(ctx.cfg)
     device = resolve_device(ctx.cfg.runtime.device)
-    return device, _dataset(ctx.cfg)
+    dataset = _dataset(ctx.cfg)
+    from ..evalid import split_size, stamp
+    from .evaluate import device_name
+
+    stamp(ctx.events, dataset=ctx.cfg.dataset.name, split_size=split_size(dataset), device=device_name(device))
+    return device, dataset
 
 
 def _evaluate(ctx, model, dataset, device, variants, eval_cfg=None) -> dict[str, EvalOutcome]:
@@ -150,7 +159,8 @@ def run_evaluate(ctx) -> None:
         return
     if post is not None:
         name = f"{base}+post"
-        row = ab_row(ab_kind="post", variant=name, baseline=base, outcome=outcomes[name],
+        row = ab_row(guard=cfg.eval.ab_guard,
+                     ab_kind="post", variant=name, baseline=base, outcome=outcomes[name],
                      baseline_outcome=outcomes[base], threshold=cfg.post.threshold,
                      details={"post": post.describe(cfg.dataset.classes)})
         ctx.events.emit("ab", **row)
@@ -205,7 +215,8 @@ def run_tta_ab(ctx) -> None:
         if not outcome.complete or not baseline.complete:  # stopped mid-way: no decision on a partial set
             ctx.events.log(f"{name} stopped after {outcome.n_images} tiles; no decision written", level="warning")
             return
-        row = ab_row(ab_kind="tta", variant=name, baseline=base_name, outcome=outcome, baseline_outcome=baseline,
+        row = ab_row(guard=cfg.eval.ab_guard,
+                     ab_kind="tta", variant=name, baseline=base_name, outcome=outcome, baseline_outcome=baseline,
                      threshold=cfg.tta_ab.threshold,
                      details={"tta": to_dict(variant), "views": len(tta_views(vcfg.tta)),
                               "slowdown": baseline.images_per_s / outcome.images_per_s
@@ -252,12 +263,13 @@ def run_ensemble(ctx) -> None:
         raise UserError(f"ensemble.members lists {len(members_cfg)} checkpoint(s); an ensemble needs at least two")
     weights = default_weights([m.weight for m in members_cfg])
     device, dataset = _common(ctx)
-    models, names, infos, resolved_all = [], [], [], []
+    models, names, infos, resolved_all, member_ids = [], [], [], [], []
     for i, member in enumerate(members_cfg):
         model, mcfg, resolved = _load(ctx, member.checkpoint, f"ensemble.members[{i}].checkpoint")
         models.append(_renormalized(model, mcfg, cfg))
         names.append(_member_name(resolved, i))
         resolved_all.append(resolved)
+        member_ids.append(dict(getattr(ctx.events, "eval_identity", None) or {}))   # stamped by _load
         infos.append({**resolved.to_dict(), "weight": weights[i], "variant": names[i]})
     if len(set(names)) != len(names):
         # two checkpoints of one run (best.pth and best_ema.pth): name each by its file
@@ -269,10 +281,19 @@ def run_ensemble(ctx) -> None:
     _run_info(ctx, device, members=infos, average=cfg.ensemble.average,
               parent_run=next((m["run_id"] for m in infos if m["run_id"]), None))
     outcomes: dict[str, EvalOutcome] = {}
-    for name, model in zip(names, models):
+    from ..evalid import stamp, tile_hash
+
+    for name, model, ident in zip(names, models, member_ids):
         if ctx.should_stop():
             return
+        stamp(ctx.events, **ident)
         outcomes[name] = _evaluate(ctx, model, dataset, device, {name: None})[name]
+    # the ensemble's identity: every member's file, one hash over the members' hashes and weights
+    stamp(ctx.events, checkpoint=" + ".join(str(i.get("checkpoint")) for i in member_ids), weights="mix",
+          ckpt_epoch=None, ckpt_run=next((m["run_id"] for m in infos if m["run_id"]), None),
+          ckpt_hash=tile_hash(f"{i.get('ckpt_hash')}@{w:.4f}" for i, w in zip(member_ids, weights)),
+          params=sum(int(i.get("params") or 0) for i in member_ids) or None)
+    ctx.events.eval_identity["ckpt_epoch"] = None
     ensemble = Ensemble(models, weights, average=cfg.ensemble.average, num_classes=cfg.dataset.num_classes)
     if ctx.should_stop():
         return
@@ -284,7 +305,7 @@ def run_ensemble(ctx) -> None:
     ctx.events.emit("ab", **ab_row(ab_kind="ensemble", variant=best, baseline=best, outcome=outcomes[best],
                                    baseline_outcome=outcomes[best], threshold=cfg.ensemble.threshold,
                                    is_baseline=True))
-    row = ab_row(ab_kind="ensemble", variant="ensemble", baseline=best, outcome=ens,
+    row = ab_row(guard=cfg.eval.ab_guard, ab_kind="ensemble", variant="ensemble", baseline=best, outcome=ens,
                  baseline_outcome=outcomes[best], threshold=cfg.ensemble.threshold,
                  details={"members": infos, "average": cfg.ensemble.average,
                           "member_miou": {n: outcomes[n].result.miou for n in names}})

@@ -97,6 +97,7 @@ def run(ctx) -> None:
     from ..infer.evaluate import device_name
     from ..infer.checkpoints import load_checkpoint_model
     from ..infer.stage import _check_classes, eval_differences
+    from ..evalid import model_params, split_size, stamp, stamp_checkpoint, tile_facts
     from ..metrics import SegMetrics
 
     cfg = ctx.cfg
@@ -146,6 +147,9 @@ def run(ctx) -> None:
             ctx.events.log(f"SAM chains {sorted(unavailable)} skipped: {reason}", level="warning")
             chains = [c for c in chains if c not in SAM_CHAINS]
 
+    stamp(ctx.events, dataset=cfg.dataset.name, split_size=split_size(dataset), device=device_name(device))
+    stamp_checkpoint(ctx.events, resolved)
+    stamp(ctx.events, params=model_params(model))
     ctx.events.emit("run_info", stage="refine", kind="refine", checkpoint=str(ckpt), parent_run=resolved.run_id,
                     weights=resolved.weights, split=split,
                     dataset=cfg.dataset.name, n_tiles=n_tiles, n_split=n_total, chains=chains,
@@ -221,10 +225,12 @@ def run(ctx) -> None:
         res = metrics[c].result()
         results[c] = res
         variant = f"refine={c}"
-        ctx.events.emit("metrics", **res.to_event(split, "all", variant, None))
-        for dom, dres in metrics[c].by_tag("domain").items():
-            ctx.events.emit("metrics", **dres.to_event(split, dom, variant, None))
         rows[c] = metrics[c].tile_rows()
+        ctx.events.emit("metrics", **res.to_event(split, "all", variant, None),
+                        identity=tile_facts(r["tile"] for r in rows[c]))
+        for dom, dres in metrics[c].by_tag("domain").items():
+            ctx.events.emit("metrics", **dres.to_event(split, dom, variant, None),
+                            identity=tile_facts(r["tile"] for r in rows[c] if r.get("domain") == dom))
         ctx.events.emit("tiles", split=split, variant=variant, rows=rows[c])
 
     # A/B rows against raw
@@ -245,7 +251,11 @@ def run(ctx) -> None:
         res = results[c]
         gain = _points(res.mbiou - base.mbiou)
         miou_gain = _points(res.miou - base.miou)
-        keep = gain is not None and gain > rcfg.threshold_biou
+        guard = cfg.eval.ab_guard
+        passed = gain is not None and gain > rcfg.threshold_biou
+        # the guard: a chain that sharpens boundaries but costs more than eval.ab_guard mIoU points is refused
+        refused = passed and guard is not None and miou_gain is not None and miou_gain < -guard
+        keep = passed and not refused
         better = worse = same = 0
         for r in rows[c]:
             b = base_tiles.get(r["tile"])
@@ -260,7 +270,9 @@ def run(ctx) -> None:
                 worse += 1
         per_class = {name: _points(a - b) for name, a, b in zip(cfg.dataset.classes, res.biou, base.biou)
                      if math.isfinite(a) and math.isfinite(b)}
-        details = {"n_tiles": done, "miou_gain": miou_gain, "biou_gain_per_class": per_class,
+        details = {"n_tiles": done, "miou_gain": miou_gain, "guard": guard, "refused_by_guard": refused,
+                   "rule": f"keep if Boundary IoU gains > {rcfg.threshold_biou:g} points and mIoU falls by at most "
+                           f"{guard:g} points", "biou_gain_per_class": per_class,
                    "tiles_better": better, "tiles_worse": worse, "tiles_same": same,
                    "refine_s_per_tile": seconds[c] / done, "infer_s_per_tile": per_tile_infer,
                    "device": device_name(device), "unavailable_chains": unavailable,

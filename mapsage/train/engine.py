@@ -591,8 +591,13 @@ class Trainer:
         """Validate ``net`` through mapsage.infer (sharded over ranks under DDP, areas summed)."""
         from ..infer.evaluate import (EvalOutcome, domain_results, emit_metrics, evaluate_outcome, make_metrics,
                                       pick_indices)
+        from ..evalid import model_params, split_size, stamp
+        from ..infer.evaluate import device_name
+
         cfg = self.cfg
         split = self.val_set.split if hasattr(self.val_set, "split") else cfg.dataset.val_split
+        stamp(self.events, dataset=cfg.dataset.name, split_size=split_size(self.val_set), device=device_name(self.device),
+              params=model_params(net))
         kw = dict(split=split, variant=variant, device=self.device, epoch=epoch, show_bar=self.show_bar,
                   should_stop=self._should_stop,
                   progress=(lambda **p: self._emit_progress(epoch=epoch, epochs=cfg.train.epochs, **{

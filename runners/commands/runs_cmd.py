@@ -11,6 +11,8 @@ import sys
 from mapsage.errors import UserError
 
 
+from mapsage.progress import view as progress_view
+
 def register(sub) -> None:
     p = sub.add_parser("runs", help="list, inspect, follow, cancel and resume runs")
     rs = p.add_subparsers(dest="runs_command", metavar="ACTION")
@@ -128,6 +130,18 @@ def _fmt(v, digits=4) -> str:
     return str(v)
 
 
+def _progress_of(r: dict) -> dict | None:
+    """A run row's last progress mapping (``progress_json``), for :func:`mapsage.progress.view`."""
+    raw = r.get("progress_json")
+    if isinstance(raw, str) and raw:
+        try:
+            return json.loads(raw)
+        except ValueError:
+            pass
+    frac = _plain(r.get("progress_frac"))
+    return {"frac": frac} if frac is not None else None
+
+
 def cmd_list(args) -> int:
     from runners import api
 
@@ -143,7 +157,7 @@ def cmd_list(args) -> int:
         return 0
     rows = []
     for r in df.to_dict(orient="records"):
-        prog = _plain(r["progress_frac"])
+        prog = progress_view(_progress_of(r), r["status"])["frac"]
         rows.append([r["run_id"], r["status"] or "-", f"{100 * prog:.0f}%" if prog is not None else "-",
                      r["kind"] or "-", r["split"] or "-", _fmt(r["best_val_miou"]), _fmt(r["best_val_mbiou"]),
                      _fmt(r["created_at"])[:19]])
@@ -185,7 +199,8 @@ def _show_data(run_id: str) -> dict:
     data = {k: _plain(v) for k, v in row.items()}
     # the event file is fresher than the store when an ingest was skipped
     data.update(status=live["status"], status_message=live["message"], traceback=live["traceback"],
-                progress=live["progress"], queue_position=live["queue_position"])
+                progress=progress_view(live["progress"], live["status"])["text"] or None,
+                progress_detail=live["progress"], queue_position=live["queue_position"])
     data["run_id"] = run_id
     data["run_dir"] = str(jobs._require_run(run_id))
     data["checkpoint"] = str(jobs.find_checkpoint(run_id) or "") or None

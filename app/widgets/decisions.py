@@ -1,0 +1,52 @@
+"""A/B decisions as the pages show them: pending until every variant is evaluated on the same tiles, and the
+paired-bootstrap interval of the deciding delta (over the tiles both sides scored), with a note when the threshold
+is finer than what those tiles can resolve."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import pandas as pd
+
+import store
+
+DECIDING_KINDS = ("tta_ab", "refine", "ensemble")
+ACTIVE = ("queued", "running")
+
+
+def pending_runs(runs: pd.DataFrame, ab: pd.DataFrame) -> pd.DataFrame:
+    """Deciding runs (TTA, refinement, ensemble A/B, evaluations with post-processing) whose decision is not
+    final: the run is still queued or running, or it wrote no decision rows."""
+    if runs is None or runs.empty:
+        return pd.DataFrame()
+    deciding = runs["kind"].isin(DECIDING_KINDS) | ((runs["kind"] == "evaluate")
+                                                    & runs["post"].fillna("off").ne("off"))
+    decided = set(ab["run_id"]) if ab is not None and not ab.empty else set()
+    out = runs[deciding & (runs["status"].isin(ACTIVE) | ~runs["run_id"].isin(decided))]
+    return out[~out["status"].isin(("failed", "cancelled", "died")) | ~out["run_id"].isin(decided)]
+
+
+def evaluated_so_far(run_id: str) -> pd.DataFrame:
+    ev = store.evaluations_with_roles(run_id, domain="all")
+    return ev[["variant", "identity", "miou", "mbiou", "tile_count", "tile_hash"]] if not ev.empty else ev
+
+
+def interval(run_id: str, split: str, variant: str, baseline: str, criterion: str, threshold: Optional[float],
+             n: int = 1000) -> Optional[dict[str, Any]]:
+    """Paired bootstrap (``mapsage.metrics.paired_bootstrap``) of the variant against its baseline on the tiles
+    both scored: ``{delta, low, high, n_tiles, resolves}`` in points of ``criterion``; None without tile rows."""
+    from mapsage.metrics import paired_bootstrap
+
+    if variant == baseline:
+        return None
+    a = store.tiles(run_id, split=split, variant=baseline)
+    b = store.tiles(run_id, split=split, variant=variant)
+    if a.empty or b.empty:
+        return None
+    boot = paired_bootstrap(a, b, n=n, seed=0)
+    d = boot if criterion == "miou" else boot.get("mbiou")
+    if not d:
+        return None
+    half = (d["ci_high"] - d["ci_low"]) * 50.0
+    return {"delta": d["delta"] * 100, "low": d["ci_low"] * 100, "high": d["ci_high"] * 100,
+            "n_tiles": int(boot["n_tiles"]), "half_width": half,
+            "resolves": threshold is None or abs(float(threshold)) >= half}
