@@ -22,7 +22,7 @@ type            payload
                 ``boundary_px``
 ``tiles``       per-tile areas for paired bootstrap: ``split``, ``variant``, ``rows``: [{tile, domain,
                 intersect: [C], union: [C], label_area: [C], pred_area: [C], b_intersect: [C], b_union: [C]}]
-``ab``          an A/B decision row: ``ab_kind`` (tta | post | refine | ensemble | distill), ``variant``,
+``ab``          an A/B decision row: ``ab_kind`` (tta | post | refine | ensemble | distill | export), ``variant``,
                 ``baseline`` (variant name), ``split``, ``summary`` (as metrics), ``baseline_summary``,
                 ``gain`` (points, of ``criterion``), ``criterion`` (miou | mbiou), ``threshold``, ``decision``
                 (keep | drop | baseline), ``images_per_s``, ``wall_s``, ``details``
