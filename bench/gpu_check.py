@@ -139,7 +139,7 @@ def train_steps(model, batches, device, mode: str, lr: float = 6e-4):
         scaler.update()
         sync(device)
         times.append(time.perf_counter() - t0)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     timed = times[2:] if len(times) > 3 else times
     return len(batches[0][0]) * len(timed) / sum(timed), losses
 

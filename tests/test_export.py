@@ -205,6 +205,22 @@ def test_export_stage_rows_decisions_and_store(tmp_path, tmp_workspace, cfg, tra
     store.ingest_run("export-x")
     rows = store.ab_rows("export-x", ab_kind="export")
     assert list(rows["decision"]) == ["baseline", fp32["decision"], int8["decision"]]
+    from app.widgets.export_ab import export_table
+    table = export_table(rows)
+    assert list(table["variant"]) == ["export=onnx-fp32", "export=onnx-int8"]
+    assert table["argmax agreement %"].iloc[0] == pytest.approx(100 * fp32["details"]["argmax_agreement"])
+    assert list(table["INT8"]) == [None, "static"] and (table["CPU threads"] == 1).all()
+    # the A/B page shows the export rows, their decisions and the export figures
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(str(PROJECT_ROOT / "app" / "main.py"), default_timeout=120)
+    at.run()
+    at.switch_page("views/tta_ab.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    frames = [d.value for d in at.dataframe]
+    assert list(frames[0]["decision"]) == list(rows["decision"])
+    shown = [f for f in frames if "argmax agreement %" in f.columns]
+    assert shown and list(shown[0]["decision"]) == [fp32["decision"], int8["decision"]]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -75,6 +75,9 @@ for rid, g in rows.groupby("run_id", sort=False):
             st.caption(f"baseline: `{short_label(g['baseline'].iloc[0])}`")
             table = table.drop(columns=["baseline"])
         st.dataframe(table, hide_index=True, width="stretch", column_config=num)
+        if kind == "export":                  # deployment builds: parity, size and speed against PyTorch
+            from app.widgets.export_ab import show_export_figures
+            show_export_figures(g)
         left, right = st.columns([3, 2])
         shown = g[g["decision"] != "baseline"] if (g["decision"] != "baseline").any() else g
         left.plotly_chart(charts.ab_bars(shown.assign(variant=shown["variant"].map(short_label)),

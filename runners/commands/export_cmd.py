@@ -77,13 +77,20 @@ def config_for(run: str, config: str | None) -> Path:
     return DEFAULT_TEMPLATE
 
 
+def launch_export(run: str, targets: list[str], config: str | None = None, overrides=(), gpus=None) -> str:
+    """Queue an export job of ``run`` (see module doc) for ``targets`` (``"onnx:int8"`` ...); returns its run id.
+    The app's Export action and the command both call this."""
+    from runners import jobs
+
+    cfg_path = config_for(run, config)
+    return jobs.launch(str(cfg_path), export_overrides(run, list(targets)) + list(overrides), gpus=gpus)
+
+
 def export_command(args) -> int:
     from runners import jobs
 
     targets = targets_of(args.formats, args.precisions, args.targets)
-    cfg_path = config_for(args.run, args.config)
-    overrides = export_overrides(args.run, targets) + list(args.overrides)
-    run_id = jobs.launch(str(cfg_path), overrides, gpus=args.gpus)
+    run_id = launch_export(args.run, targets, args.config, args.overrides, args.gpus)
     print(run_id, flush=True)
     if not args.wait:
         return 0
