@@ -210,6 +210,11 @@ def test_export_stage_rows_decisions_and_store(tmp_path, tmp_workspace, cfg, tra
     assert list(table["variant"]) == ["export=onnx-fp32", "export=onnx-int8"]
     assert table["argmax agreement %"].iloc[0] == pytest.approx(100 * fp32["details"]["argmax_agreement"])
     assert list(table["INT8"]) == [None, "static"] and (table["CPU threads"] == 1).all()
+    # reports carry the export rows with their decisions
+    from mapsage.report import ReportData, render_html
+    from store.report_queries import report_frames
+    html = render_html(ReportData.from_mapping(report_frames(["export-x"])))
+    assert "export A/B" in html and "export=onnx-int8" in html
     # the A/B page shows the export rows, their decisions and the export figures
     from streamlit.testing.v1 import AppTest
     at = AppTest.from_file(str(PROJECT_ROOT / "app" / "main.py"), default_timeout=120)

@@ -181,6 +181,10 @@ def _ort_session(path: str | Path, threads: Optional[int] = None, providers: Opt
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    # no busy-waiting between runs: spinning pool threads would take the cores from whatever runs next (PyTorch
+    # beside it in the same process, the next tile's data loading) and skew every side-by-side timing
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
 
 
@@ -316,14 +320,34 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path, *, mode: str, crops: Op
     ``mode``: ``static`` | ``dynamic`` | ``auto`` (static when crops are given, dynamic when there are none or
     static quantisation fails). Returns what was done (mode, settings, why)."""
     require_onnx(f"INT8 quantisation of {name}")
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
-
     if reduce_range is None:
         reduce_range = not _has_vnni()
     info: dict[str, Any] = {"op_types": list(op_types), "per_channel": bool(per_channel),
                             "reduce_range": bool(reduce_range)}
     want_static = mode == "static" or (mode == "auto" and crops)
+    # onnxruntime's recommended pre-processing (shape inference, graph optimisation) when it works on this graph
+    pre = Path(str(dst) + ".pre.onnx")
+    try:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        src = pre
+        info["pre_processed"] = True
+    except Exception as exc:  # noqa: BLE001 - optional: quantise the graph as exported
+        info["pre_processed"] = f"skipped ({type(exc).__name__})"
+    try:
+        return _quantize(src, dst, mode, crops, op_types, per_channel, reduce_range, calib_method, name, log, info,
+                         want_static)
+    finally:
+        pre.unlink(missing_ok=True)
+
+
+def _quantize(src, dst, mode, crops, op_types, per_channel, reduce_range, calib_method, name, log, info,
+              want_static) -> dict[str, Any]:
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+
     if mode == "static" and not crops:
         raise ExportError(f"INT8 static quantisation of {name} needs calibration tiles, and the training split "
                           "has none; set export.int8_mode=dynamic or point dataset.root at data with a train split")
