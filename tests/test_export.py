@@ -288,9 +288,17 @@ def test_an_operator_without_onnx_translation_names_the_model(tmp_path):
         export_onnx_fp32(DeployGraph(Unexportable()), torch.randn(1, 3, 32, 32), tmp_path / "u.onnx")
 
 
-def test_targets_and_cli_options():
+def test_targets_and_cli_options(trained_run):
     from mapsage.config import ConfigError
-    from runners.commands.export_cmd import targets_of
+    from runners.commands.export_cmd import DEFAULT_TEMPLATE, config_for, export_overrides, targets_of
+
+    # a run id exports with the run's own config (dataset, classes, window); other references with the template
+    assert config_for("train-x", None) == trained_run / "config.yaml"
+    assert config_for("train-x/best.pth", None) == trained_run / "config.yaml"
+    assert config_for("latest:demo_segformer_mit-b0_dubai", None) == DEFAULT_TEMPLATE
+    c = load_config(config_for("train-x", None), export_overrides("train-x", ["onnx:int8", "torchscript:fp32"]))
+    assert c.stage.kind == "export" and c.stage.checkpoint == "train-x" and c.stage.plan_stage == 4
+    assert c.export.targets == ["onnx:int8", "torchscript:fp32"] and c.dataset.split.assign["val"] == ["Tile 2"]
 
     assert targets_of(None, None, []) == ["onnx:fp32"]
     assert targets_of(["onnx", "torchscript"], ["fp32", "int8"], []) == ["onnx:fp32", "onnx:int8",

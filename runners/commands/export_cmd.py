@@ -70,7 +70,7 @@ def config_for(run: str, config: str | None) -> Path:
     if config:
         return Path(config)
     head = run.split("/", 1)[0]
-    if head and not run.startswith("latest:") and not Path(run).suffix:
+    if head and not run.startswith("latest:") and not Path(run).is_absolute():
         folder = run_dir(head)
         if (folder / "config.yaml").is_file():
             return folder / "config.yaml"
