@@ -10,7 +10,7 @@ It prints, on the bundled Dubai demo tiles (real images and masks, 512 px crops)
 1. Training: the demo model (SegFormer-B0, 128-channel decoder, 6 classes) trained ``--steps`` AdamW steps in FP32,
    BF16 autocast and FP16 autocast (GradScaler), each from the same initial weights and batches: images/s, the
    last loss (finite or not), speed-up over FP32.
-2. Export parity of FP16 against FP32 on the demo tiles (the FP32-trained model, whole tiles padded to 32): max
+2. Export parity of FP16 against FP32 on the demo tiles (the FP32-trained model, tiles up to 1024² padded to 32): max
    |Δ logit| and argmax agreement for PyTorch ``.half()``, FP16 autocast, TorchScript FP16 and ONNX FP16 (through
    onnxruntime's CUDA provider where it exists, else its CPU provider on two tiles, labelled so).
 3. Inference speed at batch ``--batch`` × 512²: PyTorch FP32 / autocast FP16 / ``.half()``, TorchScript FP32 /
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=None, help="crop size (GPU 512, smoke 128)")
     ap.add_argument("--tiles", type=int, default=None, help="demo tiles for parity (GPU 18, smoke 2)")
     ap.add_argument("--parity-crop", type=int, default=None,
-                    help="crop parity tiles to this size (GPU: whole tiles, smoke 128)")
+                    help="crop parity tiles to at most this size (GPU 1024, smoke 128)")
     ap.add_argument("--wheels", default=str(ROOT / "bench" / "wheels"),
                     help="folder of pure-Python wheels to import from when missing (segmentation-models-pytorch)")
     args = ap.parse_args(argv)
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
     steps = args.steps or (2 if smoke else 40)
     batch = args.batch or (2 if smoke else 16)
     size = args.size or (64 if smoke else 512)
-    parity_crop = args.parity_crop or (128 if smoke else None)
+    parity_crop = args.parity_crop or (128 if smoke else 1024)
     n_tiles = args.tiles or (2 if smoke else 18)
     sys.path.insert(0, str(ROOT))
     added = _add_wheels(Path(args.wheels))
