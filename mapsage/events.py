@@ -28,7 +28,7 @@ type            payload
 ``tiles``       per-tile areas for paired bootstrap: ``split``, ``variant``, ``rows``: [{tile, domain,
                 intersect: [C], union: [C], label_area: [C], pred_area: [C], b_intersect: [C], b_union: [C],
                 b_label: [C]}]
-``ab``          an A/B decision row: ``ab_kind`` (tta | post | refine | ensemble | distill), ``variant``,
+``ab``          an A/B decision row: ``ab_kind`` (tta | post | refine | ensemble | distill | export), ``variant``,
                 ``baseline`` (variant name), ``split``, ``summary`` (as metrics), ``baseline_summary``,
                 ``gain`` (points, of ``criterion``), ``criterion`` (miou | mbiou), ``threshold``, ``decision``
                 (keep | drop | baseline), ``images_per_s``, ``wall_s``, ``details``

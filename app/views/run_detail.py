@@ -115,6 +115,9 @@ elif run.get("kind") in ("train", "distill") and run.get("status") in ("failed",
         new = resume(rid)
         if new:
             st.success(f"Resumed as `{new}`.")
+elif run.get("kind") in ("train", "distill") and run.get("status") == "succeeded":
+    from app.widgets.export_ab import export_action
+    export_action(rid)              # ONNX / TorchScript builds with parity and speed
 
 
 @st.fragment(run_every=2.0)

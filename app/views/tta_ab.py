@@ -108,6 +108,9 @@ for rid, g in rows.groupby("run_id", sort=False):
             st.caption("images/s from one timed pass per variant (after a warm-up) on "
                        + ", ".join(sorted({str(json.loads(d).get('device', '?')) for d in g["details_json"].dropna()}))
                        + ": differences under about 10 % are inside the usual run-to-run spread.")
+        if kind == "export":                  # deployment builds: parity, size and speed against PyTorch
+            from app.widgets.export_ab import show_export_figures
+            show_export_figures(g)
         left, right = st.columns([3, 2])
         shown = g[g["decision"] != "baseline"] if (g["decision"] != "baseline").any() else g
         left.plotly_chart(charts.ab_bars(shown.assign(variant=shown["variant"].map(short_label)),

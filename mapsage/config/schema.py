@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-StageKind = Literal["train", "evaluate", "tta_ab", "health", "refine", "distill", "ensemble", "demo_job"]
+StageKind = Literal["train", "evaluate", "tta_ab", "health", "refine", "distill", "ensemble", "demo_job", "export"]
 
 
 @dataclass
@@ -513,6 +513,42 @@ class SlurmCfg:
 
 
 @dataclass
+class ExportCfg:
+    # what to build: "<format>:<precision>", format onnx | torchscript, precision fp32 | fp16 | int8 (int8: onnx only)
+    targets: list[str] = field(default_factory=lambda: ["onnx:fp32", "onnx:int8", "onnx:fp16", "torchscript:fp32"])
+    threshold: float = -0.5                 # mIoU points (variant - PyTorch); below it the variant is dropped
+    max_tiles: Optional[int] = None         # validation tiles for parity (None: eval.max_tiles, else all)
+    opset: int = 17
+    onnx_exporter: Literal["torchscript", "dynamo"] = "torchscript"   # torch.onnx.export(dynamo=...)
+    torchscript_method: Literal["trace", "script"] = "trace"
+    int8_mode: Literal["auto", "static", "dynamic"] = "auto"   # auto: static when training tiles exist
+    calib_tiles: int = 16                   # training tiles for static INT8 calibration
+    calib_size: list[int] = field(default_factory=lambda: [512, 512])
+    calib_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    int8_per_channel: bool = True
+    int8_reduce_range: Optional[bool] = None    # None: on for CPUs without VNNI (onnxruntime's advice)
+    int8_op_types: list[str] = field(default_factory=lambda: ["Conv", "MatMul", "Gemm"])
+    speed_size: list[int] = field(default_factory=lambda: [512, 512])   # speed: a real crop of this size
+    speed_batch: int = 1
+    speed_repeats: int = 5                  # timed passes per engine (median), after one warm-up pass
+    speed_threads: Optional[int] = None     # CPU threads for both engines (None: runtime.threads or torch's)
+    parity_atol: float = 1e-3               # TorchScript / ONNX export check on a second input shape (fp32)
+
+    def validate(self):
+        if not self.targets:
+            raise ValueError("export.targets is empty; list e.g. [onnx:fp32, onnx:int8]")
+        for t in self.targets:
+            fmt, _, prec = str(t).partition(":")
+            if fmt not in ("onnx", "torchscript") or prec not in ("fp32", "fp16", "int8"):
+                raise ValueError(f"export.targets entry {t!r} must be '<onnx|torchscript>:<fp32|fp16|int8>'")
+            if fmt == "torchscript" and prec == "int8":
+                raise ValueError("export.targets: torchscript:int8 is not supported (INT8 uses onnxruntime's "
+                                 "quantisation); use onnx:int8")
+        if self.calib_tiles < 1:
+            raise ValueError("export.calib_tiles must be at least 1")
+
+
+@dataclass
 class RuntimeCfg:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     gpus: int = 1                           # GPUs per job (torchrun when > 1)
@@ -539,6 +575,7 @@ class Config:
     refine: RefineCfg = field(default_factory=RefineCfg)
     distill: DistillCfg = field(default_factory=DistillCfg)
     health: HealthCfg = field(default_factory=HealthCfg)
+    export: ExportCfg = field(default_factory=ExportCfg)
     runtime: RuntimeCfg = field(default_factory=RuntimeCfg)
     meta: dict[str, Any] = field(default_factory=dict)   # free-form notes (not validated)
 
