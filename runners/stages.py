@@ -18,6 +18,7 @@ STAGES: dict[str, str] = {
     "distill": "mapsage.train.stage:run",
     "ensemble": "mapsage.infer.stage:run_ensemble",
     "demo_job": "mapsage.demo_stage:run",
+    "predict": "mapsage.deliver.stage:run_predict",
 }
 
 def register(kind: str, target: str) -> None:
