@@ -11,6 +11,7 @@ from ..errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+LABEL_FOLDERS = {"masks", "masks_png", "labels", "label", "gt", "annotations"}   # skipped inside a folder source
 
 
 @dataclass
@@ -66,7 +67,8 @@ def resolve_source(cfg, source: Optional[str] = None, key: str = "predict.source
         path = resolve_path(text)
     if path.is_dir():
         files = sorted((p for p in path.rglob("*") if p.is_file()
-                        and p.suffix.lower() in IMAGE_SUFFIXES + RASTER_SUFFIXES and not p.name.startswith(".")),
+                        and p.suffix.lower() in IMAGE_SUFFIXES + RASTER_SUFFIXES and not p.name.startswith(".")
+                        and not LABEL_FOLDERS & {q.lower() for q in p.relative_to(path).parts[:-1]}),
                        key=_natural)
         if not files:
             raise DataError(f"{key}: folder {path} holds no images ({', '.join(IMAGE_SUFFIXES + RASTER_SUFFIXES)}); "
