@@ -32,6 +32,7 @@ _EXPORTS = {
     "table_counts": "queries", "tiles": "queries", "verdict_summary": "queries", "verdicts": "queries",
     "ensure_schema": "schema", "latest_version": "schema", "migrate": "schema",
     "VERDICTS": "review", "add_verdict": "review",
+    "add_external_score": "scores", "external_scores": "scores", "val_test_gaps": "scores",
 }
 __all__ = sorted(_EXPORTS)
 

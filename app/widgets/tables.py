@@ -63,6 +63,12 @@ def experiment_table(runs: pd.DataFrame, board: pd.DataFrame, split: str, rank_b
     out[f"Epoch ({split})"] = df["epoch"] + 1           # 1-based, as people count epochs; NaN = final evaluation
     out["Weights"] = df["variant"]
     out["FPS (img/s)"] = df["fps"]
+    if "external_miou" in df.columns and df["external_miou"].notna().any():
+        # a benchmark's own figure (recorded with `mapsage runs score`) beside validation's promise
+        out["External mIoU"] = df["external_miou"] * 100.0
+        out["Val→test gap"] = df["val_test_gap"] * 100.0
+        out["External source"] = (df["external_split"].fillna("") + " · " + df["external_source"].fillna("")
+                                  ).where(df["external_miou"].notna())
     for c in iou_cols:
         out[figure_label(f"IoU {c[4:]}", split)] = df[c] * 100.0
     out["Split"] = split
@@ -84,6 +90,10 @@ def column_config(table: pd.DataFrame, split: str) -> dict:
         "FPS (img/s)": st.column_config.NumberColumn("FPS (img/s)", format="%.2f",
                                                     help="images per second of the evaluation, on its device"),
         "Duration (min)": st.column_config.NumberColumn("Duration (min)", format="%.1f"),
+        "External mIoU": st.column_config.NumberColumn(
+            "External mIoU", format="%.2f", help="points (%) a benchmark reported for the run (mapsage runs score)"),
+        "Val→test gap": st.column_config.NumberColumn(
+            "Val→test gap", format="%+.2f", help="external mIoU minus the run's best validation mIoU, in points"),
         "Started": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm"),
         f"Epoch ({split})": st.column_config.NumberColumn(f"Epoch ({split})", format="%d",
                                                          help="the epoch of the best evaluation (empty: final)"),
