@@ -96,14 +96,16 @@ def test_polygons_rasterise_back_onto_the_class_raster(predicted):
     assert np.allclose(gdf.area_m2, gdf.pixels * 0.09, rtol=1e-6)
     assert gdf.mean_conf.between(0, 1).all()
     # holes survive: some polygon has an interior ring
-    assert any(len(g.interiors) for g in gdf.geometry if g.geom_type == "Polygon")
+    parts = [p for g in gdf.geometry for p in (g.geoms if g.geom_type == "MultiPolygon" else [g])]
+    assert any(len(p.interiors) for p in parts)
 
 
 def cut_at_seams(polys, ids, rows, cols) -> int:
     """Polygons with a boundary segment on a seam line where the pixels on both sides have the polygon's class."""
     cut = set()
     for k, (cls, geom) in enumerate(polys):
-        rings = [geom.exterior, *geom.interiors]
+        parts = geom.geoms if geom.geom_type == "MultiPolygon" else [geom]
+        rings = [r for p in parts for r in (p.exterior, *p.interiors)]
         for ring in rings:
             xy = np.asarray(ring.coords)
             for (x0, y0), (x1, y1) in zip(xy[:-1], xy[1:]):

@@ -56,6 +56,27 @@ class _AreaFn:
         return None
 
 
+def _join(geoms: list):
+    """Union of regions that do not overlap and meet along pixel edges: every edge is cut into 1-pixel segments
+    so that shared edges carry the same vertices (a noded coverage), joined with GEOS's coverage union (much
+    faster than a general union), and the collinear vertices are dropped again."""
+    import shapely
+
+    out = None
+    try:
+        dense = shapely.segmentize(np.array(geoms, dtype=object), 1.0)
+        out = shapely.simplify(shapely.coverage_union_all(dense), 0.0, preserve_topology=True)
+    except shapely.errors.GEOSException:
+        pass
+    if out is not None and out.geom_type == "MultiPolygon" and len(out.geoms) == 1:
+        out = out.geoms[0]
+    if out is None or out.geom_type != "Polygon":
+        # the parts form one edge-connected region, so their union is one polygon; anything else means the
+        # coverage union did not apply: the general (slower) union
+        out = shapely.union_all(geoms)
+    return out
+
+
 def _find(parent: dict, a: int) -> int:
     while parent[a] != a:
         parent[a] = parent[parent[a]]
@@ -78,8 +99,6 @@ def polygonize(ids_path: str | Path, out_path: str | Path, *, classes: Sequence[
     from rasterio import features
     from rasterio.windows import Window
     from scipy import ndimage
-    from shapely.affinity import affine_transform
-    from shapely.geometry import shape
     from tqdm import tqdm
 
     ids_path, out_path = Path(ids_path), Path(out_path)
@@ -106,44 +125,64 @@ def polygonize(ids_path: str | Path, out_path: str | Path, *, classes: Sequence[
             raise UserError(f"{ids_path}: predict.min_area_m2 needs a georeferenced raster (this one has no CRS); "
                             "remove the minimum areas or georeference the input")
         area_of = _AreaFn(crs)
-        matrix = [T.a, T.b, T.d, T.e, T.c, T.f]
         if out_path.exists():
             out_path.unlink()
         out_path.parent.mkdir(parents=True, exist_ok=True)
         # GeoJSON is written once at the end (its driver cannot append); a GeoPackage in batches
         stream = driver == "GPKG"
-        batch: list[dict] = []
+        batch: dict[str, list] = {k: [] for k in ("class", "class_id", "area_m2", "pixels", "mean_conf", "geometry")}
+        lin = np.array([[T.a, T.d], [T.b, T.e]], dtype=np.float64)
+        off = np.array([T.c, T.f], dtype=np.float64)
         counts = {"polygons": 0, "dropped_min_area": 0, "merged_at_seams": 0, "blocks": 0}
         written_any = False
 
         def finalize(pieces: list[_Piece]) -> None:
-            nonlocal written_any
-            for p in pieces:
-                geom = affine_transform(p.geom, matrix)
-                area = area_of(geom)          # the region's true area, before simplification
-                if p.cls in min_by_id and area is not None and area < min_by_id[p.cls]:
-                    counts["dropped_min_area"] += 1
-                    continue
-                if simplify > 0:
-                    geom = geom.simplify(simplify, preserve_topology=True)
-                if geom.is_empty:
-                    continue
-                batch.append({"class": names[p.cls] if p.cls < len(names) else str(p.cls), "class_id": p.cls,
-                              "area_m2": area, "pixels": p.pixels,
-                              "mean_conf": p.conf_sum / p.pixels if (csrc is not None and p.pixels) else None,
-                              "geometry": geom})
-            if stream and len(batch) >= 20000:
+            """Move complete regions to map coordinates, filter, simplify and queue them for writing."""
+            if not pieces:
+                return
+            geoms = shapely.transform(np.array([p.geom for p in pieces], dtype=object),
+                                      lambda xy: xy @ lin + off)
+            cls = np.array([p.cls for p in pieces], dtype=np.int64)
+            pixels = np.array([p.pixels for p in pieces], dtype=np.int64)
+            conf = np.array([p.conf_sum for p in pieces], dtype=np.float64)
+            if area_of.factor is not None:
+                area = shapely.area(geoms) * area_of.factor     # the region's true area, before simplification
+            elif area_of.geod is not None:
+                area = np.array([area_of(g) for g in geoms], dtype=np.float64)
+            else:
+                area = np.full(len(pieces), np.nan)
+            keep = np.ones(len(pieces), dtype=bool)
+            for c, lo in min_by_id.items():
+                keep &= ~((cls == c) & (area < lo))
+            counts["dropped_min_area"] += int((~keep).sum())
+            geoms, cls, pixels, conf, area = geoms[keep], cls[keep], pixels[keep], conf[keep], area[keep]
+            if simplify > 0:
+                geoms = shapely.simplify(geoms, simplify, preserve_topology=True)
+                ok = ~shapely.is_empty(geoms)
+                geoms, cls, pixels, conf, area = geoms[ok], cls[ok], pixels[ok], conf[ok], area[ok]
+            batch["geometry"].extend(geoms.tolist())
+            batch["class"].extend(names[c] if c < len(names) else str(c) for c in cls.tolist())
+            batch["class_id"].extend(cls.tolist())
+            batch["area_m2"].extend((area if crs is not None else np.full(len(cls), np.nan)).tolist())
+            batch["pixels"].extend(pixels.tolist())
+            batch["mean_conf"].extend((conf / np.maximum(pixels, 1)).tolist() if csrc is not None
+                                      else [None] * len(cls))
+            if stream and len(batch["geometry"]) >= 20000:
                 flush()
+
+        def frame():
+            return gpd.GeoDataFrame({k: v for k, v in batch.items() if k != "geometry"},
+                                    geometry=batch["geometry"], crs=crs.to_wkt() if crs else None)
 
         def flush() -> None:
             nonlocal written_any
-            if not batch:
+            if not batch["geometry"]:
                 return
-            gdf = gpd.GeoDataFrame(batch, geometry="geometry", crs=crs.to_wkt() if crs else None)
-            pyogrio.write_dataframe(gdf, out_path, layer="predictions", driver="GPKG", append=written_any)
-            counts["polygons"] += len(batch)
+            pyogrio.write_dataframe(frame(), out_path, layer="predictions", driver="GPKG", append=written_any)
+            counts["polygons"] += len(batch["geometry"])
             written_any = True
-            batch.clear()
+            for v in batch.values():
+                v.clear()
 
         open_pieces: dict[int, _Piece] = {}
         prev_bottom_ids = prev_bottom_cls = None
@@ -168,14 +207,29 @@ def polygonize(ids_path: str | Path, out_path: str | Path, *, classes: Sequence[
             pix = np.bincount(labels.ravel(), minlength=n_local + 1)
             csum = np.bincount(labels.ravel(), weights=conf.ravel(), minlength=n_local + 1) if conf is not None \
                 else np.zeros(n_local + 1)
-            geoms: dict[int, list] = {}
             px_transform = rasterio.Affine.translation(0, r0)
-            for g, v in features.shapes(labels, mask=labels > 0, connectivity=4, transform=px_transform):
-                geoms.setdefault(int(v), []).append(shape(g))
+            # rings -> polygons in one vectorised call (shell first, then holes, per region)
+            coords, ring_of, poly_of, values = [], [], [], []
+            n_rings = 0
+            for k, (g, v) in enumerate(features.shapes(labels, mask=labels > 0, connectivity=4,
+                                                       transform=px_transform)):
+                values.append(int(v))
+                for ring in g["coordinates"]:
+                    coords.append(np.asarray(ring, dtype=np.float64))
+                    ring_of.append(len(coords[-1]))
+                    poly_of.append(k)
+                    n_rings += 1
             pieces: dict[int, _Piece] = {}
-            for local, parts in geoms.items():
-                geom = parts[0] if len(parts) == 1 else shapely.union_all(parts)
-                pieces[local + next_id - 1] = _Piece(cls_of[local], geom, float(csum[local]), int(pix[local]))
+            if values:
+                rings = shapely.linearrings(np.concatenate(coords),
+                                            indices=np.repeat(np.arange(n_rings), ring_of))
+                polys = shapely.polygons(rings, indices=np.asarray(poly_of))
+                by_label: dict[int, list] = {}
+                for v, geom in zip(values, polys.tolist()):
+                    by_label.setdefault(v, []).append(geom)
+                for local, parts in by_label.items():
+                    geom = parts[0] if len(parts) == 1 else shapely.union_all(parts)
+                    pieces[local + next_id - 1] = _Piece(cls_of[local], geom, float(csum[local]), int(pix[local]))
             gid = np.where(labels > 0, labels.astype(np.int64) + (next_id - 1), 0)
             next_id += n_local
             # join regions facing each other across the seam above this block
@@ -198,7 +252,7 @@ def polygonize(ids_path: str | Path, out_path: str | Path, *, classes: Sequence[
                     groups.setdefault(_find(parent, k), []).append(k)
                 for root, members in groups.items():
                     parts_ = [(open_pieces.pop(m) if m in open_pieces else pieces.pop(m)) for m in members]
-                    merged = _Piece(parts_[0].cls, shapely.union_all([p.geom for p in parts_]),
+                    merged = _Piece(parts_[0].cls, _join([p.geom for p in parts_]),
                                     sum(p.conf_sum for p in parts_), sum(p.pixels for p in parts_))
                     counts["merged_at_seams"] += len(parts_) - 1
                     pieces[root] = merged
@@ -238,11 +292,10 @@ def polygonize(ids_path: str | Path, out_path: str | Path, *, classes: Sequence[
                                                                                           layer="predictions",
                                                                                           driver="GPKG")
         else:
-            gdf = gpd.GeoDataFrame(batch, geometry="geometry", crs=crs.to_wkt() if crs else None) if batch else \
-                gpd.GeoDataFrame({"class": []}, geometry=[], crs=crs.to_wkt() if crs else None)
+            gdf = frame()
             if crs is not None:
                 gdf = gdf.to_crs(4326)
-            counts["polygons"] = len(batch)
+            counts["polygons"] = len(gdf)
             pyogrio.write_dataframe(gdf, out_path, driver="GeoJSON")
     except (rasterio.errors.RasterioIOError, OSError) as exc:
         raise DataError(f"{ids_path}: cannot polygonise ({exc})") from exc
