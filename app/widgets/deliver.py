@@ -72,8 +72,56 @@ def score_form(run: dict) -> None:
             st.rerun()
 
 
+def predictions_section(run: dict) -> None:
+    """A predict run's outputs: the manifest's summary and, per raster, its map with the polygons."""
+    import json
+    from pathlib import Path
+
+    from mapsage.workspace import run_dir
+
+    mpath = run_dir(run["run_id"]) / "predictions" / "manifest.json"
+    if not mpath.is_file():
+        return
+    try:
+        m = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        st.error(f"{mpath}: cannot read the manifest ({exc})")
+        return
+    src = m.get("source") or {}
+    st.markdown(f"**Predictions** of {src.get('kind')} `{src.get('name')}`: {len(m.get('outputs') or [])} of "
+                f"{src.get('count')} inputs · {m.get('identity_short')} · checkpoint sha256 "
+                f"`{str((m.get('checkpoint') or {}).get('sha256'))[:12]}` · manifest `{mpath}`")
+    rasters = [o for o in m.get("outputs") or [] if o.get("classes")]
+    if not rasters:
+        return
+    pick = st.selectbox("Raster", [o["id"] for o in rasters], key=f"deliver_raster_{run['run_id']}") \
+        if len(rasters) > 1 else rasters[0]["id"]
+    out = next(o for o in rasters if o["id"] == pick)
+    poly = (out.get("polygons") or {}).get("path")
+    st.caption(f"{out['width']}×{out['height']} px · CRS {out.get('crs') or 'none (pixel coordinates)'} · COG "
+               f"`{out['classes']}`" + (f" · polygons `{poly}` ({out['polygons']['polygons']})" if poly else ""))
+    for w in out.get("warnings") or []:
+        st.warning(w)
+    from .delivery_map import delivery_map_html
+
+    html = guard(delivery_map_html, out["input"], out["classes"], classes=m.get("classes") or [],
+                 palette=m.get("palette") or [], polygons=poly if poly and Path(poly).exists() else None,
+                 what="Drawing the map", default=None)
+    if html:
+        if hasattr(st, "iframe"):
+            st.iframe(html, height=560)
+        else:  # Streamlit before st.iframe
+            import streamlit.components.v1 as components
+            components.html(html, height=560)
+
+
 def deliver_section(run: dict) -> None:
-    """The expander on Run detail (model runs only)."""
+    """The expander on Run detail: a predict run's outputs; a model run's predict and score forms."""
+    if run.get("kind") == "predict" and run.get("status") == "succeeded":
+        with st.expander("Predictions: manifest, map of the predicted raster", expanded=True,
+                         icon=":material/map:"):
+            predictions_section(run)
+        return
     if run.get("kind") not in MODEL_KINDS or run.get("status") != "succeeded":
         return
     with st.expander("Deliver: predict unlabelled data · benchmark score", icon=":material/outbox:"):
