@@ -86,6 +86,13 @@ def check_launch(config_path: str | Path, overrides: list[str] | None = None, gp
     jobs.check_launch(config_path, overrides, gpus=gpus)
 
 
+def predict(target: str, on: str | None = None, options: list[str] | None = None, gpus: int | None = None) -> str:
+    """Queue a ``predict`` job with a run's model (or a predict config) on a split, image folder or raster."""
+    from .predict_spec import launch_predict
+
+    return launch_predict(target, on, options, gpus=gpus)
+
+
 def cancel(run_id: str, grace_s: float | None = None, wait: bool = False) -> str:
     """SIGTERM now; SIGKILL after the grace (``wait=False``: done by a later ``refresh``)."""
     return jobs.cancel(run_id, grace_s=grace_s, wait_for_end=wait)

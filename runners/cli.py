@@ -10,7 +10,8 @@ import importlib
 import os
 import sys
 
-COMMAND_MODULES = ["config_cmd", "data_cmd", "score_cmd", "run_cmd", "runs_cmd", "report_cmd", "interop_cmd", "export_cmd"]
+COMMAND_MODULES = ["config_cmd", "data_cmd", "score_cmd", "run_cmd", "runs_cmd", "report_cmd", "interop_cmd",
+                   "export_cmd", "predict_cmd", "submit_cmd"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ STAGES: dict[str, str] = {
     "ensemble": "mapsage.infer.stage:run_ensemble",
     "demo_job": "mapsage.demo_stage:run",
     "export": "mapsage.export.stage:run",
+    "predict": "mapsage.deliver.stage:run_predict",
 }
 
 def register(kind: str, target: str) -> None:

@@ -36,6 +36,7 @@ _EXPORTS = {
     "VERDICTS": "review", "add_verdict": "review",
     "ranking": "ranked", "evaluations_with_roles": "ranked", "headline": "ranked",
     "short_identity": "ranked", "tiles_of": "ranked",
+    "add_external_score": "scores", "external_scores": "scores", "val_test_gaps": "scores",
 }
 __all__ = sorted(_EXPORTS)
 

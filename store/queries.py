@@ -36,6 +36,9 @@ LIST_COLUMNS = ["run_id", "name", "kind", "plan_stage", "title", "status", "prog
                 "dataset", "epochs", "created_at", "started_at", "ended_at", "duration_s", "last_heartbeat",
                 "heartbeat_age_s", "host", "pid", "gpus", "parent_run", "parent_relation", "config_hash",
                 "code_commit", "status_message", "n_evaluations", "n_events"]
+# from the external_scores table (store/scores.py): the latest external mIoU (test split first) and its gap
+EXTERNAL_COLUMNS = ["external_split", "external_miou", "external_source", "val_test_gap"]
+LIST_COLUMNS += EXTERNAL_COLUMNS
 
 
 def _ids(run_id: str | Sequence[str] | None) -> list[str] | None:
@@ -124,7 +127,7 @@ def list_runs(status: str | Sequence[str] | None = None, kind: str | Sequence[st
         clauses.append("(lower(run_id) LIKE ? OR lower(coalesce(name, '')) LIKE ? OR lower(coalesce(title, '')) "
                        "LIKE ?)")
         params.extend([f"%{search.lower()}%"] * 3)
-    cols = [c for c in LIST_COLUMNS if c not in ("duration_s", "heartbeat_age_s")]
+    cols = [c for c in LIST_COLUMNS if c not in ("duration_s", "heartbeat_age_s", *EXTERNAL_COLUMNS)]
     sql = (f"SELECT {', '.join(cols)} FROM runs{_sql_where(clauses)} "
            f"ORDER BY coalesce(created_at, updated_at) DESC, run_id DESC")
     if limit:
@@ -134,7 +137,29 @@ def list_runs(status: str | Sequence[str] | None = None, kind: str | Sequence[st
     end = df["ended_at"].where(df["ended_at"].notna(), np.where(df["status"].eq("running"), now, np.nan))
     df["duration_s"] = (end - df["started_at"]).astype("float64")
     df["heartbeat_age_s"] = (now - df["last_heartbeat"]).astype("float64")
+    df = _with_external(df)
     return _times(df)[LIST_COLUMNS]
+
+
+def _with_external(df: pd.DataFrame) -> pd.DataFrame:
+    """The latest external mIoU per run (the test split's when there is one) and its gap to the best val mIoU."""
+    from .scores import val_test_gaps
+
+    for c in EXTERNAL_COLUMNS:
+        df[c] = np.nan if c in ("external_miou", "val_test_gap") else None
+    if df.empty:
+        return df
+    gaps = val_test_gaps(list(df["run_id"]))
+    if gaps.empty:
+        return df
+    gaps = gaps.assign(_test=gaps["split"].eq("test")).sort_values(["run_id", "_test", "ts"]).groupby("run_id").tail(1)
+    ext = gaps.set_index("run_id")
+    idx = df["run_id"]
+    df["external_split"] = idx.map(ext["split"])
+    df["external_miou"] = idx.map(ext["external_value"]).astype("float64")
+    df["external_source"] = idx.map(ext["source"])
+    df["val_test_gap"] = idx.map(ext["gap"]).astype("float64")
+    return df
 
 
 def run(run_id: str) -> dict | None:

@@ -92,6 +92,7 @@ def report_frames(run_ids: Sequence[str]) -> dict[str, Any]:
         raise UnknownRuns(f"unknown run id(s) {missing}: the store has no such run; check `mapsage runs list`, or "
                           f"ingest new run folders first with `mapsage runs ingest`")
     runs = [run(r) for r in ids]
+    _attach_external([r for r in runs if r is not None])
     return {
         "runs": [r for r in runs if r is not None],
         "metrics": metrics(ids),
@@ -104,6 +105,21 @@ def report_frames(run_ids: Sequence[str]) -> dict[str, Any]:
         "verdicts": verdicts(ids),
         "health": health(ids),
     }
+
+
+def _attach_external(runs: list[dict]) -> None:
+    """Each run's latest external (benchmark) mIoU, the test split's first, and its gap to the best val mIoU."""
+    from .queries import _with_external
+    import pandas as pd
+
+    if not runs:
+        return
+    ext = _with_external(pd.DataFrame({"run_id": [r["run_id"] for r in runs]})).set_index("run_id")
+    for r in runs:
+        row = ext.loc[r["run_id"]]
+        for c in ("external_split", "external_miou", "external_source", "val_test_gap"):
+            v = row[c]
+            r[c] = None if v is None or (isinstance(v, float) and v != v) else v
 
 
 __all__ = ["THUMBNAIL_KINDS", "UnknownRuns", "known_run_ids", "latest_class_metrics", "latest_confusion",

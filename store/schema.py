@@ -127,9 +127,18 @@ def _v2() -> list[str]:
     ]
 
 
+# external benchmark scores (written by `mapsage runs score` / the app, never from event files; kept by rebuild)
+_V3 = [
+    "CREATE SEQUENCE IF NOT EXISTS external_score_ids START 1",
+    "CREATE TABLE IF NOT EXISTS external_scores (score_id BIGINT PRIMARY KEY DEFAULT nextval('external_score_ids'), "
+    "run_id VARCHAR NOT NULL, split VARCHAR NOT NULL, metric VARCHAR NOT NULL, value DOUBLE NOT NULL, "
+    "source VARCHAR, submission VARCHAR, note VARCHAR, recorded_by VARCHAR, ts DOUBLE)",
+]
+
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "runs, event tables, ingest state, verdicts", _V1),
     (2, "evaluation identity (checkpoint, tile set, split size, weights, device) and runs ranked by it", _v2()),
+    (3, "external benchmark scores", _V3),
 ]
 
 

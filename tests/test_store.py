@@ -55,7 +55,7 @@ def test_migrations_apply_once_in_order_and_newer_db_is_refused(ws, monkeypatch)
     with store.read_connection() as con:
         versions = [r[0] for r in con.execute("SELECT version FROM schema_version ORDER BY version").fetchall()]
         assert "note" in [r[0] for r in con.execute("DESCRIBE runs").fetchall()]
-    assert versions == [*range(1, v1 + 1), v1 + 1]
+    assert versions == sorted(v for v, _, _ in store_schema.MIGRATIONS) and versions[-2:] == [v1, v1 + 1]
     with store.write_connection() as con:
         assert store.migrate(con) == []                  # nothing left to apply
     # code that knows only v1 refuses the newer database instead of misreading it

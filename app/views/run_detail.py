@@ -15,6 +15,7 @@ from app.widgets.common import (ACTIVE, PAGE_FILES, ago, duration, guard, isnum,
                                 progress_text, query_list, refresh, status_text)
 from app.widgets.launch import cancel, resume
 from app.widgets.report_button import report_button
+from app.widgets.deliver import deliver_section
 from app.widgets.nav import ensure_routed
 from mapsage.metrics.names import evaluation_warnings, metric_label
 
@@ -98,6 +99,7 @@ if run.get("parent_run"):
 st.caption(" · ".join(facts))
 interop.imported_note(run)
 report_button([rid], key="detail", names=[run.get("name") or rid])
+deliver_section(run)
 if run.get("status") in ("failed", "died") and (run.get("status_message") or run.get("traceback")):
     st.error(f"{run['status']}: {run.get('status_message') or ''}")
     if run.get("traceback"):

@@ -105,6 +105,20 @@ def launch_many(templates: list[Template]) -> list[str]:
     return out
 
 
+def predict(run_id: str, on: Optional[str], options: list[str]) -> Optional[str]:
+    """Queue a ``predict`` job with ``run_id``'s model (``runners.api.predict``)."""
+    from runners import api
+
+    try:
+        rid = api.predict(run_id, on or None, options)
+    except (ConfigError, UserError) as exc:
+        show_error(exc, f"Cannot predict with {run_id}")
+        return None
+    _ingest_now(rid)
+    st.session_state.setdefault("launched", []).append(rid)
+    return rid
+
+
 def cancel(run_id: str) -> Optional[str]:
     from runners import api
 

@@ -104,6 +104,12 @@ def experiment_table(runs: pd.DataFrame, board: pd.DataFrame, split: str, rank_b
     ips = pd.to_numeric(df["images_per_s"], errors="coerce")
     out["Images/s"] = ips.fillna(pd.to_numeric(df["fps"], errors="coerce")).to_numpy()
     out["Device"] = df["device"].to_numpy()
+    if "external_miou" in df.columns and df["external_miou"].notna().any():
+        # a benchmark's own figure (recorded with `mapsage runs score`) beside validation's promise
+        out["External mIoU"] = (df["external_miou"] * 100.0).to_numpy()
+        out["Val→test gap"] = (df["val_test_gap"] * 100.0).to_numpy()
+        out["External source"] = (df["external_split"].fillna("") + " · " + df["external_source"].fillna("")
+                                  ).where(df["external_miou"].notna()).to_numpy()
     for c in iou_cols:
         out[figure_label(f"IoU {c[4:]}", split)] = (df[c] * 100.0).to_numpy()
     out["Split"] = split
@@ -137,6 +143,10 @@ def column_config(table: pd.DataFrame, split: str) -> dict:
             "Ranked as", help="own result or adopted variant: ranked; a parent's checkpoint re-scored, a variant not "
                               "adopted, a pending decision, a subset or a run in progress: shown, never ranked"),
         "Duration (min)": st.column_config.NumberColumn("Duration (min)", format="%.1f"),
+        "External mIoU": st.column_config.NumberColumn(
+            "External mIoU", format="%.2f", help="points (%) a benchmark reported for the run (mapsage runs score)"),
+        "Val→test gap": st.column_config.NumberColumn(
+            "Val→test gap", format="%+.2f", help="external mIoU minus the run's best validation mIoU, in points"),
         "Started": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm"),
     }
     headline = {figure_label("mIoU", split), figure_label("Boundary IoU", split)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-StageKind = Literal["train", "evaluate", "tta_ab", "health", "refine", "distill", "ensemble", "demo_job", "export"]
+StageKind = Literal["train", "evaluate", "tta_ab", "health", "refine", "distill", "ensemble", "demo_job", "export", "predict"]
 
 
 @dataclass
@@ -561,6 +561,23 @@ class RuntimeCfg:
 
 
 @dataclass
+class PredictCfg:
+    """The ``predict`` stage: predictions for unlabelled data (a split, an image folder or a raster)."""
+    source: str = ""                        # a split name, an image folder or a raster file ("" = test split)
+    weights: Literal["auto", "raw", "ema"] = "auto"   # which weights of the checkpoint
+    adopt: bool = True                      # apply the TTA / post-processing the run's A/B stages kept
+    probabilities: Literal["off", "float16", "uint8"] = "off"   # per-class probabilities beside the ids
+    color: bool = True                      # colour PNGs beside the id PNGs
+    bands: list[int] = field(default_factory=lambda: [1, 2, 3])   # raster bands fed as RGB (1-based)
+    value_scale: Optional[float] = None     # full-brightness value of non-8-bit raster bands (e.g. 4095)
+    polygons: bool = True                   # rasters: per-class polygons beside the COG
+    polygon_format: Literal["gpkg", "geojson"] = "gpkg"
+    simplify: float = 0.0                   # polygon simplification tolerance in map units (0: off)
+    min_area_m2: dict[str, float] = field(default_factory=dict)   # class name -> smallest polygon kept (m²)
+    block_rows: int = 1024                  # rows per polygonisation block (memory bound)
+
+
+@dataclass
 class Config:
     dataset: DatasetCfg
     stage: StageCfg = field(default_factory=StageCfg)
@@ -576,6 +593,7 @@ class Config:
     distill: DistillCfg = field(default_factory=DistillCfg)
     health: HealthCfg = field(default_factory=HealthCfg)
     export: ExportCfg = field(default_factory=ExportCfg)
+    predict: PredictCfg = field(default_factory=PredictCfg)
     runtime: RuntimeCfg = field(default_factory=RuntimeCfg)
     meta: dict[str, Any] = field(default_factory=dict)   # free-form notes (not validated)
 

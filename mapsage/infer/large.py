@@ -63,11 +63,14 @@ def predict_raster(model: nn.Module, src_path: str | Path, dst_path: str | Path,
                    mean: Sequence[float], std: Sequence[float], *, palette: Sequence[str] | None = None,
                    bands: Sequence[int] = (1, 2, 3), value_scale: Optional[float] = None,
                    device: torch.device | str | None = None,
-                   progress: Optional[Callable[..., None]] = None, show_bar: bool = True) -> dict:
+                   progress: Optional[Callable[..., None]] = None, show_bar: bool = True,
+                   row_sink: Optional[Callable[[int, np.ndarray, torch.Tensor], None]] = None) -> dict:
     """Predict a class-id GeoTIFF for a (large) raster with bounded memory; returns timing and size figures.
 
     ``mean``/``std`` are the model's normalisation in 0..1 scale (``mapsage.data.get_normalization(cfg)``).
-    Pixels where every band equals the source's nodata value are written as 255 (the output's nodata)."""
+    Pixels where every band equals the source's nodata value are written as 255 (the output's nodata).
+    ``row_sink(first_row, ids [n,W] uint8, probs [C,n,W])`` receives every run of final rows with their class
+    probabilities (to write confidence or probability rasters beside the ids)."""
     import rasterio
     from rasterio.windows import Window
     from tqdm import tqdm
@@ -83,6 +86,7 @@ def predict_raster(model: nn.Module, src_path: str | Path, dst_path: str | Path,
     mean_t = torch.tensor(mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
     per_pass = max(1, int(eval_cfg.window_batch))
+    scores_are_probs = not (len(views) == 1 and views[0].scale == 1.0 and views[0].flip is None)
     lut = palette_array(list(palette or []), num_classes)
     t0 = time.perf_counter()
     try:
@@ -118,10 +122,13 @@ def predict_raster(model: nn.Module, src_path: str | Path, dst_path: str | Path,
                 nonlocal acc, cnt, base, pending_rows, written
                 n = upto - base
                 if n > 0:
-                    pred = (acc[:, :n] / cnt[:n]).argmax(dim=0).to(torch.uint8).cpu().numpy()
+                    scores = acc[:, :n] / cnt[:n]
+                    pred = scores.argmax(dim=0).to(torch.uint8).cpu().numpy()
                     if nodata is not None:
                         rgb = src.read(list(bands), window=Window(0, base, W, n))
                         pred[np.all(rgb == nodata, axis=0)] = 255
+                    if row_sink is not None:
+                        row_sink(base, pred, scores if scores_are_probs else scores.softmax(dim=0))
                     pending.append(pred)
                     pending_rows += n
                     acc = torch.cat([acc[:, n:], acc.new_zeros((num_classes, n, W))], dim=1)

@@ -256,9 +256,17 @@ def render(data: ReportData, tables: Optional[ReportTables] = None, thumbnails: 
                           f_pts(r.get("best_val_miou")), f_epoch(r.get("best_epoch"))
                           if not is_missing(r.get("best_epoch")) else Cell(DASH, "num"),
                           f_text(r.get("best_variant"))])
-    runs_table = TableView([Col("#"), Col("run"), Col("title"), Col("run id"), Col("kind"), Col("status"),
-                            Col("dataset"), Col("split"), Col("best mIoU % (run's split)"), Col("best epoch"),
-                            Col("best weights")], runs_rows)
+    runs_cols = [Col("#"), Col("run"), Col("title"), Col("run id"), Col("kind"), Col("status"), Col("dataset"),
+                 Col("split"), Col("best mIoU % (run's split)"), Col("best epoch"), Col("best weights")]
+    if any(not is_missing(r.get("external_miou")) for r in data.runs):
+        # a benchmark's own score (mapsage runs score) beside what validation promised
+        runs_cols += [Col("external mIoU %"), Col("val→test gap (points)")]
+        for row, r in zip(runs_rows, data.runs):
+            ext, gap = r.get("external_miou"), r.get("val_test_gap")
+            row += [f_pts(ext) if is_missing(ext) else
+                    Cell(f"{100 * ext:.2f} ({r.get('external_split')} · {r.get('external_source')})", "num"),
+                    Cell(DASH if is_missing(gap) else f"{100 * gap:+.2f}", "num")]
+    runs_table = TableView(runs_cols, runs_rows)
 
     e = t.experiments
     experiments = view(e, [

@@ -64,6 +64,16 @@ def render_markdown(data: ReportData, tables: Optional[ReportTables] = None) -> 
     lines += [_table(["run", "run id", "kind", "status", "dataset", "evaluated splits", "code commit", "config hash",
                       "created"], rows), ""]
 
+    ext_rows = [[md_escape(r.get("name") or r["run_id"]), md_escape(r.get("external_split")),
+                 md_escape(r.get("external_source")), _pts(r.get("external_miou")), _pts(r.get("best_val_miou")),
+                 _pts(r.get("val_test_gap"), True)]
+                for r in data.runs if not is_missing(r.get("external_miou"))]
+    if ext_rows:
+        lines += ["## External scores", "", "A benchmark's own figure (recorded with `mapsage runs score`) beside the "
+                  "run's best validation mIoU; the gap is external − validation, in points.", "",
+                  _table(["run", "split", "source", "external mIoU %", "best val mIoU %", "val→test gap"], ext_rows),
+                  ""]
+
     lines += ["## Experiment table", "",
               "Latest evaluation per run, split and weights/variant, all domains pooled.", ""]
     rows = []

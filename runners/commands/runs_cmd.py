@@ -64,6 +64,9 @@ def register(sub) -> None:
     sc = rs.add_parser("schedule", help="check running jobs and start queued ones now")
     sc.set_defaults(func=cmd_schedule)
 
+    from runners.commands.external_score import register_runs_score
+    register_runs_score(rs)
+
 
 # ---------------------------------------------------------------------------------------------------------------
 

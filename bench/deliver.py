@@ -1,0 +1,180 @@
+"""Peak memory and throughput of predicting a large 3-band GeoTIFF to a Cloud-Optimized GeoTIFF + GeoPackage
+(the bounded-memory delivery path, ``mapsage.deliver.geo.predict_geotiff``), beside the in-memory path (the whole
+image as one tensor through ``mapsage.infer.infer_probs`` sliding windows, argmax, one GeoTIFF write).
+
+The source raster is real imagery: the three bundled LoveDA tiles repeated to ``--size`` × ``--size`` pixels,
+written block by block as a georeferenced GeoTIFF (made-up UTM 33N grid, 0.3 m pixels). Each measurement runs in
+a fresh child process; its peak resident memory is the child's ``ru_maxrss`` (``os.wait4``).
+
+``--model segformer`` (default) is a random-init SegFormer-B0 (the real network's cost); ``--model pointwise`` is
+a 1×1 convolution, which measures the pipeline itself (reading, windows, accumulation, COG and polygon writing)
+when the network would make a CPU run of a 16384² raster take hours.
+
+    python bench/deliver.py --size 16384 --model pointwise --inmem-size 4096
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TILES = [ROOT / "tests/data/loveda/Train/Rural/images_png/0.png", ROOT / "tests/data/loveda/Train/Rural/images_png/1.png",
+         ROOT / "tests/data/loveda/Val/Rural/images_png/2.png"]
+
+
+def make_raster(path: Path, size: int) -> Path:
+    import numpy as np
+    import rasterio
+    from PIL import Image
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    tiles = [np.moveaxis(np.asarray(Image.open(t).convert("RGB")), -1, 0) for t in TILES]
+    profile = {"driver": "GTiff", "height": size, "width": size, "count": 3, "dtype": "uint8", "crs": "EPSG:32633",
+               "transform": from_origin(500000.0, 5000000.0, 0.3, 0.3), "tiled": True, "blockxsize": 512,
+               "blockysize": 512, "compress": "deflate", "bigtiff": "IF_SAFER"}
+    with rasterio.open(path, "w", **profile) as dst:
+        k = 0
+        for y in range(0, size, 1024):
+            for x in range(0, size, 1024):
+                h, w = min(1024, size - y), min(1024, size - x)
+                dst.write(tiles[k % 3][:, :h, :w], window=Window(x, y, w, h))
+                k += 1
+    return path
+
+
+def _model(kind: str):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    if kind == "pointwise":
+        class Pointwise(nn.Module):
+            output_stride = 1
+
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(3, 7, 1)
+
+            def forward(self, x):
+                return self.conv(x)
+        return Pointwise().eval()
+    import segmentation_models_pytorch as smp
+    return smp.Segformer("mit_b0", encoder_weights=None, classes=7).eval()
+
+
+def _predictor(kind: str):
+    from mapsage.config import load_config
+    from mapsage.deliver.model_source import Predictor
+
+    cfg = load_config(ROOT / "configs/stage1_baselines/demo_segformer_mit-b0_loveda-samples.yaml",
+                      ["eval.mode=slide", "eval.tile=[512,512]", "eval.stride=[384,384]", "eval.window_batch=4"])
+    return Predictor(model=_model(kind), cfg=cfg, eval_cfg=cfg.eval, checkpoint={"run_id": "bench"},
+                     variant="raw")
+
+
+def worker(mode: str, src: str, out: str, kind: str) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2)))
+    p = _predictor(kind)
+    t0 = time.perf_counter()
+    if mode == "delivery":
+        from mapsage.deliver.geo import predict_geotiff
+        res = predict_geotiff(p, src, out, stem="bench", show_bar=False, block_rows=1024)
+        info = {"polygons": res["polygons"]["polygons"], "predict_s": res["predict"]["wall_s"],
+                "polygons_s": res["polygons"]["wall_s"]}
+    else:
+        import numpy as np
+        import rasterio
+
+        from mapsage.infer import infer_probs
+        with rasterio.open(src) as s:
+            rgb = s.read()
+            profile = s.profile
+        mean, std = p.normalization()
+        x = torch.from_numpy(rgb).float().div_(255.0)
+        x = ((x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)).unsqueeze(0)
+        del rgb
+        pred = infer_probs(p.model, x, p.eval_cfg, p.num_classes).argmax(dim=1)[0].to(torch.uint8).numpy()
+        profile.update(count=1, dtype="uint8", compress="deflate")
+        with rasterio.open(Path(out) / "inmem.tif", "w", **profile) as d:
+            d.write(pred[None].astype(np.uint8))
+        info = {}
+    info["wall_s"] = time.perf_counter() - t0
+    print(json.dumps(info))
+
+
+def measure(mode: str, src: Path, out: Path, kind: str) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, __file__, "--worker", mode, str(src), str(out), kind],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    stdout, stderr = proc.stdout.read(), proc.stderr.read()
+    if status != 0:
+        return {"error": (stderr or stdout).strip().splitlines()[-1:] or [f"status {status}"],
+                "peak_rss_gib": usage.ru_maxrss / 2 ** 20}
+    info = json.loads(stdout.strip().splitlines()[-1])
+    info["peak_rss_gib"] = usage.ru_maxrss / 2 ** 20      # ru_maxrss is KiB on Linux
+    return info
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=int, default=16384, help="side of the delivery-path raster (pixels)")
+    ap.add_argument("--inmem-size", type=int, default=4096,
+                    help="side of the raster both paths run on for the throughput comparison (0: skip)")
+    ap.add_argument("--model", choices=["segformer", "pointwise"], default="segformer")
+    ap.add_argument("--worker", nargs=4, metavar=("MODE", "SRC", "OUT", "MODEL"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(*args.worker)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="mapsage-bench-deliver-") as tmp:
+        tmp = Path(tmp)
+        print(f"model {args.model}; {os.cpu_count()} CPU threads; peak RSS per fresh process")
+        if args.inmem_size:
+            n = args.inmem_size
+            src = make_raster(tmp / f"src_{n}.tif", n)
+            d = measure("delivery", src, tmp / "d_small", args.model)
+            m = measure("inmemory", src, tmp / "m_small", args.model)
+            mpix = n * n / 1e6
+            print(f"{n}x{n} ({mpix:.1f} Mpixel):")
+            for name, r in (("delivery COG+GPKG", d), ("in-memory", m)):
+                if "error" in r:
+                    print(f"  {name:18s} failed ({r['error']}), peak {r['peak_rss_gib']:.2f} GiB")
+                else:
+                    print(f"  {name:18s} {r['wall_s']:8.1f} s  {mpix / r['wall_s']:7.3f} Mpixel/s  peak "
+                          f"{r['peak_rss_gib']:.2f} GiB" + (f"  ({r['polygons']} polygons; predict "
+                                                            f"{r['predict_s']:.1f} s, polygons {r['polygons_s']:.1f} s)"
+                                                            if "polygons" in r else ""))
+            if "error" not in d and "error" not in m:
+                print(f"  delivery / in-memory: time x{d['wall_s'] / m['wall_s']:.2f}, peak memory "
+                      f"x{d['peak_rss_gib'] / m['peak_rss_gib']:.2f}")
+            (tmp / f"src_{n}.tif").unlink()
+        if args.size and args.size != args.inmem_size:
+            n = args.size
+            t0 = time.perf_counter()
+            src = make_raster(tmp / f"src_{n}.tif", n)
+            print(f"{n}x{n} ({n * n / 1e6:.1f} Mpixel) source written in {time.perf_counter() - t0:.0f} s")
+            d = measure("delivery", src, tmp / "d_big", args.model)
+            if "error" in d:
+                print(f"  delivery COG+GPKG failed ({d['error']}), peak {d['peak_rss_gib']:.2f} GiB")
+            else:
+                print(f"  delivery COG+GPKG {d['wall_s']:8.1f} s  {n * n / 1e6 / d['wall_s']:7.3f} Mpixel/s  peak "
+                      f"{d['peak_rss_gib']:.2f} GiB (target < 2.5 GiB)  ({d['polygons']} polygons; predict "
+                      f"{d['predict_s']:.1f} s, polygons {d['polygons_s']:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
