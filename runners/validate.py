@@ -37,6 +37,12 @@ def _check_weights_file(value, key: str, what: str) -> None:
     check_file(path, what=what, key=key)
 
 
+def is_exported_model(ref) -> bool:
+    """An ONNX file, or a TorchScript ``.pt`` with the export sidecar beside it (``mapsage export``)."""
+    path = resolve_path(str(ref))
+    return path.suffix == ".onnx" or (path.suffix == ".pt" and path.with_name(path.name + ".json").is_file())
+
+
 def _check_checkpoint_ref(ref, key: str) -> None:
     """A checkpoint reference (file, run folder, run id): resolvable now, and its file loads safely."""
     from mapsage.infer.checkpoints import resolve_checkpoint
@@ -118,6 +124,13 @@ def validate_launch(cfg: Config, resume_from: str | Path | None = None) -> None:
         ref = resolve_run_ref(cfg.stage.checkpoint)
         if ref.checkpoint is not None and ref.run_dir is None:
             check_file(ref.checkpoint, key="stage.checkpoint")
+    elif kind == "predict" and cfg.stage.checkpoint and is_exported_model(cfg.stage.checkpoint):
+        from mapsage.export import read_sidecar   # an exported model is read by onnxruntime / torch.jit, never unpickled
+
+        path = resolve_path(str(cfg.stage.checkpoint))
+        if not path.is_file():
+            raise CheckpointError(f"stage.checkpoint: {path}: exported model not found")
+        read_sidecar(path)
     elif kind not in TRAIN_KINDS and kind not in NO_DATA_KINDS and kind != "ensemble" and cfg.stage.checkpoint:
         _check_checkpoint_ref(cfg.stage.checkpoint, "stage.checkpoint")
     if kind == "ensemble":

@@ -308,3 +308,37 @@ def test_targets_and_cli_options(trained_run):
         targets_of(["torchscript"], ["int8"], [])
     with pytest.raises(ConfigError, match="torchscript:int8 is not supported"):
         load_config(EXPORT_TEMPLATE, ["export.targets=[torchscript:int8]"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A deployment predicted by the deliverable stage's code: `mapsage predict RUN --model FILE.onnx`
+
+
+def test_predict_runs_an_exported_model_like_its_checkpoint(tmp_path, cfg, trained_run):
+    from mapsage.data import build_dataset
+    from mapsage.deliver.model_source import load_predictor
+    from mapsage.deliver.predict import predict_images
+    from runners.commands.predict_cmd import register
+    from runners.validate import validate_launch
+    import argparse
+
+    model, ckpt_cfg, ds = _model_and_data(cfg, trained_run)
+    [f] = _export(model, ckpt_cfg, ds, trained_run / "export", ["onnx:fp32"])
+    pred_onnx = load_predictor(str(f.path))
+    pred_pt = load_predictor(str(trained_run / "checkpoints" / "best_ema.pth"), adopt=False)
+    assert pred_onnx.variant == "export=onnx:fp32" and pred_onnx.classes == list(cfg.dataset.classes)
+    from mapsage.deliver.sources import Input
+    inputs = [Input(s.id, s.image_path, "image") for s in build_dataset(cfg, "val", train=False).samples[:1]]
+    rec_onnx = predict_images(pred_onnx, inputs, tmp_path / "onnx", device="cpu", show_bar=False)
+    rec_pt = predict_images(pred_pt, inputs, tmp_path / "pt", device="cpu", show_bar=False)
+    from PIL import Image
+    a = np.asarray(Image.open(rec_onnx[0]["pred"]))
+    b = np.asarray(Image.open(rec_pt[0]["pred"]))
+    assert a.shape == b.shape and (a == b).mean() >= 0.999
+    # the CLI flag names the file as the job's checkpoint; launch validation reads its sidecar, never unpickles it
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["predict", "train-x", "--model", str(f.path)])
+    from runners.commands.predict_cmd import options_from_args
+    assert f"stage.checkpoint={f.path.resolve()}" in options_from_args(args)
+    validate_launch(load_config(TEMPLATE, FAST + ["stage.kind=predict", f"stage.checkpoint={f.path}"]))

@@ -214,10 +214,40 @@ def _ensemble_predictor(run_id: str, folder: Path, key: str, device) -> Optional
                      adopted=[{"what": "ensemble", "run": run_id, "members": len(models)}], variant="ensemble")
 
 
+def _exported_predictor(path: Path, fallback_cfg, device) -> Predictor:
+    """An exported ONNX / TorchScript file (``mapsage export``) run through the same inference code. Its config
+    is the export run's (the ``config.yaml`` of the run folder the file sits in), else ``fallback_cfg`` (the
+    predict job's own); the sidecar's class table must match it."""
+    from ..config import load_config
+    from ..export import load_exported
+
+    model = load_exported(path, device=device)
+    cfg = None
+    for folder in (path.parent, path.parent.parent):
+        if (folder / "config.yaml").is_file():
+            cfg = load_config(folder / "config.yaml")
+            break
+    cfg = cfg or fallback_cfg
+    if cfg is None:
+        raise CheckpointError(f"stage.checkpoint: {path}: no run config beside the exported model; predict with a "
+                              "run's config (mapsage predict RUN --model FILE)")
+    if list(model.classes) and list(model.classes) != list(cfg.dataset.classes):
+        raise CheckpointError(f"stage.checkpoint: {path} was exported for classes {model.classes}, but the config "
+                              f"has {list(cfg.dataset.classes)}; predict with the run it was exported from")
+    side = model.sidecar
+    return Predictor(model=model, cfg=cfg, eval_cfg=cfg.eval, post=None,
+                     checkpoint={"path": str(path), "sha256": sha256_file(path), "weights": "export",
+                                 "run_id": (side.get("source") or {}).get("run"),
+                                 "epoch": (side.get("source") or {}).get("epoch"), "reference": str(path)},
+                     adopted=[], variant=f"export={model.fmt}:{model.precision}")
+
+
 def load_predictor(reference: str, weights: str = "auto", *, adopt: bool = True, key: str = "stage.checkpoint",
-                   device: str | torch.device = "cpu") -> Predictor:
+                   device: str | torch.device = "cpu", fallback_cfg=None) -> Predictor:
     """A :class:`Predictor` for a checkpoint reference (see the module doc). ``weights``: ``auto`` (what the
-    reference names: a run's best checkpoint, ``*ema*`` files as EMA), ``raw`` or ``ema``."""
+    reference names: a run's best checkpoint, ``*ema*`` files as EMA), ``raw`` or ``ema``. An exported ``.onnx``
+    (or ``.pt`` with its sidecar) runs through onnxruntime / TorchScript; ``fallback_cfg`` is the config used
+    when no run config sits beside it."""
     from ..infer.checkpoints import resolve_checkpoint
     from ..train.checkpoint import load_for_inference
     from ..workspace import run_dir
@@ -225,6 +255,8 @@ def load_predictor(reference: str, weights: str = "auto", *, adopt: bool = True,
     if weights not in ("auto", "raw", "ema"):
         raise CheckpointError(f"predict.weights must be auto, raw or ema, got {weights!r}")
     ref = str(reference or "").strip()
+    if ref.endswith(".onnx") or (ref.endswith(".pt") and Path(ref + ".json").is_file()):
+        return _exported_predictor(Path(ref), fallback_cfg, device)
     if ref and "/" not in ref and not ref.endswith((".pth", ".pt")) and run_dir(ref).is_dir():
         ens = _ensemble_predictor(ref, run_dir(ref), key, device)
         if ens is not None:

@@ -34,7 +34,8 @@ def run_predict(ctx) -> None:
     source = resolve_source(cfg)
     if not source.inputs:
         raise DataError(f"predict.source {source.name}: no images to predict")
-    predictor = load_predictor(cfg.stage.checkpoint, pc.weights, adopt=pc.adopt, device=device)
+    predictor = load_predictor(cfg.stage.checkpoint, pc.weights, adopt=pc.adopt, device=device,
+                               fallback_cfg=cfg)
     if source.kind == "split" and list(predictor.classes) != list(cfg.dataset.classes):
         raise DataError(f"stage.checkpoint was trained for classes {predictor.classes} but split "
                         f"'{source.split}' belongs to {cfg.dataset.name} with classes {list(cfg.dataset.classes)}; "

@@ -38,6 +38,9 @@ def register(sub) -> None:
                    help="any other config override, e.g. --set eval.window_batch=8")
     p.add_argument("--gpus", type=int, default=None, metavar="N")
     p.add_argument("--no-wait", action="store_true", help="queue the job and return its run id")
+    p.add_argument("--model", default=None, metavar="FILE",
+                   help="an exported model (.onnx, or .pt with its .json sidecar, from 'mapsage export') instead of "
+                        "the run's checkpoint: a deployment predicted and scored by the same code")
     p.set_defaults(func=predict_command)
 
 
@@ -45,6 +48,10 @@ def options_from_args(args) -> list[str]:
     from mapsage.errors import UserError
 
     opts: list[str] = []
+    if getattr(args, "model", None):
+        from pathlib import Path
+
+        opts.append(f"stage.checkpoint={Path(args.model).expanduser().resolve()}")
     if args.weights:
         opts.append(f"predict.weights={args.weights}")
     if args.probabilities:
