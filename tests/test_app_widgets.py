@@ -210,12 +210,15 @@ def test_experiment_table_labels_every_figure_with_its_split_and_ranks():
         "created_at": pd.to_datetime([1, 2, 3], unit="s", utc=True), "title": "", "split": "val"})
     board = pd.DataFrame({"run_id": ["b", "a"], "miou": [0.5, 0.4], "mbiou": [0.2, 0.3], "macc": [0.6, 0.5],
                           "mf1": [0.6, 0.5], "aacc": [0.8, 0.7], "variant": ["raw", "ema"], "epoch": [4, None],
-                          "n_images": [18, 18], "iou_water": [0.9, 0.8]})
+                          "n_images": [18, 18], "iou_water": [0.9, 0.8], "rank": [1, 2],
+                          "role": ["result", "result"], "completeness": ["full", "full"],
+                          "identity": ["val · 18/18 tiles · raw ep 5", "val · 18/18 tiles · EMA final"]})
     t = tables.experiment_table(runs, board, "val", "miou", per_class=True)
     assert list(t["Run"]) == ["B", "A", "C"] and list(t["Rank"].fillna(0)) == [1, 2, 0]
-    for col in ("mIoU (val)", "Boundary IoU (val)", "IoU water (val)", "Epoch (val)"):
+    for col in ("mIoU (val)", "Boundary IoU (val)", "IoU water (val)", "Evaluation", "Ranked as"):
         assert col in t.columns
-    assert t.loc[0, "mIoU (val)"] == pytest.approx(50.0) and t.loc[0, "Epoch (val)"] == 5
+    assert t.loc[0, "mIoU (val)"] == pytest.approx(50.0) and t.loc[0, "Evaluation"] == "val · 18/18 tiles · raw ep 5"
+    assert t.loc[2, "Evaluation"] == "–" and t.loc[0, "Ranked as"] == "own result"
     assert [c for c, _ in tables.DESCRIPTIVE] and all(label in t.columns for _, label in tables.DESCRIPTIVE)
     by_bbiou = tables.experiment_table(runs, board, "val", "mbiou")
     assert list(by_bbiou["Run"])[:2] == ["A", "B"]
