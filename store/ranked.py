@@ -175,7 +175,7 @@ def evaluations_with_roles(run_id: str | Sequence[str] | None = None, split: str
                            domain: str | None = "all") -> pd.DataFrame:
     """Evaluation rows (summary and identity; no per-class vectors) with ``role``, ``completeness``,
     ``in_progress`` and ``identity`` (the short form), oldest first."""
-    from .queries import _ids, _query, _sql_where, _where
+    from .queries import JSON_METRICS, _ids, _query, _sql_where, _where
 
     clauses, params = [], []
     _where(clauses, params, "run_id", _ids(run_id))
@@ -184,7 +184,9 @@ def evaluations_with_roles(run_id: str | Sequence[str] | None = None, split: str
     cols = ("run_id, seq, ts, split, domain, variant, epoch, miou, macc, aacc, mf1, mbiou, images_per_s, n_images, "
             "boundary_px, dataset, tile_count, tile_hash, split_size, checkpoint, ckpt_run, ckpt_epoch, ckpt_hash, "
             "weights, device, params, run_status, run_kind, run_name, run_dataset, parent_run, role, completeness, "
-            "in_progress")
+            "in_progress, "
+            # figures kept in extra_json (mmseg mFscore, the face-parsing foreground mean F-score)
+            + ", ".join(f"TRY_CAST(json_extract_string(extra_json, '$.{m}') AS DOUBLE) AS {m}" for m in JSON_METRICS))
     df = _query(f"SELECT {cols} FROM ({ROLES_SQL}) x{_sql_where(clauses)} ORDER BY run_id, seq", params)
     df["identity"] = [short_identity(r) for r in df.to_dict("records")] if not df.empty else []
     if "ts" in df.columns:
@@ -200,10 +202,10 @@ def ranking(split: str = "val", metric: str = "miou", include_subsets: bool = Fa
     marked by ``role`` -- with ``rank`` (1 = best) within its comparable group (dataset, split, tile set) and
     ``rankable``. Figures of a row all come from that one evaluation (``per_class``: its ``iou_<class>``
     columns too)."""
-    from .queries import METRICS
+    from .queries import JSON_METRICS, METRICS
 
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if metric not in METRICS + JSON_METRICS:
+        raise ValueError(f"metric must be one of {METRICS + JSON_METRICS}, got {metric!r}")
     ev = evaluations_with_roles(run_ids, split=split, domain="all")
     if ev.empty:
         return ev.assign(rank=pd.Series(dtype=float), rankable=pd.Series(dtype=bool), group=pd.Series(dtype=str))
