@@ -33,7 +33,7 @@ def navigation():
             st.Page(PAGE_FILES["tta"], title="TTA A/B", icon=":material/science:"),
         ],
     }
-    # The map review page belongs to the refinement work (issue 9); it joins the menu once its file exists.
+    # The map review page (refinement review).
     if (APP_DIR / "views" / "review.py").exists():
         pages["Results"].append(st.Page("views/review.py", title="Review", icon=":material/layers:"))
     return st.navigation(pages)

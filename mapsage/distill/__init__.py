@@ -1,4 +1,4 @@
-"""Knowledge distillation (plan stage 2, issue 11): a large frozen teacher trains a SegFormer student.
+"""Knowledge distillation (plan stage 2): a large frozen teacher trains a SegFormer student.
 
 * :mod:`.teacher` -- ``build_teacher(cfg, device)``: a timm ViT (DINOv2 / DINOv3 / DINOv3-SAT, or a tiny custom
   config) from a local weights file, or a workbench segmentation checkpoint; frozen, eval mode, optional bf16/fp16.

@@ -6,7 +6,7 @@
 process group is joined from the environment. The runner writes the final status record; a NaN loss raises
 :class:`mapsage.errors.TrainingError` (the run fails, its last good checkpoint stays).
 
-Distillation (issue 11) plugs in through :func:`register_extra_losses`: a factory ``f(cfg, ctx) -> {name:
+Distillation plugs in through :func:`register_extra_losses`: a factory ``f(cfg, ctx) -> {name:
 module}`` whose modules the engine adds to the loss (see :mod:`mapsage.train.engine`). With no factory registered,
 ``run`` hands distillation configs (``stage.kind: distill`` or ``distill.enabled``) to
 :func:`mapsage.distill.stage.run`, which trains through that same hook (teacher, feature cache, A/B arm).
