@@ -61,10 +61,13 @@ def _is_lock_conflict(exc: BaseException) -> bool:
 
 def _open(path: Path, read_only: bool, deadline: float) -> duckdb.DuckDBPyConnection:
     delay = 0.002
+    new = not path.exists()
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only)
         except (duckdb.IOException, duckdb.ConnectionException) as exc:
+            if new and not read_only:
+                _forget_half_created(path, exc)
             if not _is_lock_conflict(exc):
                 raise StoreError(f"{path}: cannot open the store database: {exc}. If the file is damaged, move it "
                                  f"away; `mapsage runs ingest --rebuild` rebuilds it from the run folders.") from exc
@@ -72,6 +75,21 @@ def _open(path: Path, read_only: bool, deadline: float) -> duckdb.DuckDBPyConnec
                 raise StoreBusy(f"{path}: the database is locked by another program ({exc}); close that program "
                                 f"(e.g. a duckdb shell on the file) or raise MAPSAGE_STORE_TIMEOUT_S") from exc
             delay = _sleep_backoff(delay)
+
+
+def _forget_half_created(path: Path, exc: BaseException) -> None:
+    """A store file this call began to create but could not finish (a full disk) is removed with its WAL, so the
+    next open after space is freed creates it cleanly instead of finding "not a valid DuckDB database file"."""
+    from mapsage.diskspace import free_mb, is_disk_full
+
+    for p in (path, path.with_name(path.name + ".wal")):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+    if is_disk_full(exc) or "No space left" in str(exc):
+        raise StoreError(f"disk full in {path.parent}: {free_mb(path.parent):.1f} MB free; cannot create the store "
+                         f"{path.name}. Free space there; the run folders keep every record") from exc
 
 
 def _pass_gate(path: Path, deadline: float) -> None:

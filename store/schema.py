@@ -202,8 +202,16 @@ def ensure_schema() -> None:
         if version == latest_version():
             _checked.add(key)
             return
-    with write_connection() as con:
-        migrate(con, str(path))
+    created = not path.exists()
+    try:
+        with write_connection() as con:
+            migrate(con, str(path))
+    except Exception as exc:
+        if created:                     # a store this call began (e.g. on a full disk) is not left half-made
+            from .db import _forget_half_created
+
+            _forget_half_created(path, exc)
+        raise
     _checked.add((str(path), path.stat().st_ino))
 
 

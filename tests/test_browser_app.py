@@ -83,7 +83,12 @@ def test_launch_demo_baseline_watch_it_and_open_it(app_server, artifacts_dir):
                 form.get_by_role("spinbutton", name=label, exact=True).fill(value)
             form.get_by_role("textbox", name="More overrides").fill(EXTRA)
             form.get_by_role("button", name="Launch").click()
+            # no health run yet on this workspace: the plan's gate asks first, naming what is missing
+            expect(page.get_by_text("health gate: no health run on dataset", exact=False).first).to_be_visible()
+            shot(page, "01b_health_gate")
+            page.get_by_role("button", name="Launch anyway").click()
             expect(page.get_by_text("Launched", exact=False).first).to_be_visible()
+            expect(page.get_by_text("health gate overridden", exact=False).first).to_be_visible()
             # the template's own epochs may already be 2; steps per epoch certainly differs from it
             expect(page.get_by_text("--set 'train.steps_per_epoch=2'", exact=False).first).to_be_visible()
 

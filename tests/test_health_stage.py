@@ -54,7 +54,7 @@ def test_stage_fails_the_job_when_a_check_fails(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_health_job_passes_end_to_end_through_the_cli(tmp_workspace, monkeypatch, capsys):
-    """``mapsage run configs/stage0_health/health_dubai.yaml --wait``: the worker process runs all eight checks on
+    """``mapsage run configs/stage0_health/health_dubai.yaml --wait``: the worker process runs all nine checks on
     the demo recipe; the terminal shows the table; every check is in the store as passed."""
     import store
     from runners import api, cli, procs, scheduler
@@ -69,13 +69,13 @@ def test_demo_health_job_passes_end_to_end_through_the_cli(tmp_workspace, monkey
         captured = capsys.readouterr()
         assert code == 0, captured.err[-3000:]
         rid = captured.out.strip().splitlines()[0]
-        assert "health PASSED: 8 pass, 0 warn, 0 fail" in captured.err       # the table, in the terminal
-        for check in ("ids", "per_class", "normalisation", "alignment", "splits", "eval_consistency", "metric",
-                      "sanity"):
+        assert "health PASSED: 9 pass, 0 warn, 0 fail" in captured.err       # the table, in the terminal
+        for check in ("ids", "label_ids", "per_class", "normalisation", "alignment", "splits", "eval_consistency",
+                      "metric", "sanity"):
             assert f"\n{check} " in captured.err
         rows = store.health(rid)
-        assert sorted(rows["check_name"]) == sorted(["ids", "per_class", "normalisation", "alignment", "splits",
-                                                     "eval_consistency", "metric", "sanity"])
+        assert sorted(rows["check_name"]) == sorted(["ids", "label_ids", "per_class", "normalisation", "alignment",
+                                                     "splits", "eval_consistency", "metric", "sanity"])
         assert set(rows["status"]) == {"pass"}
     finally:
         for _rid, entry in scheduler.load_state()["active"].items():

@@ -190,3 +190,8 @@ def test_disk_full_fails_the_run_naming_the_disk_and_reads_keep_working(small_di
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "disk full in" in err, err
     filler.unlink()
+    # with space again, the store is created cleanly (no half-made file from the full-disk attempts) and holds the run
+    capsys.readouterr()
+    assert cli.main(["runs", "list"]) == 0
+    out = capsys.readouterr().out
+    assert rid in out and "failed" in out

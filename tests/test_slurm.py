@@ -247,7 +247,8 @@ def test_training_requeued_mid_epoch_resumes_at_its_step(ws):
     from runners import api
     from runners.scheduler import read_job
 
-    rid = api.launch(DEMO, [*TINY_TRAIN, *ON_SLURM, "train.steps_per_epoch=8", "train.batch_size=1"])
+    # 40 steps: long enough that the requeue lands mid-epoch on a fast machine too (heartbeats come each second)
+    rid = api.launch(DEMO, [*TINY_TRAIN, *ON_SLURM, "train.steps_per_epoch=40", "train.batch_size=1"])
     job_id = slurm_job_id(rid)
     until(lambda: progress_step(rid) >= 2 and "running" in statuses(rid), 180, "two training steps")
     subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True)
@@ -267,5 +268,5 @@ def test_training_requeued_mid_epoch_resumes_at_its_step(ws):
     from mapsage.train.checkpoint import load_checkpoint
 
     last = load_checkpoint(Path(os.environ["MAPSAGE_WORKSPACE"]) / "runs" / rid / "checkpoints" / "last.pth")
-    assert last["global_step"] == 8 and last["epochs_done"] == 1
-    assert 1 <= stopped_at < 8 and read_job(rid)["slurm_restarts"] == 1
+    assert last["global_step"] == 40 and last["epochs_done"] == 1
+    assert 1 <= stopped_at < 40 and read_job(rid)["slurm_restarts"] == 1

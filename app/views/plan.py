@@ -143,11 +143,11 @@ for tab, (stage, (name, blurb)) in zip(tabs, templates.STAGES.items()):
                                                  "none (the template as is)") + f" → {summary_line(result)}")
                     st.code(command, language="bash")
                 if result.action == "launch" and result.error is None:
-                    rid = launch(t, result.overrides)
+                    note = {"command": command, "summary": summary_line(result)}
+                    rid = launch(t, result.overrides, flash=note)
                     if rid:
                         # shown after a full rerun, so the stage cards and Live jobs include the new job
-                        st.session_state["plan_flash"] = {"rid": rid, "command": command,
-                                                          "summary": summary_line(result)}
+                        st.session_state["plan_flash"] = {"rid": rid, **note}
                         st.rerun()
 
         # recent runs of this stage: open, cancel, resume

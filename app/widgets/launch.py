@@ -62,13 +62,17 @@ def confirm_pending(template: Template) -> Optional[str]:
     if stop:
         st.rerun()
     rid = launch(template, pending["overrides"], pending["gpus"], confirmed=True)
+    if rid and pending.get("flash") is not None:   # the page's own "Launched" note, after a full rerun
+        st.session_state["plan_flash"] = {"rid": rid, **pending["flash"],
+                                          "summary": f"{pending['flash'].get('summary', '')}; health gate overridden"}
+        st.rerun()
     if rid:
         st.success(f"Launched `{rid}` (health gate overridden).")
     return rid
 
 
 def launch(template: Template, overrides: list[str], gpus: Optional[int] = None,
-           confirmed: bool = False) -> Optional[str]:
+           confirmed: bool = False, flash: Optional[dict] = None) -> Optional[str]:
     """Launch through ``runners.api``. A training stage on a dataset whose health checks failed or never ran
     asks first: the launch is kept pending and :func:`confirm_pending` (drawn with the template's form) asks."""
     from runners import api
@@ -82,7 +86,7 @@ def launch(template: Template, overrides: list[str], gpus: Optional[int] = None,
         gate = health_gate(template, overrides)
         if gate is not None:                  # ask first: confirm_pending draws the question on the next run
             st.session_state.setdefault(PENDING, {})[template.rel] = {
-                "overrides": list(overrides), "gpus": gpus,
+                "overrides": list(overrides), "gpus": gpus, "flash": flash,
                 "gate": {"message": gate.message(), "blocks": gate.blocks, "failing": gate.failing}}
             st.rerun()
     try:

@@ -148,8 +148,13 @@ def _progress_of(r: dict) -> dict | None:
 def cmd_list(args) -> int:
     from runners import api
 
+    from store.db import StoreError
+
     refreshed = api.refresh(min_interval=0.0)
-    df = api.list_runs(status=args.status, kind=args.kind, limit=args.limit)
+    try:
+        df = api.list_runs(status=args.status, kind=args.kind, limit=args.limit)
+    except StoreError as exc:            # no usable store (a full disk before it was ever created): the folders
+        df = _list_from_folders(str(exc), args.status, args.kind, args.limit)
     if refreshed.get("ingest_error") and not df.empty:
         df = _overlay_live_status(df, refreshed["ingest_error"])
     if args.json:
@@ -169,6 +174,32 @@ def cmd_list(args) -> int:
     for line in [head, *rows]:
         print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip())
     return 0
+
+
+def _list_from_folders(why: str, status: str | None, kind: str | None, limit: int | None):
+    """The runs as their event files tell them, when the store cannot be opened at all."""
+    import pandas as pd
+
+    from mapsage.workspace import runs_dir
+    from runners import jobs
+
+    print(f"note: the store cannot be read ({' '.join(why.split())[:200]}); runs are listed from the run folders",
+          file=sys.stderr)
+    rows = []
+    folders = sorted((p for p in runs_dir().iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime,
+                     reverse=True) if runs_dir().is_dir() else []
+    for folder in folders:
+        try:
+            live = jobs.live_status(folder.name)
+        except (OSError, UserError):
+            continue
+        if (status and live["status"] != status) or (kind and live.get("kind") != kind):
+            continue
+        rows.append({"run_id": folder.name, "status": live["status"], "kind": live.get("kind"), "split": None,
+                     "progress_json": json.dumps(live["progress"]) if live["progress"] else None,
+                     "progress_frac": None, "best_val_miou": None, "best_val_mbiou": None,
+                     "created_at": live.get("status_ts")})
+    return pd.DataFrame(rows[:limit] if limit else rows)
 
 
 def _overlay_live_status(df, why: str):
@@ -196,7 +227,14 @@ def _show_data(run_id: str) -> dict:
 
     api.refresh(min_interval=0.0)
     live = jobs.live_status(run_id)
-    row = store.run(run_id) or {}
+    from store.db import StoreError
+
+    try:
+        row = store.run(run_id) or {}
+    except StoreError as exc:
+        print(f"note: the store cannot be read ({' '.join(str(exc).split())[:200]}); shown from the run folder",
+              file=sys.stderr)
+        row = {}
     for k in ("config_json", "info_json", "progress_json"):
         row.pop(k, None)
     data = {k: _plain(v) for k, v in row.items()}
@@ -212,7 +250,12 @@ def _show_data(run_id: str) -> dict:
     data.update(placement(run_id))          # executor; for a cluster job its SLURM job id, state and nodes
     if live.get("status") in ("failed", "died"):
         data["log_tail"] = jobs.log_tail(run_id, 30)
-    evals = store.metrics(run_id)
+    try:
+        evals = store.metrics(run_id)
+    except StoreError:
+        import pandas as pd
+
+        evals = pd.DataFrame()
     data["evaluations"] = _records(evals[["eval_key", "split", "domain", "variant", "epoch", "miou", "mbiou",
                                           "macc", "mf1"]].tail(20)) if not evals.empty else []
     return data
