@@ -212,6 +212,9 @@ class AugmentCfg:
     elastic_alpha: float = 30.0
     elastic_sigma: float = 6.0
     sampler: "SamplerCfg" = field(default_factory=lambda: SamplerCfg())
+    # where augmentation runs: albumentations per tile in the loader (CPU), or kornia batch-wise on the training
+    # device after loading (mapsage.data.gpu_augment; on a machine without a GPU kornia runs on the CPU, said in the log)
+    backend: Literal["albumentations", "kornia"] = "albumentations"
 
 
 @dataclass

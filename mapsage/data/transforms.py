@@ -81,6 +81,9 @@ def build_train_transform(cfg: Config, image_interpolation: int = cv2.INTER_LINE
 
     ``image_interpolation`` exists for tests (nearest makes image and mask resampling identical)."""
     aug = cfg.augment
+    if getattr(aug, "backend", "albumentations") == "kornia":      # the rest runs batch-wise on the device
+        from .gpu_augment import build_loader_transform
+        return build_loader_transform(cfg, seed=seed)
     ignore = int(cfg.dataset.ignore_index)
     ch, cw = _crop_size(cfg)
     ops: list = []

@@ -235,6 +235,9 @@ class Trainer:
         self.mixer = BatchMixer(cfg.augment, ignore_index=cfg.loss_ignore_index)
         from .aug_schedule import BatchResizer
         self.resizer = BatchResizer(cfg.augment)                 # progressive resolution / multi-size crops
+        from ..data.gpu_augment import build_batch_augment        # augment.backend: kornia (None otherwise)
+        self.batch_aug = build_batch_augment(cfg, self.device, self.train_set.mean, self.train_set.std,
+                                             log=self.events.log)
         self._mix_params: Optional[dict] = None
         self.ddp_model: nn.Module = model
         self.start_epoch, self.start_step, self.global_step = 0, 0, 0
@@ -441,6 +444,8 @@ class Trainer:
         self.loader_generator.manual_seed(seed)
         self.mixer.seed(seed + 1)
         self._epoch_augment(epoch, seed + 2)
+        if self.batch_aug is not None:
+            self.batch_aug.seed(seed + 3, start_batch=start * accum)
         self.sampler.set_epoch(epoch, start_index=start * accum * int(cfg.train.batch_size))
         for m in self.extra_losses.values():
             if hasattr(m, "on_epoch_start"):
@@ -488,6 +493,8 @@ class Trainer:
                     step_data += time.perf_counter() - t0
                     images = batch["image"].to(self.device, non_blocking=True)
                     masks = batch["mask"].to(self.device, non_blocking=True)
+                    if self.batch_aug is not None:
+                        images, masks = self.batch_aug(images, masks)
                     if self.resizer.active:
                         images, masks = self.resizer(images, masks)
                     if self.mixer.active:
