@@ -85,13 +85,17 @@ def submit(cfg: Config, parent_run: str | None = None, parent_relation: str | No
     """Snapshot a resolved config into a new run folder, write ``queued``, queue the job and run the scheduler.
 
     A stage that works on another run's checkpoint (``stage.checkpoint`` = a run id or a file in a run folder:
-    evaluate, tta_ab, refine, health) records that run as its parent (``parent_relation = "checkpoint"``)."""
+    evaluate, tta_ab, refine, health) records that run as its parent (``parent_relation = "checkpoint"``); a training
+    run warm-started from a run (``model.init_from``) records it with ``parent_relation = "warm_start"``."""
     kind = cfg.stage.kind
     executor = _preflight(cfg, resume_from)
     gpus = int(cfg.runtime.gpus)
     if parent_run is None and kind not in ("train", "distill"):
         parent_run = run_of_checkpoint(cfg.stage.checkpoint)
         parent_relation = "checkpoint" if parent_run else None
+    elif parent_run is None and cfg.model.init_from:       # a warm start from a run (model.init_from) is its child
+        parent_run = run_of_checkpoint(cfg.model.init_from)
+        parent_relation = "warm_start" if parent_run else None
     name = run_name(cfg)[:160]
     try:
         return _submit(cfg, kind, gpus, name, parent_run, parent_relation, resume_from, executor)

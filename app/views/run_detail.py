@@ -120,6 +120,8 @@ elif run.get("kind") in ("train", "distill") and run.get("status") in ("failed",
 elif run.get("kind") in ("train", "distill") and run.get("status") == "succeeded":
     from app.widgets.export_ab import export_action
     export_action(rid)              # ONNX / TorchScript builds with parity and speed
+    from app.widgets.warm_start import warm_start_action
+    warm_start_action(rid)          # fine-tune at a new crop size from this run's weights
 
 
 @st.fragment(run_every=2.0)
