@@ -174,3 +174,32 @@ def test_backend_is_checked():
     assert dubai_cfg().augment.backend == "albumentations"
     names = [type(op).__name__ for op in build_train_transform(dubai_cfg()).transforms]
     assert "RandomScale" in names and "Rotate" in names             # the CPU path is unchanged
+
+
+def test_swa_batchnorm_statistics_see_the_augmented_crops(one_thread, tmp_path, monkeypatch):
+    from mapsage.train import Trainer
+    from mapsage.train.swa import Swa
+    shapes = []
+    real = Swa.update_bn
+
+    def recording(self, images, device, max_batches=None):
+        def seen():
+            for x in images:
+                shapes.append(tuple(x.shape))
+                yield x
+        return real(self, seen(), device, max_batches=max_batches)
+
+    monkeypatch.setattr(Swa, "update_bn", recording)
+    cfg = tiny_cfg("augment.backend=kornia", "train.ema.enabled=false", "train.epochs=1", "train.swa.enabled=true",
+                   "train.swa.start_epoch=0")
+    tr = Trainer(cfg, run_dir=tmp_path, show_bar=False, validate=False)
+    tr.fit()
+    assert tr.swa.has_bn()                                          # SegFormer's decoder carries BatchNorm
+    assert shapes and set(shapes) == {(2, 3, 64, 64)}              # not the loader's 256 px windows
+
+
+def test_distillation_does_not_cache_teacher_views_under_kornia():
+    from mapsage.distill.targets import cache_rule
+    cfg = tiny_cfg("augment.backend=kornia", "augment.cutmix_p=0", "augment.mixup_p=0")
+    mode, why = cache_rule(cfg, tile_views=True)
+    assert mode == "off" and "augment.backend: kornia" in why

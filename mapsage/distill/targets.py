@@ -101,6 +101,9 @@ def cache_rule(cfg, tile_views: bool, dataset=None, window: Optional[int] = None
     if uses_logits(cfg):
         return "off", ("logit distillation needs the teacher's logits of exactly the image the student sees: the "
                        "teacher runs on every batch")
+    if getattr(cfg.augment, "backend", "albumentations") == "kornia":
+        return "off", ("augment.backend: kornia augments each batch on the device after loading, so no cached "
+                       "teacher view follows it: the teacher runs on every batch")
     if cfg.augment.cutmix_p > 0 or cfg.augment.mixup_p > 0:
         return "off", ("CutMix/MixUp make every batch a new image (augment.cutmix_p / mixup_p > 0): the teacher "
                        "runs on every batch")

@@ -362,7 +362,11 @@ class Trainer:
         if swa.has_bn():
             self.sampler.set_epoch(int(cfg.train.epochs))
             want = swa.bn_batches or self.micro_per_epoch
-            used = swa.update_bn((b["image"] for b in self.loader), self.device, max_batches=int(want))
+            feed = (b["image"] for b in self.loader)
+            if self.batch_aug is not None:                   # the batches training saw: crop size, augmented
+                feed = (self.batch_aug(b["image"].to(self.device), b["mask"].to(self.device))[0]
+                        for b in self.loader)
+            used = swa.update_bn(feed, self.device, max_batches=int(want))
         last = swa.epochs[-1]
         self.events.log(f"SWA: averaged the weights of epochs {swa.epochs[0]}..{last} ({len(swa.epochs)} epoch(s))"
                         + (f"; BatchNorm statistics recomputed over {used} training batch(es)" if swa.has_bn()
