@@ -189,8 +189,9 @@ def test_metric_says_follows_the_decision_rule():
     assert says(2.0, -0.8) == "worse"            # passes the threshold, refused by the mIoU guard
     tta = rt.pair_rule(ab, "tta=off", "tta=flip")
     assert tta.criterion == "miou"
-    assert rt.metric_says(-3.0, 0.9, tta) == "same"     # TTA decides on mIoU; Boundary IoU guards: -3 < -0.5
-    assert rt.metric_says(0.0, 0.9, tta) == "better"
+    assert rt.metric_says(0.0, 0.9, tta) == "better"     # TTA decides on mIoU (+0.9 >= 0.8) ...
+    assert rt.metric_says(-3.0, 0.9, tta) == "worse"     # ... and Boundary IoU guards it: -3 < -0.5 refuses
+    assert rt.metric_says(5.0, 0.5, tta) == "same"       # a Boundary IoU gain alone decides nothing for TTA
     assert rt.pair_rule(ab, "refine=raw", "refine=sam") == rt.Rule()   # no A/B row: the sign
     assert refine.text() == abrule.rule_text("mbiou", 1.0, 0.5)
 

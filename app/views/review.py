@@ -114,7 +114,7 @@ if ab is not None and not ab.empty:
             column_config={f"mIoU ({split})": st.column_config.NumberColumn(format="%.2f"),
                            f"Boundary IoU ({split})": st.column_config.NumberColumn(format="%.2f"),
                            f"gain ({crit}, points)": st.column_config.NumberColumn(format="%+.2f"),
-                           "threshold (points)": st.column_config.NumberColumn(format="%.2f")})
+                           "threshold (points)": st.column_config.NumberColumn(format="%.2f")}, placeholder="–")
 
 # ------------------------------------------------------------------------------------------------------------ pair
 variants = list(meta["variants"])
@@ -213,7 +213,7 @@ def _pick_row() -> None:
 
 st.session_state["_review_order_tiles"] = order_tiles
 st.dataframe(shown, hide_index=True, width="stretch", column_config=fmt, height=min(36 * (len(shown) + 1) + 4, 320),
-             on_select=_pick_row, selection_mode="single-row", key="review_table")
+             on_select=_pick_row, selection_mode="single-row", key="review_table", placeholder="–")
 
 wanted_tile = (query_list("tile") or [None])[0]
 if wanted_tile != st.session_state.get("_review_qtile"):
@@ -354,7 +354,7 @@ with left_col:
         st.dataframe(per_class, hide_index=True, width="stretch",
                      column_config={c: st.column_config.NumberColumn(c, format="%+.2f" if c.startswith("Δ")
                                                                       else "%.2f")
-                                    for c in per_class.columns if c != "class"})
+                                    for c in per_class.columns if c != "class"}, placeholder="–")
         st.caption("Per class on this tile; empty where the class is in neither the label nor the mask.")
     else:
         st.caption("No per-tile rows in the store for this tile (the run wrote masks without scoring them).")
@@ -421,7 +421,7 @@ with right_col:
         st.dataframe(pd.DataFrame({"when": h["time"].dt.strftime("%Y-%m-%d %H:%M"), "verdict": h["verdict"],
                                    "compared": h["variant"].map(variant_label),
                                    "baseline": h["baseline"].map(variant_label), "reviewer": h["reviewer"],
-                                   "comment": h["comment"]}), hide_index=True, width="stretch")
+                                   "comment": h["comment"]}), hide_index=True, width="stretch", placeholder="–")
 
 # ------------------------------------------------------------------------------------------------------------ summary
 st.subheader("Verdicts of this run")
@@ -436,7 +436,7 @@ else:
         "tiles reviewed": summary["reviewed"],
         "of tiles": summary["variant"].map(lambda v: int(n_by_variant.get(v, 0))),
         "better": summary["better"], "worse": summary["worse"], "same": summary["same"],
-    }), hide_index=True, width="stretch")
+    }), hide_index=True, width="stretch", placeholder="–")
     st.caption("Latest verdict per tile and reviewer.")
 agree = agreement(table, verdicts)
 if left != LABEL and agree["reviewed"]:
@@ -450,7 +450,8 @@ if left != LABEL and agree["reviewed"]:
         with st.expander(f"{len(agree['disagreements'])} tile(s) where the eye and the metric disagree"):
             st.dataframe(pd.DataFrame(agree["disagreements"]).rename(
                 columns={"d_mbiou": "Δ Boundary IoU (pts)", "metric": "metric says"}), hide_index=True,
-                column_config={"Δ Boundary IoU (pts)": st.column_config.NumberColumn(format="%+.2f")})
+                column_config={"Δ Boundary IoU (pts)": st.column_config.NumberColumn(format="%+.2f")},
+                placeholder="–")
 
 all_summary = guard(store.verdict_summary, default=pd.DataFrame(), what="Reading the verdict summary")
 if all_summary is not None and not all_summary.empty and all_summary["run_id"].nunique() > 1:
@@ -459,4 +460,4 @@ if all_summary is not None and not all_summary.empty and all_summary["run_id"].n
         st.dataframe(all_summary.assign(run=all_summary["run_id"].map(lambda r: names.get(r, r)),
                                         variant=all_summary["variant"].map(variant_label))
                      [["run", "variant", "reviewed", "better", "worse", "same", "run_id"]], hide_index=True,
-                     width="stretch")
+                     width="stretch", placeholder="–")

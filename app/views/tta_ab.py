@@ -35,7 +35,8 @@ for _, p in (pending.iterrows() if not pending.empty else []):
                 ["variant", "identity", "miou", "mbiou"]].rename(columns={"miou": "mIoU", "mbiou": "Boundary IoU",
                                                                           "identity": "evaluation"}),
                 hide_index=True, width="stretch",
-                column_config={c: st.column_config.NumberColumn(c, format="%.2f") for c in ("mIoU", "Boundary IoU")})
+                column_config={c: st.column_config.NumberColumn(c, format="%.2f") for c in ("mIoU", "Boundary IoU")},
+                placeholder="–")
 if (ab is None or ab.empty) and not pending.empty:
     st.stop()
 if ab is None or ab.empty:
@@ -96,7 +97,7 @@ for rid, g in rows.groupby("run_id", sort=False):
         if g["baseline"].nunique() == 1:      # one baseline for every row: say it once, above the table
             st.caption(f"baseline: `{short_label(g['baseline'].iloc[0])}`")
             table = table.drop(columns=["baseline"])
-        st.dataframe(table, hide_index=True, width="stretch", column_config=num)
+        st.dataframe(table, hide_index=True, width="stretch", column_config=num, placeholder="–")
         coarse = [c for c in ci if c and not c["resolves"]]
         if coarse:
             c = max(coarse, key=lambda c: c["half_width"])
