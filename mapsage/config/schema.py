@@ -337,6 +337,8 @@ class EvalCfg:
     # A/B decisions: a variant that passes its threshold is still refused when the other metric (Boundary IoU
     # for an mIoU criterion, mIoU for a Boundary IoU one) falls by more than this many points
     ab_guard: float = 0.5
+    speed_repeats: int = 5                  # images/s: at least this many warm timings (median and IQR over them;
+                                            # a split with fewer timed tiles re-times its last tile)
 
 
 @dataclass

@@ -60,6 +60,14 @@ def ab_row(*, ab_kind: str, variant: str, baseline: str, outcome, baseline_outco
         "device": outcome.device,
         "infer_s": outcome.infer_s,
     }
+    # warm, repeated timings with their spread (median, IQR, min–max, device, threads), both sides
+    tp, btp = getattr(outcome, "throughput", None), getattr(baseline_outcome, "throughput", None)
+    info["throughput"] = tp() if callable(tp) else None
+    info["baseline_throughput"] = btp() if callable(btp) else None
+    if not is_baseline and info["throughput"] and info["baseline_throughput"]:
+        from .throughput import compare
+
+        info["speed_vs_baseline"] = compare(info["throughput"], info["baseline_throughput"])
     if not is_baseline:
         boot = bootstrap(outcome, baseline_outcome, n=bootstrap_n)
         if boot is not None:
