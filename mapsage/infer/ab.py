@@ -7,7 +7,6 @@ from fractions (0.508 - 0.500 = 0.00800000000000001) is not lost to binary round
 scored) is always a drop. The baseline's own row has the decision ``baseline``."""
 from __future__ import annotations
 
-import math
 from typing import Any, Optional
 
 from ..abrule import GAIN_DECIMALS, decide, gain_points, rule_text  # noqa: F401  (the one rule)
