@@ -50,12 +50,13 @@ def _wait_http(url: str, timeout: float) -> None:
 
 @contextlib.contextmanager
 def streamlit_server(workspace: Path, log_path: Path, **env_extra: str) -> Iterator[str]:
-    """``streamlit run app/main.py`` over ``workspace`` (its own process group, killed on exit); yields the URL."""
+    """``streamlit run app/serve.py`` (the app as users start it) over ``workspace`` (its own process group,
+    killed on exit); yields the URL."""
     port = _free_port()
     env = dict(os.environ, MAPSAGE_WORKSPACE=str(workspace), PYTHONUNBUFFERED="1", **env_extra)
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+        [sys.executable, "-m", "streamlit", "run", "app/serve.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
         cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -27,7 +27,21 @@ def ws(allkinds_store, monkeypatch):
 
 def _ok(at: AppTest, where: str) -> AppTest:
     assert not at.exception, f"{where}: " + " | ".join(e.message for e in at.exception)
+    _no_none_cells(at, where)
     return at
+
+
+def _no_none_cells(at: AppTest, where: str) -> None:
+    """Empty cells read "–", never "None": every table draws missing values with the "–" placeholder, and no
+    text cell holds the word None (or nan) itself."""
+    for d in at.dataframe:
+        cols = list(d.value.columns)[:4]
+        assert d.proto.placeholder == "–", f"{where}: table {cols} draws empty cells as 'None'"
+        v = d.value
+        for c in v.columns:
+            if v[c].dtype == object:
+                bad = v[c].map(lambda x: isinstance(x, str) and x.strip() in ("None", "nan", "NaN"))
+                assert not bad.any(), f"{where}: table {cols}, column {c!r} shows {v[c][bad].iloc[0]!r}"
 
 
 def _open(page: str | None = None, **query) -> AppTest:

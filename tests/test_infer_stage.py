@@ -121,7 +121,7 @@ def test_nan_gain_is_dropped():
 
 def test_tta_ab_stage_rows_and_decisions(tmp_path, train_cfg, trained_run):
     cfg = load_config(PROJECT_ROOT / "configs" / "stage3_inference" / "tta_ab_demo_segformer_mit-b0_dubai.yaml",
-                      ["stage.checkpoint=train-a", *FAST])
+                      ["stage.checkpoint=train-a", *FAST, "eval.speed_repeats=3"])
     cfg.tta_ab.variants = cfg.tta_ab.variants[:1]
     cfg.tta_ab.variants[0].name = "flip"
     cfg.tta_ab.variants[0].scales = [1.0]
@@ -143,6 +143,15 @@ def test_tta_ab_stage_rows_and_decisions(tmp_path, train_cfg, trained_run):
     assert row["images_per_s"] > 0 and row["wall_s"] > 0
     assert set(row["details"]["classes"]) == set(cfg.dataset.classes)
     assert row["details"]["views"] == 2 and row["details"]["tta"]["hflip"] is True
+    # throughput from warm, repeated timings (one per tile after the warm-up) with its spread, device and threads
+    tp, btp = row["details"]["throughput"], row["details"]["baseline_throughput"]
+    for t in (tp, btp):
+        assert t["n"] == 3 and t["min"] <= t["q1"] <= t["median"] <= t["q3"] <= t["max"]
+        assert "CPU" in t["device"] and t["threads"] >= 1
+    vs = row["details"]["speed_vs_baseline"]
+    assert vs["ratio"] == pytest.approx(tp["median"] / btp["median"])
+    assert vs["within_noise"] == (tp["q1"] <= btp["q3"] and btp["q1"] <= tp["q3"])
+    assert metrics["tta=flip"]["throughput"]["median"] == pytest.approx(tp["median"])
     # predictions of both variants registered
     arts = _records(ctx, "artifact")
     assert {(a["kind"], a["variant"]) for a in arts} >= {("pred", "tta=off"), ("pred_color", "tta=flip")}

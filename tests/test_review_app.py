@@ -59,6 +59,23 @@ def _frame(at: AppTest, first_column: str) -> pd.DataFrame:
                          f"{[list(d.value.columns)[:3] for d in at.dataframe]}")
 
 
+def _rule_verdict(d_mbiou: float, d_miou: float, ab_row) -> str:
+    """What the run's A/B rule says of one tile, written out from the ab row (criterion Boundary IoU, its
+    threshold, the mIoU guard) without the page's code."""
+    thr = float(ab_row["threshold"])
+    guard = json.loads(ab_row["details_json"])["guard"]
+    assert ab_row["criterion"] == "mbiou"
+    if abs(d_mbiou) < 0.01:
+        return "same"
+    if d_mbiou >= thr and d_miou >= -guard:
+        return "better"
+    if -d_mbiou >= thr and -d_miou >= -guard:
+        return "worse"
+    if d_mbiou >= thr:
+        return "worse"
+    return "same"
+
+
 @pytest.fixture
 def review_ws(review_store, tmp_path, monkeypatch):
     """A private copy of the session's review workspace (verdicts written here stay here)."""
@@ -114,7 +131,8 @@ def test_refinement_run_tile_list_map_and_tile_figures(review_ws):
     # the A/B decisions as the stage stored them
     ab_table = _frame(at, "variant")
     ab = store.ab_rows(rid)
-    assert list(ab_table["variant"]) == ["raw", "crf"]
+    crf_ab = ab[ab["variant"] == "refine=crf"].iloc[0]
+    assert list(ab_table["variant"]) == ["raw", "refine=crf"]      # each layer named for what it is
     assert np.allclose(ab_table["gain (mbiou, points)"], ab["gain"])
     assert list(ab_table["decision"]) == list(ab["decision"])
 
@@ -126,11 +144,9 @@ def test_refinement_run_tile_list_map_and_tile_figures(review_ws):
     stage = _stage_tile_figures(rid)
     for _, r in tiles.iterrows():
         assert r["Δ Boundary IoU (pts)"] == pytest.approx(stage[r["tile"]]["d_mbiou_points"], abs=1e-6)
-        assert r["Boundary IoU crf"] == pytest.approx(stage[r["tile"]]["mbiou"] * 100, abs=1e-6)
+        assert r["Boundary IoU refine=crf"] == pytest.approx(stage[r["tile"]]["mbiou"] * 100, abs=1e-6)
         assert r["Δ mIoU (pts)"] == pytest.approx(stage[r["tile"]]["d_miou_points"], abs=1e-6)
-        expected = "same" if abs(r["Δ Boundary IoU (pts)"]) < 0.01 else \
-            ("better" if r["Δ Boundary IoU (pts)"] > 0 else "worse")
-        assert r["metric says"] == expected
+        assert r["metric says"] == _rule_verdict(r["Δ Boundary IoU (pts)"], r["Δ mIoU (pts)"], crf_ab)
 
     # the selected tile is the top of the list; its figures match a fresh scoring of the mask files on the map
     tile = at.selectbox(key="review_tile").value
@@ -146,16 +162,17 @@ def test_refinement_run_tile_list_map_and_tile_figures(review_ws):
         m.update(np.asarray(Image.open(path[(kind, v)])), label)
         scores[v] = m.result()
     metrics = {m.label: m for m in at.metric}
-    assert metrics["Boundary IoU crf"].value == f"{scores['refine=crf'].mbiou * 100:.2f}"
-    assert metrics["Boundary IoU crf"].delta == \
+    assert metrics["Boundary IoU refine=crf"].value == f"{scores['refine=crf'].mbiou * 100:.2f}"
+    assert metrics["Boundary IoU refine=crf"].delta == \
         f"{(scores['refine=crf'].mbiou - scores['refine=raw'].mbiou) * 100:+.2f} pts vs raw"
-    assert metrics["mIoU crf"].value == f"{scores['refine=crf'].miou * 100:.2f}"
+    assert metrics["mIoU refine=crf"].value == f"{scores['refine=crf'].miou * 100:.2f}"
 
     # the map: offline HTML with image, label, raw and refined overlays, the swipe and the dataset's legend
     html = _map_html(at)
     assert external_references(html) == []
-    for name in ("image", "label", "raw", "refined: crf"):
+    for name in ("image", "label", "raw", "refine=crf"):
         assert f'"{name}"' in html
+    assert '"refined' not in html
     assert "L.control.sideBySide(" in html and "L.CRS.Simple" in html
     assert all(c.upper() in html.upper() for c in DUBAI_PALETTE)
     assert html.count("data:image/png;base64,") >= 3 and "data:image/jpeg;base64," in html
@@ -225,14 +242,14 @@ def test_verdicts_are_saved_in_the_store_and_summarised(review_ws):
     at.button(key="FormSubmitter:review_verdict_form-Save verdict").click().run()
     _ok(at)
     summary = _frame(at, "compared")
-    assert summary.to_dict("records") == [{"compared": "crf", "tiles reviewed": 2, "of tiles": REFINE_TILES,
+    assert summary.to_dict("records") == [{"compared": "refine=crf", "tiles reviewed": 2, "of tiles": REFINE_TILES,
                                            "better": 1, "worse": 0, "same": 1}]
     s = store.verdict_summary(rid)
     assert s[["reviewed", "better", "worse", "same"]].to_dict("records") == [
         {"reviewed": 2, "better": 1, "worse": 0, "same": 1}]
     latest = {t0: "same", t1: "better"}
     agree = sum(latest[t] == says[t] for t in latest)
-    assert f"agree with the sign of the Boundary IoU change on **{agree} of 2**" in _texts(at)
+    assert f"agree with what the metric says (the decision rule) on **{agree} of 2**" in _texts(at)
     assert "2 reviewed" in _texts(at)
     assert list(_frame(at, "when")["verdict"]) == ["same", "worse"]     # this tile's history, newest first
 
@@ -269,7 +286,8 @@ def test_prediction_run_is_compared_with_its_label(review_ws):
     assert tiles[f"Boundary IoU {variant}"].iloc[0] == pytest.approx(
         100 * miou_from_tile_rows(rows, metric="mbiou"), abs=1e-9)
     html = _map_html(at)
-    assert '"label"' in html and f'"refined: {variant}"' in html and "L.control.sideBySide(" in html
+    assert '"label"' in html and f'"{variant}"' in html and "L.control.sideBySide(" in html
+    assert f'"refined: {variant}"' not in html                   # a plain prediction is not called "refined"
     assert "Swipe: **label** left of the divider" in text
 
 
@@ -338,3 +356,64 @@ def test_geotiff_tile_is_placed_at_its_coordinates(tmp_workspace, tmp_path):
     from app.widgets.review_map import external_references
 
     assert all(u.startswith("https://tile.openstreetmap.org/") for u in external_references(html))
+
+
+def test_save_and_next_shows_the_next_tile_only(review_ws):
+    """After "Save and next" (and after a one-key verdict) every part of the page shows the next tile: the
+    selector, the map (the same HTML as that tile opened by a link), the tile header and figures, the cleared
+    verdict form and the tile's own verdict history; the keys are on the buttons."""
+    import store
+
+    rid = review_ws["refine"]
+    at = _app()
+    tiles = _frame(at, "tile").set_index("tile")
+    order = list(tiles.index)
+    t0, t1, t2 = order[0], order[1], order[2 % len(order)]
+    html_t1 = _map_html(_app(run=rid, tile=t1))
+    assert at.selectbox(key="review_tile").value == t0
+    html_t0 = _map_html(at)
+    assert html_t0 != html_t1
+
+    at.radio(key="review_verdict").set_value("better")
+    at.text_area(key="review_comment").input("sharper roads")
+    at.button(key="FormSubmitter:review_verdict_form-Save and next tile").click().run()
+    _ok(at)
+    assert at.selectbox(key="review_tile").value == t1
+    assert at.query_params["tile"] in (t1, [t1])
+    assert _map_html(at) == html_t1
+    assert f"Review map of {t1}" in at.get("iframe")[0].proto.alt
+    heads = [m.value for m in at.markdown if m.value.startswith("**")]
+    assert any(h.startswith(f"**{t1}**") for h in heads) and not any(h.startswith(f"**{t0}**") for h in heads)
+    assert any(f"Verdict on {t1}" in m.value for m in at.markdown)
+    metrics = {m.label: m for m in at.metric}
+    assert metrics["Boundary IoU refine=crf"].value == f"{tiles.loc[t1, 'Boundary IoU refine=crf']:.2f}"
+    assert metrics["The metric says"].value == tiles.loc[t1, "metric says"]
+    assert at.radio(key="review_verdict").value is None            # the form starts empty for the new tile
+    assert at.text_area(key="review_comment").value == ""
+    assert not [d for d in at.dataframe if list(d.value.columns)[:1] == ["when"]]   # t1 has no verdict yet
+    assert list(store.verdicts(rid)["tile"]) == [t0]
+
+    # one key: "W" records worse for this tile and opens the next
+    assert at.button(key="review_quick_worse").proto.shortcut.lower() == "w"
+    assert at.button(key="review_next").proto.shortcut.lower() == "n"
+    assert at.button(key="review_prev").proto.shortcut.lower() == "p"
+    at.button(key="review_quick_worse").click().run()
+    _ok(at)
+    v = store.verdicts(rid)
+    assert list(zip(v["tile"], v["verdict"])) == [(t0, "better"), (t1, "worse")]
+    assert at.selectbox(key="review_tile").value == t2
+    assert f"Review map of {t2}" in at.get("iframe")[0].proto.alt
+
+
+def test_high_contrast_palette_beside_the_dataset_colours(review_ws):
+    from app.widgets.palette import HIGH_CONTRAST
+
+    at = _app()
+    assert at.radio(key="review_colours").options == ["dataset", "high contrast"]
+    html = _map_html(at).upper()
+    assert all(c.upper() in html for c in DUBAI_PALETTE)
+    at.radio(key="review_colours").set_value("high contrast").run()
+    _ok(at)
+    html = _map_html(at).upper()
+    assert all(c.upper() in html for c in HIGH_CONTRAST[:len(DUBAI_PALETTE)])
+    assert not any(c.upper() in html for c in DUBAI_PALETTE)

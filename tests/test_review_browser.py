@@ -91,7 +91,7 @@ def test_review_page_overlays_swipe_and_verdict_with_the_network_blocked(review_
             # the overlays: image + raw + refined drawn (the label is a layer, off at first)
             expect(frame.locator(".leaflet-container")).to_be_visible()
             expect(frame.locator("img.leaflet-image-layer")).to_have_count(3)
-            for layer in ("image", "label", "raw", "refined: crf"):
+            for layer in ("image", "label", "raw", "refine=crf"):
                 expect(frame.locator(".leaflet-control-layers-overlays label").filter(has_text=layer)).to_have_count(1)
             # the legend, in the dataset's colours
             legend = frame.locator(".mapsage-legend")
@@ -111,7 +111,7 @@ def test_review_page_overlays_swipe_and_verdict_with_the_network_blocked(review_
             rng = frame.locator("input.leaflet-sbs-range")
             expect(rng).to_have_count(1)
             clips = _clips(frame)
-            assert clips["raw"] and clips["refined: crf"], clips
+            assert clips["raw"] and clips["refine=crf"], clips
             page.wait_for_timeout(500)
             map_png = out / "01_map_swipe_middle.png"
             iframe.screenshot(path=str(map_png))
@@ -125,13 +125,13 @@ def test_review_page_overlays_swipe_and_verdict_with_the_network_blocked(review_
             moved = _clips(frame)
             divider_after = frame.locator(".leaflet-sbs-divider").evaluate("e => e.getBoundingClientRect().left")
             assert divider_after < divider_before - 50, (divider_before, divider_after)
-            assert moved["raw"] != clips["raw"] and moved["refined: crf"] != clips["refined: crf"], (clips, moved)
+            assert moved["raw"] != clips["raw"] and moved["refine=crf"] != clips["refine=crf"], (clips, moved)
             iframe.screenshot(path=str(out / "02_map_swipe_left.png"))
 
             # fade: the refined overlay's opacity slider
-            fade = frame.locator("input.mapsage-opacity[data-layer='refined: crf']")
+            fade = frame.locator("input.mapsage-opacity[data-layer='refine=crf']")
             fade.evaluate("e => { e.value = 15; e.dispatchEvent(new Event('input', {bubbles: true})); }")
-            opacity = _layer_opacity(frame, "refined: crf")
+            opacity = _layer_opacity(frame, "refine=crf")
             assert abs(opacity - 0.15) < 1e-6, opacity
             # toggle: switch the label overlay on from the layer control
             frame.locator(".leaflet-control-layers-overlays label").filter(has_text="label").locator(

@@ -101,8 +101,11 @@ def test_default_pair_tile_table_and_class_rows(review_ws):
     assert rt.default_pair(["refine=crf", "refine=raw"]) == ("refine=raw", "refine=crf")
     assert rt.default_pair(["raw"]) == ("label", "raw")
     assert rt.default_pair(["ema", "raw", "tta=flip"]) == ("raw", "ema")
-    assert [rt.variant_label(v) for v in ("refine=sam+crf", "raw", "label")] == ["sam+crf", "raw", "label"]
-    assert [rt.metric_says(x) for x in (0.02, -0.02, 5e-5, float("nan"))] == ["better", "worse", "same", None]
+    # each layer named for what it is: the model's own prediction, a refinement chain, a TTA variant
+    assert [rt.variant_label(v) for v in ("refine=sam+crf", "refine=raw", "raw", "tta=flip", "label")] == \
+        ["refine=sam+crf", "raw", "raw", "tta=flip", "label"]
+    # without an A/B rule for the pair: the sign of the Boundary IoU change (points)
+    assert [rt.metric_says(x) for x in (2.0, -2.0, 0.005, float("nan"))] == ["better", "worse", "same", None]
 
     tiles = store.tiles(rid)
     table = rt.tile_table(tiles, "refine=raw", "refine=crf")
@@ -162,3 +165,43 @@ def test_prediction_run_layers_come_from_the_dataset_config(review_ws):
     assert lay.right.endswith(".png") and len(lay.notes) == 2
     with pytest.raises(DataError, match="not in split 'val'"):
         rt.dataset_tile(run["config"], "val", "Tile 99/image_part_001")
+
+
+def test_metric_says_follows_the_decision_rule():
+    """The tile's "metric says" is the run's A/B rule (threshold and guard read from its ab row) applied to the
+    tile, through the one rule function every decision uses."""
+    import json
+
+    import mapsage.abrule as abrule
+    from app.widgets import review_tiles as rt
+
+    ab = pd.DataFrame([{"variant": "refine=crf", "baseline": "refine=raw", "criterion": "mbiou", "threshold": 1.0,
+                        "details_json": json.dumps({"guard": 0.5})},
+                       {"variant": "tta=flip", "baseline": "tta=off", "criterion": "miou", "threshold": 0.8,
+                        "details_json": json.dumps({"guard": 0.5})}])
+    refine = rt.pair_rule(ab, "refine=raw", "refine=crf")
+    assert (refine.criterion, refine.threshold, refine.guard, refine.from_ab) == ("mbiou", 1.0, 0.5, True)
+    says = lambda d_b, d_m, rule=refine: rt.metric_says(d_b, d_m, rule)  # noqa: E731
+    assert says(1.5, 0.0) == "better"            # passes the +1.0 Boundary IoU threshold
+    assert says(1.0, -0.5) == "better"           # exactly the threshold, the guard's limit: kept, as decide() does
+    assert says(0.6, 2.0) == "same"              # a gain below the threshold decides nothing
+    assert says(-1.5, 0.0) == "worse"            # the baseline would be kept over it
+    assert says(2.0, -0.8) == "worse"            # passes the threshold, refused by the mIoU guard
+    tta = rt.pair_rule(ab, "tta=off", "tta=flip")
+    assert tta.criterion == "miou"
+    assert rt.metric_says(0.0, 0.9, tta) == "better"     # TTA decides on mIoU (+0.9 >= 0.8) ...
+    assert rt.metric_says(-3.0, 0.9, tta) == "worse"     # ... and Boundary IoU guards it: -3 < -0.5 refuses
+    assert rt.metric_says(5.0, 0.5, tta) == "same"       # a Boundary IoU gain alone decides nothing for TTA
+    assert rt.pair_rule(ab, "refine=raw", "refine=sam") == rt.Rule()   # no A/B row: the sign
+    assert refine.text() == abrule.rule_text("mbiou", 1.0, 0.5)
+
+
+def test_metric_says_has_no_rule_of_its_own(monkeypatch):
+    """Changing the one decision function changes the Review page's reading: there is no second copy."""
+    import mapsage.abrule as abrule
+    from app.widgets import review_tiles as rt
+
+    rule = rt.Rule(criterion="mbiou", threshold=1.0, guard=0.5, from_ab=True)
+    assert rt.metric_says(1.5, 0.0, rule) == "better"
+    monkeypatch.setattr(abrule, "decide", lambda *a, **k: "drop")
+    assert rt.metric_says(1.5, 0.0, rule) == "same"

@@ -94,10 +94,10 @@ st.subheader(f"Metric deltas against the reference ({split})")
 deltas = compare.metric_deltas(evals, reference)
 fmt = {c: st.column_config.NumberColumn(f"{c} ({split})", format="%.2f" if not c.startswith("Δ") else "%+.2f")
        for c in deltas.columns if c not in ("run", "role", "epoch", "images")}
-st.dataframe(deltas, hide_index=True, width="stretch", column_config=fmt)
+st.dataframe(deltas, hide_index=True, width="stretch", column_config=fmt, placeholder="–")
 st.caption(f"Points (%) on `{split}`; the reference is **{reference}** ({evals[reference]['identity']}).")
 st.dataframe(pd.DataFrame({"evaluation": list(evals), "identity": [e["identity"] for e in evals.values()]}),
-             hide_index=True, width="stretch")
+             hide_index=True, width="stretch", placeholder="–")
 
 # ---------------------------------------------------------------------------------------------------------- bootstrap
 st.subheader("Is the difference real? Paired bootstrap over tiles")
@@ -121,7 +121,7 @@ if not boot.empty:
     })
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={c: st.column_config.NumberColumn(c, format="%+.2f")
-                                for c in table.columns if c.startswith(("Δ", "95"))})
+                                for c in table.columns if c.startswith(("Δ", "95"))}, placeholder="–")
     few = int(boot["n_tiles"].min())
     st.caption(f"{n_boot} resamples of the {few} paired tiles (the same draw for both runs; dataset-level mIoU "
                f"recomputed from the summed intersections and unions). A difference is *real* only when its 95 % "
@@ -171,9 +171,9 @@ used = pd.DataFrame([{"evaluation": lab, "checkpoint run": ev.get("ckpt_run") or
                       "epoch": int(ev["ckpt_epoch"]) + 1 if isnum(ev.get("ckpt_epoch")) else None,
                       "weights": ev.get("weights"), "sha256": ev.get("ckpt_hash")} for lab, ev in evals.items()])
 st.markdown("**Checkpoints really used** (resolved when each run started; a template's `latest:` is not what ran)")
-st.dataframe(used, hide_index=True, width="stretch")
+st.dataframe(used, hide_index=True, width="stretch", placeholder="–")
 diff = compare.config_diff({labels[r]: (rows[r] or {}).get("config") for r in picked})
 if diff.empty:
     st.info("The resolved configs are identical (apart from provenance).")
 else:
-    st.dataframe(diff, hide_index=True, width="stretch")
+    st.dataframe(diff, hide_index=True, width="stretch", placeholder="–")

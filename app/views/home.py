@@ -100,7 +100,7 @@ with right:
     st.markdown(f"**{len(card.palette)} classes** (id · name · colour)")
     st.markdown(swatches_html(card.palette), unsafe_allow_html=True)
     st.dataframe(pd.DataFrame({"id": range(len(card.palette)), "class": card.palette.names,
-                               "colour": card.palette.colors}), hide_index=True, width="content")
+                               "colour": card.palette.colors}), hide_index=True, width="content", placeholder="–")
 
 # ---------------------------------------------------------------------------------------------------------- plan
 st.subheader("The plan's stages")
@@ -116,5 +116,5 @@ st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                             "what": st.column_config.TextColumn("What it does", width="large"),
                             "templates": st.column_config.NumberColumn("Templates", width="small"),
                             "template titles": st.column_config.ListColumn("Templates (demo: runs on the bundled data)",
-                                                                           width="large")})
+                                                                           width="large")}, placeholder="–")
 st.page_link(PAGE_FILES["plan"], label="Open the Plan board to edit knobs and launch", icon=":material/map:")

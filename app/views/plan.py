@@ -133,7 +133,7 @@ for tab, (stage, (name, blurb)) in zip(tabs, templates.STAGES.items()):
                     st.error(f"This template does not load: {t.error}")
                     continue
                 if t.summary:
-                    st.dataframe(pd.DataFrame([t.summary]), hide_index=True, width="stretch")
+                    st.dataframe(pd.DataFrame([t.summary]), hide_index=True, width="stretch", placeholder="–")
                 result = knob_form(t, succeeded_train)
                 command = "mapsage run " + t.rel + "".join(f" \\\n  --set '{o}'" for o in result.overrides)
                 if result.error:

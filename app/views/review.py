@@ -17,21 +17,25 @@ from app.widgets import data
 from app.widgets.common import PAGE_FILES, guard, isnum, query_list, show_error, status_text
 from app.widgets.nav import ensure_routed
 from app.widgets.report_button import report_button
-from app.widgets.review_tiles import (LABEL, agreement, class_rows, default_pair, tile_layers, tile_table,
-                                      variant_label)
+from app.widgets.palette import high_contrast
+from app.widgets.review_tiles import (LABEL, agreement, class_rows, default_pair, pair_rule, tile_layers,
+                                      tile_table, variant_label)
 from mapsage.errors import UserError
 from mapsage.workspace import workspace_root
 from store import review_queries
 
 ensure_routed()
 st.title(":material/layers: Review")
-st.caption("Raw against refined masks on the map, tile by tile: toggle and fade the overlays, drag the swipe, and "
-           "record whether the refined mask is better, worse or the same. The tile list is sorted by the change in "
-           "Boundary IoU measured on the tile.")
+st.caption("Two masks of a run on the map, tile by tile, each named for what it is: `raw` (the model's own "
+           "prediction), a refinement chain (`refine=crf`), a TTA variant (`tta=flip`) or the `label`. Toggle and "
+           "fade the overlays, drag the swipe, and record whether the compared mask is better, worse or the same. "
+           "Keys: **P** / **N** previous / next tile; **B** / **W** / **S** better / worse / same and on to the "
+           "next tile.")
 
 MAP_HEIGHT = 640
 VERDICTS = ["better", "worse", "same"]
 VERDICT_ICONS = {"better": ":material/thumb_up:", "worse": ":material/thumb_down:", "same": ":material/drag_handle:"}
+VERDICT_KEYS = ("B", "W", "S")   # keyboard shortcuts of the one-key verdicts, in the order of VERDICTS
 
 # a verdict saved with "Save and next" picks the next tile before the tile selector is drawn
 if "_review_next_tile" in st.session_state:
@@ -41,8 +45,8 @@ runs = guard(review_queries.review_runs, default=None, what="Reading the runs wi
 if runs is None:
     st.stop()
 if runs.empty:
-    st.info("No run has prediction masks to review yet. The refinement A/B of stage 4 writes the raw and refined "
-            "mask of every tile it scores; an evaluation with `eval.save_predictions=true` writes its prediction "
+    st.info("No run has prediction masks to review yet. The refinement A/B of stage 4 writes the raw mask and "
+            "each chain's mask of every tile it scores; an evaluation with `eval.save_predictions=true` writes its prediction "
             "masks. Launch one from the Plan board.", icon=":material/arrow_forward:")
     st.page_link(PAGE_FILES["plan"], label="Open the Plan board", icon=":material/map:")
     st.stop()
@@ -110,7 +114,7 @@ if ab is not None and not ab.empty:
             column_config={f"mIoU ({split})": st.column_config.NumberColumn(format="%.2f"),
                            f"Boundary IoU ({split})": st.column_config.NumberColumn(format="%.2f"),
                            f"gain ({crit}, points)": st.column_config.NumberColumn(format="%+.2f"),
-                           "threshold (points)": st.column_config.NumberColumn(format="%.2f")})
+                           "threshold (points)": st.column_config.NumberColumn(format="%.2f")}, placeholder="–")
 
 # ------------------------------------------------------------------------------------------------------------ pair
 variants = list(meta["variants"])
@@ -148,7 +152,8 @@ layers = guard(_layers, ws, rid, n_events, default=pd.DataFrame(), what="Reading
 pair = tuple(v for v in (left, right) if v != LABEL)
 tiles_rows = guard(_tiles, ws, rid, n_events, split, pair, default=pd.DataFrame(), what="Reading per-tile rows")
 mask_tiles = sorted(set(layers.loc[layers["variant"] == right, "tile"])) if not layers.empty else []
-table = tile_table(tiles_rows, left, right, mask_tiles)
+rule = pair_rule(ab, left, right)
+table = tile_table(tiles_rows, left, right, mask_tiles, rule=rule)
 if left != LABEL and order.startswith("largest Boundary IoU loss"):
     table = table.sort_values(["d_mbiou", "tile"], ascending=[True, True], na_position="last",
                               kind="stable").reset_index(drop=True)
@@ -169,6 +174,13 @@ if left == LABEL:
 else:
     st.caption(f"Change from `{L}` to `{R}` per tile, in points (split `{split}`), from the store's per-tile rows; "
                f"pick a row (or use the selector below) to open the tile.")
+    if rule.from_ab:
+        st.caption(f"**Metric says**: this run's A/B decision rule ({rule.text()}) applied to the tile: *better* "
+                   f"where it would keep `{R}`, *worse* where it would keep `{L}` over it (or the guard refuses "
+                   f"`{R}`), *same* in between.")
+    else:
+        st.caption(f"**Metric says**: the sign of the tile's Boundary IoU change (the run decided nothing between "
+                   f"`{L}` and `{R}`).")
 shown = pd.DataFrame({
     "tile": table["tile"],
     "domain": table["domain"],
@@ -201,7 +213,7 @@ def _pick_row() -> None:
 
 st.session_state["_review_order_tiles"] = order_tiles
 st.dataframe(shown, hide_index=True, width="stretch", column_config=fmt, height=min(36 * (len(shown) + 1) + 4, 320),
-             on_select=_pick_row, selection_mode="single-row", key="review_table")
+             on_select=_pick_row, selection_mode="single-row", key="review_table", placeholder="–")
 
 wanted_tile = (query_list("tile") or [None])[0]
 if wanted_tile != st.session_state.get("_review_qtile"):
@@ -233,9 +245,10 @@ def _step(delta: int) -> None:
 
 n1, n2, n3 = st.columns([1, 6, 1], vertical_alignment="bottom")
 n1.button("Previous", icon=":material/chevron_left:", on_click=_step, args=(-1,), key="review_prev",
-          width="stretch")
+          width="stretch", shortcut="P")
 tile = n2.selectbox("Tile", order_tiles, format_func=_tile_label, key="review_tile")
-n3.button("Next", icon=":material/chevron_right:", on_click=_step, args=(1,), key="review_next", width="stretch")
+n3.button("Next", icon=":material/chevron_right:", on_click=_step, args=(1,), key="review_next", width="stretch",
+          shortcut="N")
 if st.query_params.get("tile") != tile:
     st.query_params["tile"] = tile
     st.session_state["_review_qtile"] = tile
@@ -247,11 +260,15 @@ except UserError as exc:
     show_error(exc, f"Tile {tile}")
     lay = None
 
-o1, o2, o3 = st.columns([2, 2, 3])
+o1, o2, o4, o3 = st.columns([2, 2, 2, 3])
 opacity = o1.slider("Mask opacity", 0.0, 1.0, 0.6, 0.05, key="review_opacity",
                     help="The starting opacity of the mask overlays; each overlay also has its own slider on the map.")
 show_label = o2.toggle("Label overlay on", value=False, key="review_show_label",
                        help="The label is a layer of the map either way; this switches it on from the start.")
+colours = o4.radio("Mask colours", ["dataset", "high contrast"], horizontal=True, key="review_colours",
+                   help="The dataset's own class colours, or a palette of strongly distinct colours that stands out "
+                        "on aerial imagery.")
+map_palette = list(palette.colors) if colours == "dataset" else high_contrast(len(classes))
 base_map = ""
 georef = False
 if lay is not None and isinstance(lay.image, str) and lay.image.lower().endswith((".tif", ".tiff")):
@@ -272,7 +289,7 @@ else:
 
 @st.cache_data(show_spinner="Drawing the map…", max_entries=24)
 def _map_html(ws: str, run_id: str, n: int, tile_id: str, left_v: str, right_v: str, opacity_v: float,
-              label_on: bool, base: str) -> str:
+              label_on: bool, base: str, colours_v: tuple[str, ...]) -> str:
     from app.widgets.review_map import review_map_html
 
     lt = tile_layers(review_queries.review_layers(run_id, tile_id), tile_id, left_v, right_v, run_config=cfg,
@@ -284,11 +301,11 @@ def _map_html(ws: str, run_id: str, n: int, tile_id: str, left_v: str, right_v: 
         raise UserError(f"tile {tile_id} of run {run_id}: no `{right_v}` mask file is registered")
     left_is_label = left_v == LABEL
     return review_map_html(
-        lt.image, classes=classes, palette=list(palette.colors), ignore_index=ignore_index,
+        lt.image, classes=classes, palette=list(colours_v), ignore_index=ignore_index,
         label=None if left_is_label else lt.label, raw=lt.left,
         raw_name="label" if left_is_label else variant_label(left_v),
-        refined={variant_label(right_v): lt.right}, base_map=base or None, mask_opacity=float(opacity_v),
-        show_label=label_on)
+        refined={variant_label(right_v): lt.right}, compared_prefix="", base_map=base or None,
+        mask_opacity=float(opacity_v), show_label=label_on)
 
 
 if lay is not None:
@@ -296,7 +313,7 @@ if lay is not None:
         st.caption(note)
     try:
         html = _map_html(ws, rid, n_events, tile, left, right, round(float(opacity), 2), bool(show_label),
-                         base_map.strip())
+                         base_map.strip(), tuple(map_palette))
     except (UserError, FileNotFoundError, ValueError, OSError) as exc:
         show_error(exc, f"The map of tile {tile}")
     else:
@@ -337,7 +354,7 @@ with left_col:
         st.dataframe(per_class, hide_index=True, width="stretch",
                      column_config={c: st.column_config.NumberColumn(c, format="%+.2f" if c.startswith("Δ")
                                                                       else "%.2f")
-                                    for c in per_class.columns if c != "class"})
+                                    for c in per_class.columns if c != "class"}, placeholder="–")
         st.caption("Per class on this tile; empty where the class is in neither the label nor the mask.")
     else:
         st.caption("No per-tile rows in the store for this tile (the run wrote masks without scoring them).")
@@ -351,6 +368,12 @@ with right_col:
         st.info("A verdict compares two masks: choose a baseline variant on the left to record one.",
                 icon=":material/info:")
     else:
+        # the form belongs to one tile: a pick or a comment left on another tile (Save and next, Next, a key, the
+        # selector) never carries over
+        if st.session_state.get("_review_form_for") != (rid, left, right, tile):
+            st.session_state["_review_form_for"] = (rid, left, right, tile)
+            for k in ("review_verdict", "review_comment"):
+                st.session_state.pop(k, None)
         with st.form("review_verdict_form", clear_on_submit=True, border=True):
             st.markdown(f"**Verdict on {tile}**: is `{R}` better than `{L}` here?")
             choice = st.radio("Verdict", VERDICTS, index=None, horizontal=True, key="review_verdict",
@@ -367,6 +390,13 @@ with right_col:
             b1, b2 = st.columns(2)
             save = b1.form_submit_button("Save verdict", type="primary", icon=":material/save:", width="stretch")
             save_next = b2.form_submit_button("Save and next tile", icon=":material/skip_next:", width="stretch")
+            st.caption("Or one key: the verdict, with the comment above, saved and on to the next tile.")
+            q = st.columns(3)
+            quick = [v for v, col, key in zip(VERDICTS, q, VERDICT_KEYS)
+                     if col.form_submit_button(f"{v.capitalize()}, next", icon=VERDICT_ICONS[v], width="stretch",
+                                               shortcut=key, key=f"review_quick_{v}")]
+        if quick:
+            choice, save_next = quick[0], True
         if save or save_next:
             if choice is None:
                 st.warning("Choose better, worse or same first.", icon=":material/warning:")
@@ -391,7 +421,7 @@ with right_col:
         st.dataframe(pd.DataFrame({"when": h["time"].dt.strftime("%Y-%m-%d %H:%M"), "verdict": h["verdict"],
                                    "compared": h["variant"].map(variant_label),
                                    "baseline": h["baseline"].map(variant_label), "reviewer": h["reviewer"],
-                                   "comment": h["comment"]}), hide_index=True, width="stretch")
+                                   "comment": h["comment"]}), hide_index=True, width="stretch", placeholder="–")
 
 # ------------------------------------------------------------------------------------------------------------ summary
 st.subheader("Verdicts of this run")
@@ -406,20 +436,22 @@ else:
         "tiles reviewed": summary["reviewed"],
         "of tiles": summary["variant"].map(lambda v: int(n_by_variant.get(v, 0))),
         "better": summary["better"], "worse": summary["worse"], "same": summary["same"],
-    }), hide_index=True, width="stretch")
+    }), hide_index=True, width="stretch", placeholder="–")
     st.caption("Latest verdict per tile and reviewer.")
 agree = agreement(table, verdicts)
 if left != LABEL and agree["reviewed"]:
     rv, mt = agree["reviewer"], agree["metric"]
+    reading = "the decision rule" if rule.from_ab else "the sign of the Boundary IoU change"
     st.markdown(f"On the {agree['reviewed']} reviewed tiles of `{R}` against `{L}`, the reviewers' latest verdicts "
-                f"agree with the sign of the Boundary IoU change on **{agree['agree']} of {agree['reviewed']}** "
-                f"(reviewers: {rv['better']} better / {rv['worse']} worse / {rv['same']} same; Boundary IoU: "
+                f"agree with what the metric says ({reading}) on **{agree['agree']} of {agree['reviewed']}** "
+                f"(reviewers: {rv['better']} better / {rv['worse']} worse / {rv['same']} same; the metric: "
                 f"{mt['better']} / {mt['worse']} / {mt['same']}).")
     if agree["disagreements"]:
         with st.expander(f"{len(agree['disagreements'])} tile(s) where the eye and the metric disagree"):
             st.dataframe(pd.DataFrame(agree["disagreements"]).rename(
                 columns={"d_mbiou": "Δ Boundary IoU (pts)", "metric": "metric says"}), hide_index=True,
-                column_config={"Δ Boundary IoU (pts)": st.column_config.NumberColumn(format="%+.2f")})
+                column_config={"Δ Boundary IoU (pts)": st.column_config.NumberColumn(format="%+.2f")},
+                placeholder="–")
 
 all_summary = guard(store.verdict_summary, default=pd.DataFrame(), what="Reading the verdict summary")
 if all_summary is not None and not all_summary.empty and all_summary["run_id"].nunique() > 1:
@@ -428,4 +460,4 @@ if all_summary is not None and not all_summary.empty and all_summary["run_id"].n
         st.dataframe(all_summary.assign(run=all_summary["run_id"].map(lambda r: names.get(r, r)),
                                         variant=all_summary["variant"].map(variant_label))
                      [["run", "variant", "reviewed", "better", "worse", "same", "run_id"]], hide_index=True,
-                     width="stretch")
+                     width="stretch", placeholder="–")

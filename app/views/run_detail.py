@@ -257,7 +257,7 @@ with tabs[1]:
                                f"F1 ({split})", f"Boundary IoU ({split})", "excluded"]
                 st.dataframe(tbl, hide_index=True, width="stretch",
                              column_config={c: st.column_config.NumberColumn(c, format="%.2f")
-                                            for c in tbl.columns if f"({split})" in c})
+                                            for c in tbl.columns if f"({split})" in c}, placeholder="–")
 
 with tabs[2]:
     if shown(2):
@@ -295,7 +295,7 @@ with tabs[3]:
                 st.dataframe(per_dom[["domain", "n_images", "miou", "mbiou", "macc"]].assign(
                     miou=lambda d: d["miou"] * 100, mbiou=lambda d: d["mbiou"] * 100, macc=lambda d: d["macc"] * 100)
                     .rename(columns={"miou": f"mIoU ({chosen['split']})", "mbiou": f"Boundary IoU ({chosen['split']})",
-                                     "macc": f"mAcc ({chosen['split']})"}), hide_index=True)
+                                     "macc": f"mAcc ({chosen['split']})"}), hide_index=True, placeholder="–")
 
 with tabs[4]:
     if shown(4):
@@ -354,4 +354,4 @@ with tabs[7]:
         logs = data.table(rid, run.get("n_events"), "logs")
         if logs is not None and not logs.empty:
             st.markdown("**Log records**")
-            st.dataframe(logs[["time", "level", "message"]], hide_index=True, width="stretch")
+            st.dataframe(logs[["time", "level", "message"]], hide_index=True, width="stretch", placeholder="–")

@@ -56,7 +56,7 @@ st.caption(f"{len(table)} of {len(runs)} run(s) shown; {n_fig} ranked, {n_shown 
 
 event = st.dataframe(table, hide_index=True, width="stretch", height=min(36 + 35 * max(1, len(table)), 640),
                      column_config=column_config(table, split), on_select="rerun", selection_mode="multi-row",
-                     key="runs_table", column_order=[c for c in table.columns if c != "run_id"])
+                     key="runs_table", column_order=[c for c in table.columns if c != "run_id"], placeholder="–")
 selected_rows = list(event.selection.rows) if event is not None and hasattr(event, "selection") else []
 selected = [table.iloc[i]["run_id"] for i in selected_rows if i < len(table)]
 

@@ -35,7 +35,8 @@ for _, p in (pending.iterrows() if not pending.empty else []):
                 ["variant", "identity", "miou", "mbiou"]].rename(columns={"miou": "mIoU", "mbiou": "Boundary IoU",
                                                                           "identity": "evaluation"}),
                 hide_index=True, width="stretch",
-                column_config={c: st.column_config.NumberColumn(c, format="%.2f") for c in ("mIoU", "Boundary IoU")})
+                column_config={c: st.column_config.NumberColumn(c, format="%.2f") for c in ("mIoU", "Boundary IoU")},
+                placeholder="–")
 if (ab is None or ab.empty) and not pending.empty:
     st.stop()
 if ab is None or ab.empty:
@@ -72,6 +73,7 @@ for rid, g in rows.groupby("run_id", sort=False):
             st.success("Keep: " + ", ".join(f"**{v}**" for v in kept), icon=":material/check_circle:")
         else:
             st.info("No variant reached the threshold: keep the baseline.", icon=":material/remove:")
+        speed = [decisions.throughput_cells(d) for d in g["details_json"]]
         ci = [guard(decisions.interval, rid, split, r["variant"], r["baseline"], crit, r["threshold"], default=None)
               if r["decision"] != "baseline" else None for _, r in g.iterrows()]
         table = pd.DataFrame({
@@ -86,6 +88,8 @@ for rid, g in rows.groupby("run_id", sort=False):
             f"Δ{crit} 95 % CI (points)": [f"[{c['low']:+.2f}, {c['high']:+.2f}]" if c else "–" for c in ci],
             "tiles paired": [str(c["n_tiles"]) if c else "–" for c in ci],
             "images/s": g["images_per_s"],
+            "images/s median [IQR] (n)": [c["spread"] for c in speed],
+            "speed vs baseline": [c["vs"] for c in speed],
             "wall (s)": g["wall_s"],
         })
         num = {c: st.column_config.NumberColumn(c, format="%.2f") for c in table.columns
@@ -96,7 +100,7 @@ for rid, g in rows.groupby("run_id", sort=False):
         if g["baseline"].nunique() == 1:      # one baseline for every row: say it once, above the table
             st.caption(f"baseline: `{short_label(g['baseline'].iloc[0])}`")
             table = table.drop(columns=["baseline"])
-        st.dataframe(table, hide_index=True, width="stretch", column_config=num)
+        st.dataframe(table, hide_index=True, width="stretch", column_config=num, placeholder="–")
         coarse = [c for c in ci if c and not c["resolves"]]
         if coarse:
             c = max(coarse, key=lambda c: c["half_width"])
@@ -105,9 +109,10 @@ for rid, g in rows.groupby("run_id", sort=False):
                        f"points wide, so a decision this close is a coin toss — score more tiles.")
         spread = g["images_per_s"].dropna()
         if len(spread) > 1:
-            st.caption("images/s from one timed pass per variant (after a warm-up) on "
-                       + ", ".join(sorted({str(json.loads(d).get('device', '?')) for d in g["details_json"].dropna()}))
-                       + ": differences under about 10 % are inside the usual run-to-run spread.")
+            devs = sorted({c["device"] for c in speed if c["device"]})
+            st.caption("images/s: median and interquartile range of warm, repeated timings (one per tile after the "
+                       "warm-up tiles) on " + (", ".join(devs) or "?") + "; a speed difference whose ranges overlap "
+                       "the baseline's is marked *within noise*.")
         if kind == "export":                  # deployment builds: parity, size and speed against PyTorch
             from app.widgets.export_ab import show_export_figures
             show_export_figures(g)

@@ -92,4 +92,4 @@ def cluster_queue() -> None:
     st.subheader("Cluster queue")
     st.caption("Jobs of this workspace in SLURM (squeue): cancel one from Live jobs (scancel); a job requeued by "
                "SLURM resumes from its last checkpoint.")
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", placeholder="–")

@@ -3,6 +3,7 @@ paired-bootstrap interval of the deciding delta (over the tiles both sides score
 is finer than what those tiles can resolve."""
 from __future__ import annotations
 
+import json
 from typing import Any, Optional
 
 import pandas as pd
@@ -50,3 +51,22 @@ def interval(run_id: str, split: str, variant: str, baseline: str, criterion: st
     return {"delta": d["delta"] * 100, "low": d["ci_low"] * 100, "high": d["ci_high"] * 100,
             "n_tiles": int(boot["n_tiles"]), "half_width": half,
             "resolves": threshold is None or abs(float(threshold)) >= half}
+
+
+def throughput_cells(details: object) -> dict:
+    """The spread of a row's warm, repeated timings and its speed against the baseline, as table text."""
+    try:
+        d = json.loads(details) if isinstance(details, str) and details else {}
+    except ValueError:
+        d = {}
+    tp, vs = d.get("throughput") or {}, d.get("speed_vs_baseline")
+    dev = tp.get("device") or d.get("device")
+    if tp.get("threads") and dev and "threads" not in str(dev):
+        dev = f"{dev} ({tp['threads']} threads)"
+    cell = (f"{tp['median']:.3g} [{tp['q1']:.3g}–{tp['q3']:.3g}] (n={tp['n']})" if tp.get("median") else "–")
+    if not vs:
+        return {"spread": cell, "vs": "–", "device": dev}
+    word = "faster" if vs["ratio"] >= 1 else "slower"
+    ratio = vs["ratio"] if vs["ratio"] >= 1 else 1 / vs["ratio"]
+    txt = "within noise" if vs["within_noise"] else f"{ratio:.2f}× {word}"
+    return {"spread": cell, "vs": txt, "device": dev}

@@ -59,7 +59,7 @@ def show_export_figures(rows: pd.DataFrame) -> None:
     fmt["max |Δ logit|"] = st.column_config.NumberColumn("max |Δ logit|", format="%.2e")
     fmt["ΔmIoU (points)"] = st.column_config.NumberColumn("ΔmIoU (points)", format="%+.3f")
     fmt["ΔBoundary IoU (points)"] = st.column_config.NumberColumn("ΔBoundary IoU (points)", format="%+.3f")
-    st.dataframe(table, hide_index=True, width="stretch", column_config=fmt)
+    st.dataframe(table, hide_index=True, width="stretch", column_config=fmt, placeholder="–")
 
 
 def export_action(run_id: str) -> None:

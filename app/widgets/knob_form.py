@@ -67,7 +67,7 @@ def render(t: Template, checkpoint_runs: list[str]) -> FormResult:
                 column_config={"from_epoch": st.column_config.NumberColumn("from epoch", min_value=0, step=1),
                                **{term: st.column_config.NumberColumn(term, min_value=0.0, max_value=10.0,
                                                                       step=0.05, format="%.2f")
-                                  for term in knobs.LOSS_TERMS}})
+                                  for term in knobs.LOSS_TERMS}}, placeholder="–")
             values["loss.schedule"] = ("rows", _editor_rows(edited))
         if "augment.crop_size" in shown:
             c1, c2, c3, c4, c5 = st.columns(5)
@@ -104,7 +104,7 @@ def render(t: Template, checkpoint_runs: list[str]) -> FormResult:
                 key=f"{key}:variants", num_rows="dynamic", hide_index=True, width="stretch",
                 column_config={"scales": st.column_config.TextColumn("scales (comma-separated)"),
                                "hflip": st.column_config.CheckboxColumn("h-flip"),
-                               "vflip": st.column_config.CheckboxColumn("v-flip")})
+                               "vflip": st.column_config.CheckboxColumn("v-flip")}, placeholder="–")
             values["tta_ab.variants"] = ("variants", _editor_rows(edited))
             values["tta_ab.threshold"] = float(st.number_input(
                 "Keep threshold (mIoU points)", 0.0, 100.0, base["tta_ab.threshold"], step=0.1,

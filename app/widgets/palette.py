@@ -18,6 +18,18 @@ FALLBACK = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#
             "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF"]
 
 
+# A high-contrast choice for masks over aerial imagery: saturated, mutually distinct colours (Sasha Trubetskoy's
+# "20 simple, distinct colours", the most distinct first); the Review page offers it beside the dataset's colours.
+HIGH_CONTRAST = ["#E6194B", "#3CB44B", "#FFE119", "#4363D8", "#F58231", "#911EB4", "#42D4F4", "#F032E6",
+                 "#BFEF45", "#FABED4", "#469990", "#DCBEFF", "#9A6324", "#FFFAC8", "#800000", "#AAFFC3",
+                 "#808000", "#FFD8B1", "#000075", "#A9A9A9"]
+
+
+def high_contrast(n: int) -> list[str]:
+    """``n`` high-contrast class colours (:data:`HIGH_CONTRAST`, then :func:`fallback_color` beyond 20)."""
+    return [HIGH_CONTRAST[i] if i < len(HIGH_CONTRAST) else fallback_color(i) for i in range(max(0, int(n)))]
+
+
 def normalise_hex(text: str) -> str:
     m = _HEX.match(str(text).strip())
     if not m:

@@ -378,7 +378,8 @@ def build_review_map(image: ArrayOrPath, *, classes: Sequence[str], palette: Seq
                      refined: Union[None, ArrayOrPath, Mapping[str, ArrayOrPath]] = None,
                      georef: Union[None, bool, str, Path, Georef] = None, base_map: Optional[str] = None,
                      base_map_attr: str = "", ignore_index: int = 255, mask_opacity: float = 0.6,
-                     height: Union[int, str] = "100%", show_label: bool = False, raw_name: str = "raw"):
+                     height: Union[int, str] = "100%", show_label: bool = False, raw_name: str = "raw",
+                     compared_prefix: str = "refined: "):
     """A folium map of one tile. Render it offline with :func:`render_offline` (or use :func:`review_map_html`).
 
     ``image``: RGB array or image file; a GeoTIFF file (with a CRS) is georeferenced automatically.
@@ -387,7 +388,9 @@ def build_review_map(image: ArrayOrPath, *, classes: Sequence[str], palette: Seq
     georeferenced file, ``False`` = pixel CRS, a raster path or a :class:`Georef` = that grid. ``base_map``: a
     tile URL template shown under a georeferenced tile (it is the only thing allowed to reach the network).
     ``raw_name``: the layer name of ``raw`` (the left side of the swipe), e.g. ``ema`` when two plain predictions
-    are compared."""
+    are compared. ``compared_prefix``: put before each name of ``refined`` as its layer name (``refined: crf``
+    on the refinement stage's own maps); ``""`` keeps the names as given (the Review page names each layer for what
+    it is: ``refine=crf``, ``tta=flip``)."""
     import folium
 
     rgb = _read_array(image, "image")
@@ -409,6 +412,7 @@ def build_review_map(image: ArrayOrPath, *, classes: Sequence[str], palette: Seq
 
     pal = palette_rgb(palette, len(classes))
     masks: list[tuple[str, np.ndarray]] = []
+    compared: list[str] = []
     if label is not None:
         masks.append(("label", _read_array(label, "label")))
     if raw is not None:
@@ -416,7 +420,9 @@ def build_review_map(image: ArrayOrPath, *, classes: Sequence[str], palette: Seq
     if refined is not None:
         items = refined.items() if isinstance(refined, Mapping) else [("refined", refined)]
         for name, value in items:
-            masks.append((name if name.startswith("refined") else f"refined: {name}", _read_array(value, name)))
+            shown = name if name.startswith("refined") or not compared_prefix else f"{compared_prefix}{name}"
+            masks.append((shown, _read_array(value, name)))
+            compared.append(shown)
     for name, arr in masks:
         if arr.shape[:2] != (h, w):
             raise ValueError(f"{name} mask is {arr.shape[:2]}, the image is {(h, w)}: they must match")
@@ -457,12 +463,12 @@ def build_review_map(image: ArrayOrPath, *, classes: Sequence[str], palette: Seq
         layer_vars.append((name, layer.get_name()))
         if name == raw_name:
             left.append(layer.get_name())
-        elif name.startswith("refined"):
+        elif name in compared:
             right.append(layer.get_name())
 
     swipe_names = None
     if left and right:
-        swipe_names = (raw_name, next(n for n, _ in mask_arrs if n.startswith("refined")))
+        swipe_names = (raw_name, next(n for n, _ in mask_arrs if n in compared))
     control = _SwipeFadeLegend()
     control.layers = layer_vars
     control.left = left
@@ -474,7 +480,7 @@ def build_review_map(image: ArrayOrPath, *, classes: Sequence[str], palette: Seq
     folium.LayerControl(collapsed=False, position="topright").add_to(m)
     m.mapsage_info = {"bounds": bounds, "georeferenced": geo is not None, "layers": [n for n, _ in layer_vars],
                       "swipe": {"left": [n for n, _ in mask_arrs if n == raw_name],
-                                "right": [n for n, _ in mask_arrs if n.startswith("refined")]},
+                                "right": [n for n, _ in mask_arrs if n in compared]},
                       "base_map": base_map}
     return m
 

@@ -24,11 +24,13 @@ TILE_COLUMNS = ["tile", "domain", "miou_a", "miou_b", "mbiou_a", "mbiou_b", "d_m
 
 
 def variant_label(variant: Optional[str]) -> str:
-    """How a mask variant is named on the page: ``refine=sam+crf`` -> ``sam+crf``; ``label`` stays."""
+    """What a mask layer is, as the page names it: ``refine=raw`` / ``raw`` -> ``raw`` (the model's own
+    prediction), a refinement chain keeps its chain name (``refine=crf``, ``refine=sam+crf``), a TTA variant its
+    own (``tta=flip``), ``label`` stays. A TTA run's masks are never called "refined"."""
     if variant is None or (isinstance(variant, float) and math.isnan(variant)):
         return "?"
     v = str(variant)
-    return v.split("=", 1)[1] if v.startswith("refine=") else v
+    return "raw" if v in ("refine=raw", "raw") else v
 
 
 def default_pair(variants: Sequence[str], ab: Optional[pd.DataFrame] = None) -> tuple[str, str]:
@@ -70,16 +72,84 @@ def tile_scores(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["tile", "domain", "miou", "mbiou"])
 
 
-def metric_says(d_mbiou: Any) -> Optional[str]:
-    """better / worse / same from a Boundary IoU change (a fraction), as the refinement stage counts tiles."""
-    if d_mbiou is None or not np.isfinite(d_mbiou):
+@dataclass(frozen=True)
+class Rule:
+    """The A/B decision rule of a comparison (:func:`mapsage.infer.ab.decide`): ``criterion`` (``miou`` or
+    ``mbiou``), ``threshold`` and ``guard`` in points. The default (no A/B row for the pair) is the sign of the
+    Boundary IoU change."""
+
+    criterion: str = "mbiou"
+    threshold: float = 0.0
+    guard: Optional[float] = None
+    from_ab: bool = False
+
+    def text(self) -> str:
+        from mapsage.abrule import rule_text
+
+        return rule_text(self.criterion, self.threshold, self.guard)
+
+
+def _finite(x: Any) -> bool:
+    try:
+        return x is not None and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def pair_rule(ab: Optional[pd.DataFrame], left: str, right: str) -> Rule:
+    """The rule the run's own A/B decision applied to ``right`` against ``left`` (criterion, threshold and the
+    guard from its ``ab`` row); the sign of the Boundary IoU change where the run decided nothing between them."""
+    if ab is None or ab.empty or not {"variant", "baseline", "criterion", "threshold"} <= set(ab.columns):
+        return Rule()
+    rows = ab[(ab["variant"] == right) & (ab["baseline"] == left)]
+    if rows.empty:
+        return Rule()
+    r = rows.iloc[-1]
+    guard = None
+    details = r.get("details_json") if hasattr(r, "get") else None
+    if isinstance(details, str) and details:
+        import json
+
+        try:
+            g = (json.loads(details) or {}).get("guard")
+            guard = float(g) if _finite(g) else None
+        except (ValueError, TypeError, AttributeError):
+            guard = None
+    crit = str(r["criterion"]) if isinstance(r["criterion"], str) else "miou"
+    thr = float(r["threshold"]) if _finite(r["threshold"]) else 0.0
+    return Rule(criterion=crit, threshold=thr, guard=guard, from_ab=True)
+
+
+def metric_says(d_mbiou: Any, d_miou: Any = None, rule: Optional[Rule] = None) -> Optional[str]:
+    """better / worse / same for one tile by the decision rule of the comparison (``d_*`` in points, variant
+    minus baseline), through :func:`mapsage.infer.ab.decide`, the function every A/B decision uses:
+
+    * ``better``: the rule keeps the variant on this tile;
+    * ``worse``: the rule would keep the baseline over the variant (the same rule with the roles swapped), or
+      the variant passes the threshold but the guard refuses it (the other metric falls too far);
+    * ``same``: neither (the change is inside the threshold), or a change below 0.01 points.
+    ``None`` where the deciding figure is missing."""
+    from mapsage.abrule import decide
+
+    rule = rule or Rule()
+    d, other = (d_mbiou, d_miou) if rule.criterion == "mbiou" else (d_miou, d_mbiou)
+    if not _finite(d):
         return None
-    if abs(d_mbiou) < SAME_TOL:
+    d = float(d)
+    o = float(other) if _finite(other) else None
+    if abs(d) < SAME_TOL * 100:
         return "same"
-    return "better" if d_mbiou > 0 else "worse"
+    if decide(d, rule.threshold, o, rule.guard) == "keep":
+        return "better"
+    if decide(-d, rule.threshold, None if o is None else -o, rule.guard) == "keep":
+        return "worse"
+    if decide(d, rule.threshold) == "keep":   # passed the threshold, refused by the guard
+        return "worse"
+    return "same"
 
 
-def tile_table(tiles: pd.DataFrame, left: str, right: str, mask_tiles: Sequence[str] = ()) -> pd.DataFrame:
+def tile_table(tiles: pd.DataFrame, left: str, right: str, mask_tiles: Sequence[str] = (),
+               rule: Optional[Rule] = None) -> pd.DataFrame:
     """The tile list of a comparison, sorted by Boundary IoU change (largest gain first).
 
     ``tiles``: the store's per-tile rows (``store.tiles``) of the run; ``a`` is ``left``, ``b`` is ``right``.
@@ -106,7 +176,7 @@ def tile_table(tiles: pd.DataFrame, left: str, right: str, mask_tiles: Sequence[
         out["domain"] = out["domain_a"].combine_first(out["domain_b"])
         out["d_miou"] = (out["miou_b"] - out["miou_a"]) * 100.0
         out["d_mbiou"] = (out["mbiou_b"] - out["mbiou_a"]) * 100.0
-        out["metric_says"] = [metric_says(d / 100.0) for d in out["d_mbiou"]]
+        out["metric_says"] = [metric_says(db, dm, rule) for db, dm in zip(out["d_mbiou"], out["d_miou"])]
         out = out.sort_values(["d_mbiou", "tile"], ascending=[False, True], na_position="last", kind="stable")
     known = set(out["tile"])
     extra = [t for t in sorted(set(map(str, mask_tiles))) if t not in known]

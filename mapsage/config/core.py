@@ -248,7 +248,7 @@ def _build(cls: type, data: dict, prefix: str, origins: dict):
     for key, value in data.items():
         path = f"{prefix}.{key}" if prefix else str(key)
         if key not in fields:
-            valid = sorted(fields)
+            valid = sorted(n for n, f in fields.items() if not is_internal(f))
             near = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
             where = _origin_of(origins, path)
             hint = (f"did you mean '{prefix + '.' if prefix else ''}{near[0]}'?" if near
@@ -273,10 +273,34 @@ def _build(cls: type, data: dict, prefix: str, origins: dict):
     return obj
 
 
+INTERNAL = "internal"
+
+
+def is_internal(f: dataclasses.Field) -> bool:
+    """An internal test hook (``field(metadata={"internal": True})``): accepted in a config, but not part of the
+    schema users see."""
+    return bool(f.metadata.get(INTERNAL))
+
+
+def _at_default(f: dataclasses.Field, value: Any) -> bool:
+    if f.default is not dataclasses.MISSING:
+        return value == f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return value == f.default_factory()
+    return False
+
+
+def public_fields(cls_or_obj: Any) -> list[str]:
+    """The field names of a config section users see (internal test hooks left out)."""
+    return [f.name for f in dataclasses.fields(cls_or_obj) if not is_internal(f)]
+
+
 def to_dict(obj: Any) -> Any:
-    """A plain (YAML/JSON-able) copy of a config dataclass tree."""
+    """A plain (YAML/JSON-able) copy of a config dataclass tree. Internal test hooks appear only where set to
+    something other than their default (so a resolved config shows the schema users see)."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (is_internal(f) and _at_default(f, getattr(obj, f.name)))}
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -20,11 +20,13 @@ class StageCfg:
     description: str = ""
     name: Optional[str] = None               # explicit run name; default derived from the config
     checkpoint: Optional[str] = None         # evaluate / tta_ab / refine / health: a checkpoint file or a run id
-    demo_steps: int = 5                      # demo_job only (runner tests): steps to run
-    demo_step_seconds: float = 0.2
-    demo_fail_at: Optional[int] = None
-    demo_spawn_child: bool = False           # demo_job: start a child process (proves cancel ends the group)
-    demo_ignore_stop: bool = False           # demo_job: ignore cancel requests (proves SIGKILL after the grace)
+    # internal test hooks of the demo_job stage (runner tests): accepted, but not part of the schema users see
+    # (left out of resolved configs at their defaults and of key suggestions; see core.INTERNAL)
+    demo_steps: int = field(default=5, metadata={"internal": True})              # steps to run
+    demo_step_seconds: float = field(default=0.2, metadata={"internal": True})
+    demo_fail_at: Optional[int] = field(default=None, metadata={"internal": True})
+    demo_spawn_child: bool = field(default=False, metadata={"internal": True})   # proves cancel ends the group
+    demo_ignore_stop: bool = field(default=False, metadata={"internal": True})   # proves SIGKILL after the grace
 
     def validate(self):
         if not 0 <= self.plan_stage <= 4:
@@ -338,6 +340,8 @@ class EvalCfg:
     # A/B decisions: a variant that passes its threshold is still refused when the other metric (Boundary IoU
     # for an mIoU criterion, mIoU for a Boundary IoU one) falls by more than this many points
     ab_guard: float = 0.5
+    speed_repeats: int = 5                  # images/s: at least this many warm timings (median and IQR over them;
+                                            # a split with fewer timed tiles re-times its last tile)
 
 
 @dataclass

@@ -7,39 +7,9 @@ from fractions (0.508 - 0.500 = 0.00800000000000001) is not lost to binary round
 scored) is always a drop. The baseline's own row has the decision ``baseline``."""
 from __future__ import annotations
 
-import math
 from typing import Any, Optional
 
-GAIN_DECIMALS = 6
-
-
-def gain_points(variant_value: Optional[float], baseline_value: Optional[float]) -> float:
-    """``(variant - baseline) × 100`` rounded to 1e-6 points; NaN when either is missing."""
-    if variant_value is None or baseline_value is None:
-        return float("nan")
-    a, b = float(variant_value), float(baseline_value)
-    if not (math.isfinite(a) and math.isfinite(b)):
-        return float("nan")
-    return round((a - b) * 100.0, GAIN_DECIMALS)
-
-
-def decide(gain: float, threshold: float, other_gain: Optional[float] = None, guard: Optional[float] = None) -> str:
-    """``keep`` where ``gain >= threshold`` (both in points) and, with a ``guard``, the other metric does not
-    fall by more than ``guard`` points (``other_gain >= -guard``); else ``drop``."""
-    if gain is None or not math.isfinite(gain):
-        return "drop"
-    if gain < round(float(threshold), GAIN_DECIMALS):
-        return "drop"
-    if guard is not None and other_gain is not None and math.isfinite(other_gain) \
-            and other_gain < -round(float(guard), GAIN_DECIMALS):
-        return "drop"
-    return "keep"
-
-
-def rule_text(criterion: str, threshold: float, guard: Optional[float]) -> str:
-    other = "mbiou" if criterion == "miou" else "miou"
-    text = f"keep if gain >= {threshold:g} points of {criterion}"
-    return text + (f" and {other} falls by at most {guard:g} points" if guard is not None else "")
+from ..abrule import GAIN_DECIMALS, decide, gain_points, rule_text  # noqa: F401  (the one rule)
 
 
 def _criterion_value(result, criterion: str) -> float:
@@ -89,6 +59,14 @@ def ab_row(*, ab_kind: str, variant: str, baseline: str, outcome, baseline_outco
         "device": outcome.device,
         "infer_s": outcome.infer_s,
     }
+    # warm, repeated timings with their spread (median, IQR, min–max, device, threads), both sides
+    tp, btp = getattr(outcome, "throughput", None), getattr(baseline_outcome, "throughput", None)
+    info["throughput"] = tp() if callable(tp) else None
+    info["baseline_throughput"] = btp() if callable(btp) else None
+    if not is_baseline and info["throughput"] and info["baseline_throughput"]:
+        from .throughput import compare
+
+        info["speed_vs_baseline"] = compare(info["throughput"], info["baseline_throughput"])
     if not is_baseline:
         boot = bootstrap(outcome, baseline_outcome, n=bootstrap_n)
         if boot is not None:

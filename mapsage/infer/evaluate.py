@@ -67,6 +67,7 @@ class EvalOutcome:
     domains: dict[str, Any] = field(default_factory=dict)   # domain -> MetricResult
     predictions: list[str] = field(default_factory=list)
     complete: bool = True                # False when should_stop() ended it early (no events were written)
+    tile_seconds: list[float] = field(default_factory=list)   # one warm timing per timed tile (repeats)
 
     @property
     def images_per_s(self) -> float:
@@ -75,6 +76,12 @@ class EvalOutcome:
     @property
     def mpix_per_s(self) -> float:
         return self.timed_mpixels / self.infer_s if self.infer_s > 0 else float("nan")
+
+    def throughput(self) -> Optional[dict]:
+        """images/s over the warm, repeated per-tile timings: median, IQR, min–max, n, device, threads."""
+        from .throughput import spread
+
+        return spread(self.tile_seconds, device=self.device)
 
     def speed(self) -> dict:
         return {"images_per_s": self.images_per_s, "mpix_per_s": self.mpix_per_s, "device": self.device,
@@ -119,6 +126,7 @@ def emit_metrics(events, outcome: "EvalOutcome", epoch: Optional[int]) -> None:
     payload = outcome.result.to_event(outcome.split, "all", outcome.variant, epoch)
     # speed of this evaluation beside its numbers (the experiment table's FPS column)
     payload.update(images_per_s=outcome.images_per_s, mpix_per_s=outcome.mpix_per_s, device=outcome.device,
+                   throughput=outcome.throughput(),
                    identity={"device": outcome.device, **tile_facts(r["tile"] for r in rows)})
     events.emit("metrics", **payload)
     for warning in outcome.result.boundary_warnings:     # also in the payload; a log line makes it seen
@@ -137,7 +145,7 @@ def evaluate_variants(model: nn.Module, dataset, cfg, *, split: str, variants: d
                       events=None, epoch: Optional[int] = None, save_dir: str | Path | None = None,
                       max_tiles: Optional[int] = None, eval_cfg=None, save_probabilities: Optional[bool] = None,
                       progress: Optional[Callable[..., None]] = None, num_workers: Optional[int] = None,
-                      warmup: int = 1, show_bar: bool = True,
+                      warmup: int = 1, show_bar: bool = True, min_timings: int = 0,
                       should_stop: Optional[Callable[[], bool]] = None) -> dict[str, EvalOutcome]:
     """One inference pass scored as several variants that differ only in post-processing.
 
@@ -146,7 +154,9 @@ def evaluate_variants(model: nn.Module, dataset, cfg, *, split: str, variants: d
     variant's post-processing time is added to its own. ``eval_cfg`` replaces ``cfg.eval`` (the TTA A/B stage
     passes variants); ``progress(step=, steps=, frac=, phase=, message=)`` is called per tile (a stage passes
     ``ctx.progress``); ``should_stop()`` is checked between tiles: a cancelled evaluation stops early, returns
-    outcomes with ``complete=False`` and writes no ``metrics`` / ``tiles`` events."""
+    outcomes with ``complete=False`` and writes no ``metrics`` / ``tiles`` events. ``min_timings``: at least this
+    many warm timings behind images/s (a stage that reports speed asks for them): a split with fewer timed tiles
+    times its last tile again until there are, so the throughput comes with a spread."""
     from tqdm import tqdm
 
     if not variants:
@@ -178,6 +188,8 @@ def evaluate_variants(model: nn.Module, dataset, cfg, *, split: str, variants: d
     timed_mpix = 0.0
     n = 0
     dt, hw = 0.0, 0
+    tile_s: list[float] = []
+    post_tile: dict[str, list[float]] = {name: [] for name in names}
     t_start = time.perf_counter()
     label_desc = names[0] if len(names) == 1 else "+".join(names)
     bar = tqdm(total=len(indices), desc=f"eval {split} {label_desc}", unit="tile", leave=False,
@@ -205,6 +217,7 @@ def evaluate_variants(model: nn.Module, dataset, cfg, *, split: str, variants: d
             hw = pred_t.shape[-2] * pred_t.shape[-1]
             if n >= warmup:
                 infer_s += dt
+                tile_s.append(dt)
                 timed += 1
                 timed_mpix += hw / 1e6
             label = sample["mask"]
@@ -223,6 +236,7 @@ def evaluate_variants(model: nn.Module, dataset, cfg, *, split: str, variants: d
                     pred = fn(raw_np)
                     if n >= warmup:
                         post_s[name] += time.perf_counter() - tp
+                        post_tile[name].append(time.perf_counter() - tp)
                 lab = label if need_host or not isinstance(label, torch.Tensor) else label.to(pred_t.device)
                 metrics[name].update(pred, lab, tags=tags, tile=tile_id)
                 if name in writers:
@@ -240,9 +254,26 @@ def evaluate_variants(model: nn.Module, dataset, cfg, *, split: str, variants: d
         raise DataError(f"split '{split}' has no samples to evaluate; check dataset.root and the split settings")
     if timed == 0:  # a single tile: report its time, warm-up included
         infer_s, timed, timed_mpix = dt, 1, hw / 1e6
+        tile_s = [dt]
+    complete = n == len(indices)
+    if complete and len(tile_s) < int(min_timings):
+        # warm repeats of the last tile: the timings of a short split get their spread from the same work
+        with torch.no_grad():
+            while len(tile_s) < int(min_timings):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t0 = time.perf_counter()
+                pred_t = infer_probs(model, image.unsqueeze(0), eval_cfg, num_classes).argmax(dim=1)[0]
+                if need_host:
+                    pred_t = pred_t.cpu()
+                elif device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                tile_s.append(time.perf_counter() - t0)
+        for name in names:
+            if post_tile[name]:
+                post_tile[name] += [float(np.mean(post_tile[name]))] * (len(tile_s) - len(post_tile[name]))
     wall = time.perf_counter() - t_start
     dev_name = device_name(device)
-    complete = n == len(indices)
     outcomes: dict[str, EvalOutcome] = {}
     for name in names:
         m = metrics[name]
@@ -250,6 +281,8 @@ def evaluate_variants(model: nn.Module, dataset, cfg, *, split: str, variants: d
             result=m.result(), metrics=m, split=split, variant=name, n_images=n, wall_s=wall,
             infer_s=infer_s + post_s[name], timed_images=timed, timed_mpixels=timed_mpix, device=dev_name,
             domains=domain_results(m),
+            tile_seconds=[t + (post_tile[name][i] if i < len(post_tile[name]) else 0.0)
+                          for i, t in enumerate(tile_s)],
             predictions=[str(p) for p in (writers[name].written if name in writers else [])], complete=complete)
         if complete:  # a stopped evaluation's partial numbers never reach the store as if they were final
             emit_metrics(events, outcomes[name], epoch)

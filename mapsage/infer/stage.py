@@ -117,7 +117,8 @@ def _evaluate(ctx, model, dataset, device, variants, eval_cfg=None) -> dict[str,
     cfg = ctx.cfg
     outcomes = evaluate_variants(model, dataset, cfg, split=cfg.eval.split, variants=variants, device=device,
                                  events=ctx.events, save_dir=_save_dir(ctx), max_tiles=cfg.eval.max_tiles,
-                                 eval_cfg=eval_cfg, progress=ctx.progress, should_stop=ctx.should_stop)
+                                 eval_cfg=eval_cfg, progress=ctx.progress, should_stop=ctx.should_stop,
+                                 min_timings=cfg.eval.speed_repeats)
     for outcome in outcomes.values():
         if outcome.complete:
             _log_outcome(ctx, outcome)

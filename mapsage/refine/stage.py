@@ -28,6 +28,7 @@ import numpy as np
 
 from ..config import to_dict
 from ..errors import CheckpointError, UserError
+from ..abrule import decide, rule_text
 from .chains import SAM_CHAINS, Refiner, validate_chains
 from .sam import SamUnavailable
 
@@ -252,10 +253,12 @@ def run(ctx) -> None:
         gain = _points(res.mbiou - base.mbiou)
         miou_gain = _points(res.miou - base.miou)
         guard = cfg.eval.ab_guard
-        passed = gain is not None and gain > rcfg.threshold_biou
-        # the guard: a chain that sharpens boundaries but costs more than eval.ab_guard mIoU points is refused
-        refused = passed and guard is not None and miou_gain is not None and miou_gain < -guard
-        keep = passed and not refused
+        # the A/B rule every decision uses (mapsage.infer.ab.decide), with the guard: a chain that sharpens
+        # boundaries but costs more than eval.ab_guard mIoU points is refused
+        g = float("nan") if gain is None else gain
+        passed = decide(g, rcfg.threshold_biou) == "keep"
+        keep = decide(g, rcfg.threshold_biou, miou_gain, guard) == "keep"
+        refused = passed and not keep
         better = worse = same = 0
         for r in rows[c]:
             b = base_tiles.get(r["tile"])
@@ -271,8 +274,7 @@ def run(ctx) -> None:
         per_class = {name: _points(a - b) for name, a, b in zip(cfg.dataset.classes, res.biou, base.biou)
                      if math.isfinite(a) and math.isfinite(b)}
         details = {"n_tiles": done, "miou_gain": miou_gain, "guard": guard, "refused_by_guard": refused,
-                   "rule": f"keep if Boundary IoU gains > {rcfg.threshold_biou:g} points and mIoU falls by at most "
-                           f"{guard:g} points", "biou_gain_per_class": per_class,
+                   "rule": rule_text("mbiou", rcfg.threshold_biou, guard), "biou_gain_per_class": per_class,
                    "tiles_better": better, "tiles_worse": worse, "tiles_same": same,
                    "refine_s_per_tile": seconds[c] / done, "infer_s_per_tile": per_tile_infer,
                    "device": device_name(device), "unavailable_chains": unavailable,
