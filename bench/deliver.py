@@ -105,8 +105,16 @@ def worker(mode: str, src: str, out: str, kind: str, tile: str = "512", stride: 
     t0 = time.perf_counter()
     if mode == "delivery":
         from mapsage.deliver.geo import predict_geotiff
-        res = predict_geotiff(p, src, out, stem="bench", show_bar=False, block_rows=1024)
-        info = {"polygons": res["polygons"]["polygons"], "predict_s": res["predict"]["wall_s"],
+        phase_rss: dict[str, float] = {}
+
+        def prog(**kw) -> None:     # the largest resident size seen at each phase's progress calls (GiB)
+            with open("/proc/self/statm") as f:
+                rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
+            ph = kw.get("phase") or "?"
+            phase_rss[ph] = max(phase_rss.get(ph, 0.0), rss)
+
+        res = predict_geotiff(p, src, out, stem="bench", show_bar=False, block_rows=1024, progress=prog)
+        info = {"phase_rss_gib": phase_rss, "polygons": res["polygons"]["polygons"], "predict_s": res["predict"]["wall_s"],
                 "polygons_s": res["polygons"]["wall_s"], "joins": res["polygons"]["joins"],
                 "max_open_parts": res["polygons"]["max_open_parts"]}
     else:
@@ -196,6 +204,8 @@ def main() -> int:
                       f"{d['peak_rss_gib']:.2f} GiB (target < 2.5 GiB)  ({d['polygons']} polygons; predict "
                       f"{d['predict_s']:.1f} s, polygons {d['polygons_s']:.1f} s; {d['joins']} seam joins, "
                       f"at most {d['max_open_parts']} open parts)")
+                print("  resident size by phase (GiB): " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                                  d["phase_rss_gib"].items()))
     return 0
 
 

@@ -10,7 +10,9 @@ confidence (max class probability, uint8 0..255) and, on request, the class prob
 float32: GDAL's GeoTIFF has no float16) into temporary rasters of the same grid. Each is then copied by GDAL's COG
 driver (``rasterio.shutil.copy(..., driver="COG")``: tiled 512, deflate, overviews; nearest for class ids) into
 the output folder: ``<stem>_classes.tif`` (class ids, the dataset palette as colour table, nodata 255),
-``<stem>_confidence.tif`` and ``<stem>_probs.tif``. The CRS and transform are the input's. Polygons come from
+``<stem>_confidence.tif`` and ``<stem>_probs.tif``. The CRS and transform are the input's. The post-processing the
+run adopted (``predictor.post``) is applied to the class ids first, block-wise
+(:mod:`mapsage.deliver.post_raster`). Polygons come from
 :func:`mapsage.deliver.polygons.polygonize`."""
 from __future__ import annotations
 
@@ -145,18 +147,21 @@ def predict_geotiff(predictor, src_path: str | Path, out_dir: str | Path, *, ste
         pdtype = "uint8" if probabilities == "uint8" else "float32"
         prob_dst = rasterio.open(tmp_prob, "w", count=C, dtype=pdtype, **grid)
 
-    def sink(row0: int, ids: np.ndarray, probs) -> None:
-        p = probs.float().cpu().numpy()
-        n = ids.shape[0]
-        win = Window(0, row0, check.width, n)
-        conf = np.clip(np.rint(p.max(axis=0) * 255.0), 0, 255).astype(np.uint8)
-        conf[ids == 255] = 0
-        conf_dst.write(conf[None], window=win)
-        if prob_dst is not None:
-            if probabilities == "uint8":
-                prob_dst.write(np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8), window=win)
-            else:
-                prob_dst.write(p.astype(np.float32), window=win)
+    def sink(row0: int, ids_all: np.ndarray, probs_all) -> None:
+        # in runs of 256 rows: the float copies of a full-width band of C classes are the largest temporaries
+        for k in range(0, ids_all.shape[0], 256):
+            ids = ids_all[k:k + 256]
+            p = probs_all[:, k:k + 256].float().cpu().numpy()
+            n = ids.shape[0]
+            win = Window(0, row0 + k, check.width, n)
+            conf = np.clip(np.rint(p.max(axis=0) * 255.0), 0, 255).astype(np.uint8)
+            conf[ids == 255] = 0
+            conf_dst.write(conf[None], window=win)
+            if prob_dst is not None:
+                if probabilities == "uint8":
+                    prob_dst.write(np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8), window=win)
+                else:
+                    prob_dst.write(p.astype(np.float32), window=win)
 
     try:
         info = predict_raster(predictor.model, src_path, tmp_ids, eval_cfg, C, mean, std,
@@ -169,6 +174,14 @@ def predict_geotiff(predictor, src_path: str | Path, out_dir: str | Path, *, ste
             prob_dst.close()
     out = {"input": str(src_path), "width": check.width, "height": check.height, "crs": check.crs,
            "transform": list(check.transform), "warnings": check.warnings, "predict": info}
+    post = getattr(predictor, "post", None)
+    if post is not None and post.active:       # the adopted post-processing, block-wise with a halo
+        from .post_raster import post_process_raster
+
+        tmp_post = out_dir / f".{stem}_classes.post.tmp.tif"
+        out["post"] = post_process_raster(tmp_ids, tmp_post, post, block_rows=block_rows, progress=progress)
+        out["post"]["settings"] = post.describe(predictor.classes)
+        tmp_post.replace(tmp_ids)
     classes_cog = out_dir / f"{stem}_classes.tif"
     _cog_copy(tmp_ids, classes_cog, "NEAREST")
     conf_cog = out_dir / f"{stem}_confidence.tif"
