@@ -113,7 +113,7 @@ def worker(mode: str, src: str, out: str, kind: str, tile: str = "512", stride: 
             ph = kw.get("phase") or "?"
             phase_rss[ph] = max(phase_rss.get(ph, 0.0), rss)
 
-        res = predict_geotiff(p, src, out, stem="bench", show_bar=False, block_rows=1024, progress=prog)
+        res = predict_geotiff(p, src, out, stem="bench", show_bar=False, block_rows=512, progress=prog)
         info = {"phase_rss_gib": phase_rss, "polygons": res["polygons"]["polygons"], "predict_s": res["predict"]["wall_s"],
                 "polygons_s": res["polygons"]["wall_s"], "joins": res["polygons"]["joins"],
                 "max_open_parts": res["polygons"]["max_open_parts"]}

@@ -107,8 +107,23 @@ def predict_geotiff(predictor, src_path: str | Path, out_dir: str | Path, *, ste
                     probabilities: str = "off", polygons: bool = True, polygon_format: str = "gpkg",
                     simplify: float = 0.0, min_area_m2=None, block_rows: int = 1024, device="cpu",
                     window_batch: Optional[int] = None, progress: Optional[Callable[..., None]] = None,
-                    show_bar: bool = True) -> dict:
-    """Predict one raster to COG(s) and polygons; returns the output paths, the checks' warnings and timings."""
+                    show_bar: bool = True, gdal_cache_mb: int = 256) -> dict:
+    """Predict one raster to COG(s) and polygons; returns the output paths, the checks' warnings and timings.
+
+    ``gdal_cache_mb`` bounds GDAL's block cache for the whole call (its default, 5 % of the machine's memory,
+    would otherwise fill with written blocks of the temporary rasters)."""
+    import rasterio
+
+    with rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb)):
+        return _predict_geotiff(predictor, src_path, out_dir, stem=stem, bands=bands, value_scale=value_scale,
+                                probabilities=probabilities, polygons=polygons, polygon_format=polygon_format,
+                                simplify=simplify, min_area_m2=min_area_m2, block_rows=block_rows, device=device,
+                                window_batch=window_batch, progress=progress, show_bar=show_bar)
+
+
+def _predict_geotiff(predictor, src_path, out_dir, *, stem, bands, value_scale, probabilities, polygons,
+                     polygon_format, simplify, min_area_m2, block_rows, device, window_batch, progress,
+                     show_bar) -> dict:
     import copy
 
     import rasterio

@@ -228,7 +228,7 @@ def polygonize(ids_path: str | Path, out_path: str | Path, *, classes: Sequence[
         for r0 in range(0, H, block_rows):
             r1 = min(H, r0 + block_rows)
             ids = src.read(1, window=Window(0, r0, W, r1 - r0))
-            conf = (csrc.read(1, window=Window(0, r0, W, r1 - r0)).astype(np.float64) / 255.0
+            conf = (csrc.read(1, window=Window(0, r0, W, r1 - r0)).astype(np.float32) / np.float32(255.0)
                     if csrc is not None else None)
             labels = np.zeros(ids.shape, dtype=np.int32)
             cls_of = [0]
@@ -268,13 +268,14 @@ def polygonize(ids_path: str | Path, out_path: str | Path, *, classes: Sequence[
                     geom = parts[0] if len(parts) == 1 else shapely.union_all(parts)
                     groups[local + next_id - 1] = _Group(cls_of[local], [geom], float(csum[local]), int(pix[local]))
             del coords, ring_of, poly_of, values
-            gid = np.where(labels > 0, labels.astype(np.int64) + (next_id - 1), 0)
+            # global region ids of the block's first and last rows (all the seams need)
+            first, last = (np.where(labels[i] > 0, labels[i].astype(np.int64) + (next_id - 1), 0) for i in (0, -1))
             del labels
             next_id += n_local
             # regions facing each other across the seam above this block with the same class are one region
             parent: dict[int, int] = {}
             if prev_bottom_ids is not None:
-                top = gid[0]
+                top = first
                 same = (prev_bottom_ids > 0) & (top > 0) & (prev_bottom_cls == ids[0])
                 if same.any():
                     pairs = np.unique(np.stack([prev_bottom_ids[same], top[same]], axis=1), axis=0)
@@ -301,7 +302,7 @@ def polygonize(ids_path: str | Path, out_path: str | Path, *, classes: Sequence[
             close(open_groups.values())
             open_groups = {}
             if r1 < H:
-                bottom = gid[-1].copy()
+                bottom = last
                 if remap:
                     keys = np.array(list(remap), dtype=np.int64)
                     vals = np.array([remap[k] for k in keys.tolist()], dtype=np.int64)
@@ -316,7 +317,7 @@ def polygonize(ids_path: str | Path, out_path: str | Path, *, classes: Sequence[
                 prev_bottom_ids, prev_bottom_cls = bottom, ids[-1].copy()
             else:
                 close(groups.values())
-            del gid, groups
+            del groups
             counts["blocks"] += 1
             counts["max_open_parts"] = max(counts["max_open_parts"],
                                            sum(len(g.parts) for g in open_groups.values()))
