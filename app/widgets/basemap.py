@@ -15,7 +15,7 @@ import math
 import os
 import re
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -37,7 +37,6 @@ class Basemap:
     ext: str = "png"            # the folder's tile file extension / the MBTiles format
     name: str = ""
     attribution: str = ""
-    _exts: dict = field(default_factory=dict, repr=False)
 
     def tile(self, z: int, x: int, y: int) -> Optional[tuple[bytes, str]]:
         """``(bytes, mime)`` of tile z/x/y in the XYZ scheme, or None where the source has none."""
