@@ -6,11 +6,13 @@ The source raster is real imagery: the three bundled LoveDA tiles repeated to ``
 written block by block as a georeferenced GeoTIFF (made-up UTM 33N grid, 0.3 m pixels). Each measurement runs in
 a fresh child process; its peak resident memory is the child's ``ru_maxrss`` (``os.wait4``).
 
-``--model segformer`` (default) is a random-init SegFormer-B0 (the real network's cost); ``--model pointwise`` is
-a 1×1 convolution, which measures the pipeline itself (reading, windows, accumulation, COG and polygon writing)
-when the network would make a CPU run of a 16384² raster take hours.
+``--model segformer`` (default) is a random-init SegFormer-B0 (the real network's cost); ``--model tiny`` is a
+two-layer convolution predicting at 1/4 resolution and upsampled (a segmentation network's output stride, so the
+map has regions of realistic size); ``--model pointwise`` is a 1×1 convolution at full resolution (a noisy,
+salt-and-pepper map: the worst case for polygons). The last two measure the pipeline itself (reading, windows,
+accumulation, COG and polygon writing) when the network would make a CPU run of a 16384² raster take hours.
 
-    python bench/deliver.py --size 16384 --model pointwise --inmem-size 4096
+    python bench/deliver.py --size 16384 --model tiny --inmem-size 4096 --tile 1024 --stride 1024
 """
 from __future__ import annotations
 
@@ -56,6 +58,19 @@ def _model(kind: str):
     from torch import nn
 
     torch.manual_seed(0)
+    if kind == "tiny":
+        class Tiny(nn.Module):
+            output_stride = 4
+
+            def __init__(self):
+                super().__init__()
+                self.down = nn.Conv2d(3, 8, 4, stride=4)
+                self.head = nn.Conv2d(8, 7, 3, padding=1)
+
+            def forward(self, x):
+                y = self.head(torch.relu(self.down(x)))
+                return nn.functional.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return Tiny().eval()
     if kind == "pointwise":
         class Pointwise(nn.Module):
             output_stride = 1
@@ -71,27 +86,37 @@ def _model(kind: str):
     return smp.Segformer("mit_b0", encoder_weights=None, classes=7).eval()
 
 
-def _predictor(kind: str):
+def _predictor(kind: str, tile: int = 512, stride: int = 384):
     from mapsage.config import load_config
     from mapsage.deliver.model_source import Predictor
 
     cfg = load_config(ROOT / "configs/stage1_baselines/demo_segformer_mit-b0_loveda-samples.yaml",
-                      ["eval.mode=slide", "eval.tile=[512,512]", "eval.stride=[384,384]", "eval.window_batch=4"])
+                      ["eval.mode=slide", f"eval.tile=[{tile},{tile}]", f"eval.stride=[{stride},{stride}]",
+                       "eval.window_batch=4"])
     return Predictor(model=_model(kind), cfg=cfg, eval_cfg=cfg.eval, checkpoint={"run_id": "bench"},
                      variant="raw")
 
 
-def worker(mode: str, src: str, out: str, kind: str) -> None:
+def worker(mode: str, src: str, out: str, kind: str, tile: str = "512", stride: str = "384") -> None:
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2)))
-    p = _predictor(kind)
+    p = _predictor(kind, int(tile), int(stride))
     t0 = time.perf_counter()
     if mode == "delivery":
         from mapsage.deliver.geo import predict_geotiff
-        res = predict_geotiff(p, src, out, stem="bench", show_bar=False, block_rows=1024)
-        info = {"polygons": res["polygons"]["polygons"], "predict_s": res["predict"]["wall_s"],
-                "polygons_s": res["polygons"]["wall_s"]}
+        phase_rss: dict[str, float] = {}
+
+        def prog(**kw) -> None:     # the largest resident size seen at each phase's progress calls (GiB)
+            with open("/proc/self/statm") as f:
+                rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
+            ph = kw.get("phase") or "?"
+            phase_rss[ph] = max(phase_rss.get(ph, 0.0), rss)
+
+        res = predict_geotiff(p, src, out, stem="bench", show_bar=False, block_rows=512, progress=prog)
+        info = {"phase_rss_gib": phase_rss, "polygons": res["polygons"]["polygons"], "predict_s": res["predict"]["wall_s"],
+                "polygons_s": res["polygons"]["wall_s"], "joins": res["polygons"]["joins"],
+                "max_open_parts": res["polygons"]["max_open_parts"]}
     else:
         import numpy as np
         import rasterio
@@ -113,10 +138,11 @@ def worker(mode: str, src: str, out: str, kind: str) -> None:
     print(json.dumps(info))
 
 
-def measure(mode: str, src: Path, out: Path, kind: str) -> dict:
+def measure(mode: str, src: Path, out: Path, kind: str, tile: int = 512, stride: int = 384) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, __file__, "--worker", mode, str(src), str(out), kind],
+    proc = subprocess.Popen([sys.executable, __file__, "--worker", mode, str(src), str(out), kind, str(tile),
+                             str(stride)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     stdout, stderr = proc.stdout.read(), proc.stderr.read()
@@ -133,20 +159,24 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=16384, help="side of the delivery-path raster (pixels)")
     ap.add_argument("--inmem-size", type=int, default=4096,
                     help="side of the raster both paths run on for the throughput comparison (0: skip)")
-    ap.add_argument("--model", choices=["segformer", "pointwise"], default="segformer")
-    ap.add_argument("--worker", nargs=4, metavar=("MODE", "SRC", "OUT", "MODEL"), help=argparse.SUPPRESS)
+    ap.add_argument("--model", choices=["segformer", "tiny", "pointwise"], default="segformer")
+    ap.add_argument("--tile", type=int, default=512, help="sliding-window size (eval.tile)")
+    ap.add_argument("--stride", type=int, default=384, help="sliding-window stride (eval.stride)")
+    ap.add_argument("--worker", nargs=6, metavar=("MODE", "SRC", "OUT", "MODEL", "TILE", "STRIDE"),
+                    help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker(*args.worker)
         return 0
     with tempfile.TemporaryDirectory(prefix="mapsage-bench-deliver-") as tmp:
         tmp = Path(tmp)
-        print(f"model {args.model}; {os.cpu_count()} CPU threads; peak RSS per fresh process")
+        print(f"model {args.model}; windows {args.tile}/{args.stride}; {os.cpu_count()} CPU threads; "
+              f"peak RSS per fresh process")
         if args.inmem_size:
             n = args.inmem_size
             src = make_raster(tmp / f"src_{n}.tif", n)
-            d = measure("delivery", src, tmp / "d_small", args.model)
-            m = measure("inmemory", src, tmp / "m_small", args.model)
+            d = measure("delivery", src, tmp / "d_small", args.model, args.tile, args.stride)
+            m = measure("inmemory", src, tmp / "m_small", args.model, args.tile, args.stride)
             mpix = n * n / 1e6
             print(f"{n}x{n} ({mpix:.1f} Mpixel):")
             for name, r in (("delivery COG+GPKG", d), ("in-memory", m)):
@@ -166,13 +196,16 @@ def main() -> int:
             t0 = time.perf_counter()
             src = make_raster(tmp / f"src_{n}.tif", n)
             print(f"{n}x{n} ({n * n / 1e6:.1f} Mpixel) source written in {time.perf_counter() - t0:.0f} s")
-            d = measure("delivery", src, tmp / "d_big", args.model)
+            d = measure("delivery", src, tmp / "d_big", args.model, args.tile, args.stride)
             if "error" in d:
                 print(f"  delivery COG+GPKG failed ({d['error']}), peak {d['peak_rss_gib']:.2f} GiB")
             else:
                 print(f"  delivery COG+GPKG {d['wall_s']:8.1f} s  {n * n / 1e6 / d['wall_s']:7.3f} Mpixel/s  peak "
                       f"{d['peak_rss_gib']:.2f} GiB (target < 2.5 GiB)  ({d['polygons']} polygons; predict "
-                      f"{d['predict_s']:.1f} s, polygons {d['polygons_s']:.1f} s)")
+                      f"{d['predict_s']:.1f} s, polygons {d['polygons_s']:.1f} s; {d['joins']} seam joins, "
+                      f"at most {d['max_open_parts']} open parts)")
+                print("  resident size by phase (GiB): " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                                  d["phase_rss_gib"].items()))
     return 0
 
 

@@ -116,6 +116,13 @@ if ab is not None and not ab.empty:
                            f"gain ({crit}, points)": st.column_config.NumberColumn(format="%+.2f"),
                            "threshold (points)": st.column_config.NumberColumn(format="%.2f")}, placeholder="–")
 
+# a predict run's georeferenced rasters: the raster at its real place, its polygons, a local base map
+if run.get("kind") == "predict":
+    from app.widgets.review_predicted import predicted_rasters_section
+
+    if predicted_rasters_section(run, height=MAP_HEIGHT):
+        st.stop()
+
 # ------------------------------------------------------------------------------------------------------------ pair
 variants = list(meta["variants"])
 try:

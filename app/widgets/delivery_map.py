@@ -42,8 +42,11 @@ def _read_decimated(path: Path, max_px: int, bands: Sequence[int] | None = None,
 
 def delivery_map_html(image: str | Path, classes_raster: str | Path, *, classes: Sequence[str],
                       palette: Sequence[str] = (), polygons: Optional[str | Path] = None, max_px: int = 1536,
-                      max_polygons: int = 3000, height: int | str = "100%", bands: Sequence[int] | None = None) -> str:
-    """One self-contained HTML page (no network) of a predicted raster with its polygons."""
+                      max_polygons: int = 3000, height: int | str = "100%", bands: Sequence[int] | None = None,
+                      basemap=None, basemap_max_tiles: int = 300) -> str:
+    """One self-contained HTML page (no network) of a predicted raster with its polygons; ``basemap``: a local
+    tile folder or MBTiles file (path or :class:`app.widgets.basemap.Basemap`) drawn under a georeferenced
+    raster."""
     import folium
 
     rgb, geo, pixel = _read_decimated(Path(image), max_px, bands)
@@ -54,6 +57,12 @@ def delivery_map_html(image: str | Path, classes_raster: str | Path, *, classes:
     m = build_review_map(rgb, classes=classes, palette=palette, raw=ids, raw_name="prediction",
                          georef=geo if geo is not None else False, height=height)
     info = dict(getattr(m, "mapsage_info", {}))
+    if basemap is not None and geo is not None:
+        from .basemap import Basemap, add_basemap, open_basemap
+
+        bm = basemap if isinstance(basemap, Basemap) else open_basemap(basemap)
+        info["basemap"] = {"path": str(bm.path), "kind": bm.kind,
+                           "tiles": add_basemap(m, bm, info["bounds"], max_tiles=basemap_max_tiles)}
     if polygons and Path(polygons).exists() and geo is not None:
         import geopandas as gpd
 

@@ -10,7 +10,9 @@ confidence (max class probability, uint8 0..255) and, on request, the class prob
 float32: GDAL's GeoTIFF has no float16) into temporary rasters of the same grid. Each is then copied by GDAL's COG
 driver (``rasterio.shutil.copy(..., driver="COG")``: tiled 512, deflate, overviews; nearest for class ids) into
 the output folder: ``<stem>_classes.tif`` (class ids, the dataset palette as colour table, nodata 255),
-``<stem>_confidence.tif`` and ``<stem>_probs.tif``. The CRS and transform are the input's. Polygons come from
+``<stem>_confidence.tif`` and ``<stem>_probs.tif``. The CRS and transform are the input's. The post-processing the
+run adopted (``predictor.post``) is applied to the class ids first, block-wise
+(:mod:`mapsage.deliver.post_raster`). Polygons come from
 :func:`mapsage.deliver.polygons.polygonize`."""
 from __future__ import annotations
 
@@ -105,8 +107,23 @@ def predict_geotiff(predictor, src_path: str | Path, out_dir: str | Path, *, ste
                     probabilities: str = "off", polygons: bool = True, polygon_format: str = "gpkg",
                     simplify: float = 0.0, min_area_m2=None, block_rows: int = 1024, device="cpu",
                     window_batch: Optional[int] = None, progress: Optional[Callable[..., None]] = None,
-                    show_bar: bool = True) -> dict:
-    """Predict one raster to COG(s) and polygons; returns the output paths, the checks' warnings and timings."""
+                    show_bar: bool = True, gdal_cache_mb: int = 256) -> dict:
+    """Predict one raster to COG(s) and polygons; returns the output paths, the checks' warnings and timings.
+
+    ``gdal_cache_mb`` bounds GDAL's block cache for the whole call (its default, 5 % of the machine's memory,
+    would otherwise fill with written blocks of the temporary rasters)."""
+    import rasterio
+
+    with rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb)):
+        return _predict_geotiff(predictor, src_path, out_dir, stem=stem, bands=bands, value_scale=value_scale,
+                                probabilities=probabilities, polygons=polygons, polygon_format=polygon_format,
+                                simplify=simplify, min_area_m2=min_area_m2, block_rows=block_rows, device=device,
+                                window_batch=window_batch, progress=progress, show_bar=show_bar)
+
+
+def _predict_geotiff(predictor, src_path, out_dir, *, stem, bands, value_scale, probabilities, polygons,
+                     polygon_format, simplify, min_area_m2, block_rows, device, window_batch, progress,
+                     show_bar) -> dict:
     import copy
 
     import rasterio
@@ -145,18 +162,21 @@ def predict_geotiff(predictor, src_path: str | Path, out_dir: str | Path, *, ste
         pdtype = "uint8" if probabilities == "uint8" else "float32"
         prob_dst = rasterio.open(tmp_prob, "w", count=C, dtype=pdtype, **grid)
 
-    def sink(row0: int, ids: np.ndarray, probs) -> None:
-        p = probs.float().cpu().numpy()
-        n = ids.shape[0]
-        win = Window(0, row0, check.width, n)
-        conf = np.clip(np.rint(p.max(axis=0) * 255.0), 0, 255).astype(np.uint8)
-        conf[ids == 255] = 0
-        conf_dst.write(conf[None], window=win)
-        if prob_dst is not None:
-            if probabilities == "uint8":
-                prob_dst.write(np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8), window=win)
-            else:
-                prob_dst.write(p.astype(np.float32), window=win)
+    def sink(row0: int, ids_all: np.ndarray, probs_all) -> None:
+        # in runs of 256 rows: the float copies of a full-width band of C classes are the largest temporaries
+        for k in range(0, ids_all.shape[0], 256):
+            ids = ids_all[k:k + 256]
+            p = probs_all[:, k:k + 256].float().cpu().numpy()
+            n = ids.shape[0]
+            win = Window(0, row0 + k, check.width, n)
+            conf = np.clip(np.rint(p.max(axis=0) * 255.0), 0, 255).astype(np.uint8)
+            conf[ids == 255] = 0
+            conf_dst.write(conf[None], window=win)
+            if prob_dst is not None:
+                if probabilities == "uint8":
+                    prob_dst.write(np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8), window=win)
+                else:
+                    prob_dst.write(p.astype(np.float32), window=win)
 
     try:
         info = predict_raster(predictor.model, src_path, tmp_ids, eval_cfg, C, mean, std,
@@ -169,6 +189,14 @@ def predict_geotiff(predictor, src_path: str | Path, out_dir: str | Path, *, ste
             prob_dst.close()
     out = {"input": str(src_path), "width": check.width, "height": check.height, "crs": check.crs,
            "transform": list(check.transform), "warnings": check.warnings, "predict": info}
+    post = getattr(predictor, "post", None)
+    if post is not None and post.active:       # the adopted post-processing, block-wise with a halo
+        from .post_raster import post_process_raster
+
+        tmp_post = out_dir / f".{stem}_classes.post.tmp.tif"
+        out["post"] = post_process_raster(tmp_ids, tmp_post, post, block_rows=block_rows, progress=progress)
+        out["post"]["settings"] = post.describe(predictor.classes)
+        tmp_post.replace(tmp_ids)
     classes_cog = out_dir / f"{stem}_classes.tif"
     _cog_copy(tmp_ids, classes_cog, "NEAREST")
     conf_cog = out_dir / f"{stem}_confidence.tif"

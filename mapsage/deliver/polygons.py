@@ -4,9 +4,10 @@ The raster is read in blocks of ``block_rows`` full-width rows. In each block, e
 class (``scipy.ndimage.label``) is one polygon (``rasterio.features.shapes`` on the region labels, in pixel
 coordinates, so holes are interior rings and coordinates are exact integers). A region that touches the block's
 bottom row stays **open**; in the next block, the pairs of regions facing each other across the seam with the same
-class are joined (union-find on the two pixel rows), and each joined group becomes one polygon
-(``shapely.union_all``), so nothing is cut where blocks meet. A region is written once no later block can
-reach it. Each polygon carries its class, its pixel count, its mean confidence (the mean of the confidence raster
+class are grouped (union-find on the two pixel rows). A group keeps its per-block parts apart while it stays open
+and is joined **once**, when no later block can reach it (a noded coverage union; only the exterior rings, where
+parts meet, are noded), so nothing is cut where blocks meet and a region spanning the whole raster costs one join,
+not one per seam. Memory: one block of labels plus the open groups' parts and one batch of finished polygons. Each polygon carries its class, its pixel count, its mean confidence (the mean of the confidence raster
 over its pixels) and its area (m² in a projected CRS; through the ellipsoid in a geographic CRS; none without a
 CRS; the region's own area, before simplification), then is moved to map coordinates, filtered by the per-class
 minimum areas (m²), simplified (``simplify``, map units) and written to a GeoPackage (or GeoJSON) in batches."""
@@ -28,6 +29,15 @@ _FOUR = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
 class _Piece:
     cls: int
     geom: object          # shapely geometry in pixel coordinates
+    conf_sum: float
+    pixels: int
+
+
+@dataclass
+class _Group:
+    """A region that crosses block seams: its per-block parts (pixel coordinates), joined once when complete."""
+    cls: int
+    parts: list
     conf_sum: float
     pixels: int
 
@@ -56,18 +66,29 @@ class _AreaFn:
         return None
 
 
+def _noded(geom):
+    """``geom`` with its exterior rings cut into 1-pixel segments. Parts of one region from different blocks meet
+    only along block edges, which lie on exterior rings (a hole is enclosed by the region's own pixels inside
+    its block), so the holes - most of a large region's vertices - are left as they are."""
+    import shapely
+
+    polys = list(geom.geoms) if geom.geom_type == "MultiPolygon" else [geom]
+    out = [shapely.Polygon(shapely.segmentize(p.exterior, 1.0), p.interiors) for p in polys]
+    return out[0] if len(out) == 1 else shapely.MultiPolygon(out)
+
+
 def _join(geoms: list):
-    """Union of regions that do not overlap and meet along pixel edges: every edge is cut into 1-pixel segments
-    so that shared edges carry the same vertices (a noded coverage), joined with GEOS's coverage union (much
-    faster than a general union), and the collinear vertices are dropped again."""
+    """Union of regions that do not overlap and meet along pixel edges: the exterior edges are cut into 1-pixel
+    segments so that shared edges carry the same vertices (a noded coverage), joined with GEOS's coverage union
+    (much faster than a general union), and the collinear vertices are dropped again."""
     import shapely
 
     out = None
     try:
-        dense = shapely.segmentize(np.array(geoms, dtype=object), 1.0)
+        dense = np.array([_noded(g) for g in geoms], dtype=object)
         out = shapely.simplify(shapely.coverage_union_all(dense), 0.0, preserve_topology=True)
     except shapely.errors.GEOSException:
-        pass
+        out = None
     if out is not None and out.geom_type == "MultiPolygon" and len(out.geoms) == 1:
         out = out.geoms[0]
     if out is None or out.geom_type != "Polygon":
@@ -133,7 +154,8 @@ def polygonize(ids_path: str | Path, out_path: str | Path, *, classes: Sequence[
         batch: dict[str, list] = {k: [] for k in ("class", "class_id", "area_m2", "pixels", "mean_conf", "geometry")}
         lin = np.array([[T.a, T.d], [T.b, T.e]], dtype=np.float64)
         off = np.array([T.c, T.f], dtype=np.float64)
-        counts = {"polygons": 0, "dropped_min_area": 0, "merged_at_seams": 0, "blocks": 0}
+        counts = {"polygons": 0, "dropped_min_area": 0, "merged_at_seams": 0, "blocks": 0, "joins": 0,
+                  "joined_parts": 0, "max_open_parts": 0}
         written_any = False
 
         def finalize(pieces: list[_Piece]) -> None:
@@ -184,14 +206,29 @@ def polygonize(ids_path: str | Path, out_path: str | Path, *, classes: Sequence[
             for v in batch.values():
                 v.clear()
 
-        open_pieces: dict[int, _Piece] = {}
+        # a region still reachable from the next block is an open group: its per-block parts are kept apart
+        # and joined once, when the group is complete (re-joining a growing region at every seam is quadratic)
+        open_groups: dict[int, _Group] = {}
         prev_bottom_ids = prev_bottom_cls = None
         next_id = 1
         bar = tqdm(total=H, desc="polygons", unit="row", leave=False, disable=not show_bar)
+
+        def close(groups) -> None:
+            pieces = []
+            for g in groups:
+                if len(g.parts) == 1:
+                    geom = g.parts[0]
+                else:
+                    geom = _join(g.parts)
+                    counts["joins"] += 1
+                    counts["joined_parts"] += len(g.parts)
+                pieces.append(_Piece(g.cls, geom, g.conf_sum, g.pixels))
+            finalize(pieces)
+
         for r0 in range(0, H, block_rows):
             r1 = min(H, r0 + block_rows)
             ids = src.read(1, window=Window(0, r0, W, r1 - r0))
-            conf = (csrc.read(1, window=Window(0, r0, W, r1 - r0)).astype(np.float64) / 255.0
+            conf = (csrc.read(1, window=Window(0, r0, W, r1 - r0)).astype(np.float32) / np.float32(255.0)
                     if csrc is not None else None)
             labels = np.zeros(ids.shape, dtype=np.int32)
             cls_of = [0]
@@ -219,7 +256,7 @@ def polygonize(ids_path: str | Path, out_path: str | Path, *, classes: Sequence[
                     ring_of.append(len(coords[-1]))
                     poly_of.append(k)
                     n_rings += 1
-            pieces: dict[int, _Piece] = {}
+            groups: dict[int, _Group] = {}
             if values:
                 rings = shapely.linearrings(np.concatenate(coords),
                                             indices=np.repeat(np.arange(n_rings), ring_of))
@@ -229,13 +266,16 @@ def polygonize(ids_path: str | Path, out_path: str | Path, *, classes: Sequence[
                     by_label.setdefault(v, []).append(geom)
                 for local, parts in by_label.items():
                     geom = parts[0] if len(parts) == 1 else shapely.union_all(parts)
-                    pieces[local + next_id - 1] = _Piece(cls_of[local], geom, float(csum[local]), int(pix[local]))
-            gid = np.where(labels > 0, labels.astype(np.int64) + (next_id - 1), 0)
+                    groups[local + next_id - 1] = _Group(cls_of[local], [geom], float(csum[local]), int(pix[local]))
+            del coords, ring_of, poly_of, values
+            # global region ids of the block's first and last rows (all the seams need)
+            first, last = (np.where(labels[i] > 0, labels[i].astype(np.int64) + (next_id - 1), 0) for i in (0, -1))
+            del labels
             next_id += n_local
-            # join regions facing each other across the seam above this block
+            # regions facing each other across the seam above this block with the same class are one region
             parent: dict[int, int] = {}
             if prev_bottom_ids is not None:
-                top = gid[0]
+                top = first
                 same = (prev_bottom_ids > 0) & (top > 0) & (prev_bottom_cls == ids[0])
                 if same.any():
                     pairs = np.unique(np.stack([prev_bottom_ids[same], top[same]], axis=1), axis=0)
@@ -247,22 +287,22 @@ def polygonize(ids_path: str | Path, out_path: str | Path, *, classes: Sequence[
                             parent[max(ra, rb)] = min(ra, rb)
             remap: dict[int, int] = {}
             if parent:
-                groups: dict[int, list[int]] = {}
+                members_of: dict[int, list[int]] = {}
                 for k in parent:
-                    groups.setdefault(_find(parent, k), []).append(k)
-                for root, members in groups.items():
-                    parts_ = [(open_pieces.pop(m) if m in open_pieces else pieces.pop(m)) for m in members]
-                    merged = _Piece(parts_[0].cls, _join([p.geom for p in parts_]),
+                    members_of.setdefault(_find(parent, k), []).append(k)
+                for root, members in members_of.items():
+                    parts_ = [(open_groups.pop(m) if m in open_groups else groups.pop(m)) for m in members]
+                    merged = _Group(parts_[0].cls, [g for p in parts_ for g in p.parts],
                                     sum(p.conf_sum for p in parts_), sum(p.pixels for p in parts_))
                     counts["merged_at_seams"] += len(parts_) - 1
-                    pieces[root] = merged
+                    groups[root] = merged
                     for m in members:
                         remap[m] = root
-            # open pieces of the block above that met nothing here are complete
-            finalize(list(open_pieces.values()))
-            open_pieces = {}
+            # open groups of the block above that met nothing here are complete
+            close(open_groups.values())
+            open_groups = {}
             if r1 < H:
-                bottom = gid[-1].copy()
+                bottom = last
                 if remap:
                     keys = np.array(list(remap), dtype=np.int64)
                     vals = np.array([remap[k] for k in keys.tolist()], dtype=np.int64)
@@ -272,18 +312,21 @@ def polygonize(ids_path: str | Path, out_path: str | Path, *, classes: Sequence[
                     hit = keys[order][pos] == bottom
                     bottom = np.where(hit, vals[order][pos], bottom)
                 touching = set(np.unique(bottom[bottom > 0]).tolist())
-                open_pieces = {k: p for k, p in pieces.items() if k in touching}
-                finalize([p for k, p in pieces.items() if k not in touching])
+                open_groups = {k: g for k, g in groups.items() if k in touching}
+                close(g for k, g in groups.items() if k not in touching)
                 prev_bottom_ids, prev_bottom_cls = bottom, ids[-1].copy()
             else:
-                finalize(list(pieces.values()))
+                close(groups.values())
+            del groups
             counts["blocks"] += 1
+            counts["max_open_parts"] = max(counts["max_open_parts"],
+                                           sum(len(g.parts) for g in open_groups.values()))
             bar.update(r1 - r0)
             if progress is not None:
                 progress(step=r1, steps=H, frac=r1 / H, phase="polygons",
                          message=f"polygons: row {r1}/{H}")
         bar.close()
-        finalize(list(open_pieces.values()))
+        close(open_groups.values())
         if stream:
             flush()
             if not written_any:   # an empty layer still makes a valid file

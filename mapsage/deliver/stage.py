@@ -63,9 +63,6 @@ def run_predict(ctx) -> None:
     if rasters:
         from .geo import predict_geotiff
 
-        if predictor.post is not None:
-            ctx.events.log("the adopted post-processing works on whole images and is not applied to rasters; "
-                           "set predict.min_area_m2 for per-class minimum polygon areas", level="warning")
         for k, item in enumerate(rasters):
             if ctx.should_stop():
                 break
@@ -78,6 +75,9 @@ def run_predict(ctx) -> None:
                                       window_batch=cfg.eval.window_batch, progress=ctx.progress)
             for w in caught:
                 ctx.events.log(str(w.message), level="warning")
+            if rec.get("post"):
+                ctx.events.log(f"{item.path.name}: adopted post-processing {rec['post']['settings']} changed "
+                               f"{rec['post']['changed_pixels']} pixels")
             rec["id"] = item.id
             outputs.append(rec)
             tile = item.id
