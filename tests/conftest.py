@@ -55,3 +55,18 @@ def artifacts_dir() -> Path:
 
 def chromium_available() -> bool:
     return CHROMIUM.exists()
+
+
+# Parallel runs (pytest-xdist, `-n 2 --dist loadgroup` in pyproject's addopts): a file's tests stay on one worker
+# (module fixtures are built once), and files that share a session fixture built from real runs share a worker.
+_SHARED_FIXTURE_GROUPS = {
+    "test_app_every_view.py": "allkinds", "test_browser_deeplinks.py": "allkinds",
+    "test_review_app.py": "review", "test_review_data.py": "review", "test_review_browser.py": "review",
+    "test_slurm.py": "slurm",          # one local SLURM cluster per machine
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group(_SHARED_FIXTURE_GROUPS.get(name, name)))
