@@ -54,8 +54,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 EVENTS_FILE = "events.jsonl"
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "died")
-FINAL_STATUSES = ("succeeded", "failed", "cancelled", "died")
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "died", "pruned")
+FINAL_STATUSES = ("succeeded", "failed", "cancelled", "died", "pruned")
 
 
 def _clean(value: Any) -> Any:

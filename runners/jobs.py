@@ -31,7 +31,7 @@ from . import procs, scheduler
 from .settings import load_settings
 from .stages import check_kind
 
-EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 3, "died": 4}
+EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 3, "died": 4, "pruned": 5}
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".json", ".safetensors", ".bin")
 
 

@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         print(tb, flush=True)
         if stop.is_set():
             status, message = "cancelled", f"stopped on request; the stage ended with {type(exc).__name__}: {exc}"
+        elif getattr(exc, "run_status", None) == "pruned":     # a sweep trial stopped by its pruner
+            status, message, tb = "pruned", str(exc), None
         else:
             from mapsage.diskspace import disk_full_error, is_disk_full
 
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - the next status read schedules instead
             _say(f"scheduler call failed: {type(exc).__name__}: {exc}")
         _ingest(run_id, wait=True)
-    return {"succeeded": 0, "failed": 1, "cancelled": 3}.get(status, 3)
+    return {"succeeded": 0, "failed": 1, "cancelled": 3, "pruned": 5}.get(status, 3)
 
 
 if __name__ == "__main__":

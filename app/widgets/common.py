@@ -26,9 +26,10 @@ PAGE_FILES = {
 
 STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/autorenew:",
                 "succeeded": ":material/check_circle:", "failed": ":material/error:",
-                "cancelled": ":material/cancel:", "died": ":material/heart_broken:"}
+                "cancelled": ":material/cancel:", "died": ":material/heart_broken:",
+                "pruned": ":material/content_cut:"}
 STATUS_COLORS = {"queued": "gray", "running": "blue", "succeeded": "green", "failed": "red", "cancelled": "orange",
-                 "died": "red"}
+                 "died": "red", "pruned": "violet"}
 ACTIVE = ("queued", "running")
 
 

@@ -151,6 +151,9 @@ class ModelCfg:
     init_from: Optional[str] = None
     init_weights: Literal["auto", "ema", "raw"] = "auto"   # auto: a run's best_ema.pth, else best.pth / last.pth
     addons: list[str] = field(default_factory=list)          # decoder add-ons by registry name (mapsage.models.addons)
+    # parameter budget (e.g. 1.82e6 for the face-parsing limit): a launch of a bigger model is refused before
+    # training, naming both counts (null: no limit)
+    max_params: Optional[float] = None
 
 
 @dataclass
@@ -585,6 +588,59 @@ class PredictCfg:
 
 
 @dataclass
+class SweepCfg:
+    """A hyperparameter sweep (``mapsage sweep start``): Optuna samples ``parameters`` -- dotted config keys
+    (``train.lr``, ``loss.schedule.0.terms.dice``, ``augment.crop_size``) mapped to ``{type: float|int, low, high,
+    log, step}`` or ``{type: choice, values: [...]}`` (a plain list is a choice) -- and every trial is an ordinary
+    run of the rest of this config. ``metric`` is the per-epoch validation figure each trial reports (the trial's
+    value is its best epoch); pruned trials end with the status ``pruned``."""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    n_trials: int = 20                      # trial budget (grid: at most the grid's size)
+    max_wall_h: Optional[float] = None      # wall-clock budget of the whole sweep (hours); no new trial after it
+    max_gpu_h: Optional[float] = None       # GPU-hours budget (trial wall time x GPUs, summed)
+    metric: Literal["miou", "mbiou", "mf1", "macc", "aacc"] = "miou"
+    direction: Literal["maximize", "minimize"] = "maximize"
+    pruner: Literal["none", "median", "asha"] = "median"
+    min_epochs: int = 1                     # no trial is pruned before it reported this many epochs
+    startup_trials: int = 3                 # median: trials that run to the end before any pruning
+    parallel: int = 0                       # trials at once (0: as many as the scheduler has free slots)
+    seed: int = 0                           # the sampler's seed
+    # set by the sweep driver in each trial's config (the link from a run to its sweep and Optuna trial)
+    id: Optional[str] = field(default=None, metadata={"internal": True})
+    trial: Optional[int] = field(default=None, metadata={"internal": True})
+    trial_id: Optional[int] = field(default=None, metadata={"internal": True})
+
+    def validate(self):
+        if self.n_trials < 1:
+            raise ValueError(f"sweep.n_trials must be at least 1, got {self.n_trials}")
+        if self.min_epochs < 0 or self.startup_trials < 0 or self.parallel < 0:
+            raise ValueError("sweep.min_epochs, sweep.startup_trials and sweep.parallel must be 0 or more")
+        for key in ("max_wall_h", "max_gpu_h"):
+            v = getattr(self, key)
+            if v is not None and v <= 0:
+                raise ValueError(f"sweep.{key} must be positive hours (or null), got {v}")
+
+
+@dataclass
+class CvCfg:
+    """Repeats and folds: set on each run of a group by ``mapsage run --seeds N`` / ``--folds K``. With
+    ``folds`` > 1 the dataset's training pool (train + val splits) is cut into ``folds`` grouped folds (whole
+    split groups, near-duplicates kept together, stratified by class presence) and fold ``fold`` is validated."""
+    folds: int = 0                          # k of k-fold cross-validation (0: the dataset's own split)
+    fold: Optional[int] = None              # the held-out fold of this run (0-based)
+    near_dup_bits: int = 6                  # tiles whose perceptual hashes differ in at most this many bits share a fold
+    group: Optional[str] = field(default=None, metadata={"internal": True})   # the repeat/fold group id
+    repeat: Optional[int] = field(default=None, metadata={"internal": True})  # the seed index within the group
+
+    def validate(self):
+        if self.folds == 1 or self.folds < 0:
+            raise ValueError(f"cv.folds must be 0 (off) or at least 2, got {self.folds}")
+        if self.fold is not None and not (self.folds and 0 <= self.fold < self.folds):
+            raise ValueError(f"cv.fold must be in 0..cv.folds-1 (cv.folds={self.folds}), got {self.fold}")
+
+
+@dataclass
 class Config:
     dataset: DatasetCfg
     stage: StageCfg = field(default_factory=StageCfg)
@@ -602,6 +658,8 @@ class Config:
     export: ExportCfg = field(default_factory=ExportCfg)
     predict: PredictCfg = field(default_factory=PredictCfg)
     runtime: RuntimeCfg = field(default_factory=RuntimeCfg)
+    sweep: SweepCfg = field(default_factory=SweepCfg)
+    cv: CvCfg = field(default_factory=CvCfg)
     meta: dict[str, Any] = field(default_factory=dict)   # free-form notes (not validated)
 
     @property

@@ -138,6 +138,9 @@ class Trainer:
         self._resume_rng: Optional[dict] = None      # RNG state of a mid-epoch checkpoint, restored at its step
         self._resume_aug: Optional[dict] = None
         self._last_ckpt_t = time.monotonic()
+        # called after each validated epoch's last.pth with (epoch, {variant: MetricResult}); may raise to end
+        # the run (a sweep trial's pruner: mapsage.sweep.trial)
+        self.epoch_callback: Optional[Callable[[int, dict], None]] = None
 
     # ------------------------------------------------------------------------------------------------ set-up
     def _setup_runtime(self) -> None:
@@ -729,6 +732,8 @@ class Trainer:
             self._save(ck.LAST, self._state(epoch, 0, "last", metrics_summary), epoch=epoch)
             self.last_saved_epoch = epoch
             barrier()
+            if results and self.epoch_callback is not None:
+                self.epoch_callback(epoch, results)
             if stop:
                 break
         if self.swa is not None and self.swa.epochs and self.stopped_reason != "cancelled":

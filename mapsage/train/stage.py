@@ -59,6 +59,9 @@ def run(ctx: StageContext, extra_losses: Optional[dict] = None) -> dict:
                       progress=ctx.progress if ctx.is_main else None, should_stop=ctx.should_stop,
                       extra_losses=losses)
     ctx.rank, ctx.world_size = trainer.rank, trainer.world
+    if cfg.sweep.id and cfg.sweep.trial_id is not None:     # a sweep's trial: report epochs, obey the pruner
+        from ..sweep.trial import epoch_reporter
+        trainer.epoch_callback = epoch_reporter(cfg, ctx.events if ctx.is_main else None, ctx.is_main)
     try:
         return trainer.fit(resume_from=ctx.resume_from)
     finally:
