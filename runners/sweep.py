@@ -248,11 +248,17 @@ def _tell(study, t: dict, status: str, direction: str) -> tuple[str, float | Non
             return "pruned", None
         study.tell(t["number"], state=TrialState.FAIL)
         return "fail", None
-    except (RuntimeError, ValueError, optuna.exceptions.OptunaError):   # already told (a restarted driver)
-        return t.get("state") or "fail", t.get("value")
+    except (RuntimeError, ValueError, optuna.exceptions.OptunaError):
+        # told already (a restarted driver), or told and then the grid sampler's ``study.stop()`` complained
+        # outside ``optimize``: the stored trial says what it is now
+        frozen = next((ft for ft in study.get_trials(deepcopy=False) if ft.number == t["number"]), None)
+        name = frozen.state.name.lower() if frozen is not None else "fail"
+        if name == "complete":
+            return "complete", frozen.value
+        return (name if name in ("pruned", "fail") else "fail"), None
 
 
-def drive(sweep_id: str, launcher: Optional[Callable[[Config], str]] = None, poll: float = 1.0,
+def drive(sweep_id: str, launcher: Optional[Callable[[Config], str]] = None, poll: float = 0.25,
           progress: Optional[Callable[[dict], None]] = None) -> dict:
     """Run the sweep to its end; returns the final state. Safe to call again on a sweep whose driver died (it
     picks up the trials in flight)."""
@@ -285,12 +291,15 @@ def drive(sweep_id: str, launcher: Optional[Callable[[Config], str]] = None, pol
             if status in FINAL_STATUSES:
                 t["status"] = status
                 t["ended_at"] = now
+                t_tell = time.perf_counter()
                 t["state"], t["value"] = _tell(study, t, status, cfg.sweep.direction)
+                t["driver_s"] = float(t.get("driver_s") or 0.0) + time.perf_counter() - t_tell
                 if progress:
                     progress(dict(t))
         in_flight = [t for t in state["trials"].values() if t.get("state") in (None, "running")]
         why = "cancelled on request" if stop["asked"] else _budget_left(cfg, state, now)
         if why is None and len(in_flight) < slots:
+            t_ask = time.perf_counter()
             trial = study.ask()
             values = suggest(trial, params, grid=cfg.sweep.sampler == "grid")
             t = {"number": trial.number, "trial_id": trial._trial_id, "params": values, "launched_at": now,
@@ -298,6 +307,7 @@ def drive(sweep_id: str, launcher: Optional[Callable[[Config], str]] = None, pol
             state["trials"][str(trial.number)] = t
             try:
                 tcfg = _trial_config(cfg, values, sweep_id, trial.number, trial._trial_id)
+                t["driver_s"] = time.perf_counter() - t_ask       # ask + sample + the trial's config
                 t["run_id"] = launcher(tcfg)
             except UserError as exc:
                 from optuna.trial import TrialState

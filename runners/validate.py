@@ -116,6 +116,10 @@ def validate_launch(cfg: Config, resume_from: str | Path | None = None) -> None:
         check_file(resume_from, key="resume checkpoint")
     if (kind in TRAIN_KINDS and not resume_from) or kind == "health":
         _check_weights_file(cfg.model.pretrained, "model.pretrained", "pretrained weights")
+    if kind in TRAIN_KINDS and cfg.model.max_params is not None:   # the budget: counted now, refused before training
+        from mapsage.models.budget import check_max_params, model_facts
+
+        check_max_params(cfg, model_facts(cfg, flops=False)["model_params"])
     if kind == "health" and cfg.stage.checkpoint and not str(cfg.stage.checkpoint).startswith(LATEST):
         # health checks accept a run folder without best*.pth (any checkpoint, or only its events)
         from mapsage.health.runref import resolve_run_ref

@@ -36,6 +36,7 @@ def navigation():
     # The map review page (refinement review).
     if (APP_DIR / "views" / "review.py").exists():
         pages["Results"].append(st.Page("views/review.py", title="Review", icon=":material/layers:"))
+    pages["Results"].append(st.Page("views/sweeps.py", title="Sweeps", icon=":material/tune:"))
     return st.navigation(pages)
 
 

@@ -41,8 +41,20 @@ class SplitCfg:
     seed: int = 0
     assign: dict[str, list[str]] = field(default_factory=dict)   # explicit group -> split lists (wins over ratios)
     list_file: Optional[str] = None         # method=list: a file of "sample_id split" lines
+    # k-fold cross-validation (by_group): the train+val pool cut into `folds` folds of whole groups, near-duplicate
+    # images (pHash/dHash within `near_dup_bits` bits) kept together, stratified by class presence; fold `fold` is
+    # the val split, the others train (0: off). `mapsage run --folds K` launches one run per fold.
+    folds: int = 0
+    fold: int = 0
+    near_dup_bits: int = 6
 
     def validate(self):
+        if self.folds == 1 or self.folds < 0:
+            raise ValueError(f"split.folds must be 0 (off) or at least 2, got {self.folds}")
+        if self.folds and not 0 <= self.fold < self.folds:
+            raise ValueError(f"split.fold must be in 0..{self.folds - 1} (split.folds={self.folds}), got {self.fold}")
+        if self.folds and self.method != "by_group":
+            raise ValueError(f"split.folds needs split.method: by_group (whole groups per fold), not {self.method!r}")
         if self.method == "by_group" and not self.assign:
             total = sum(self.ratios.values())
             if abs(total - 1.0) > 1e-6:
@@ -624,20 +636,10 @@ class SweepCfg:
 
 @dataclass
 class CvCfg:
-    """Repeats and folds: set on each run of a group by ``mapsage run --seeds N`` / ``--folds K``. With
-    ``folds`` > 1 the dataset's training pool (train + val splits) is cut into ``folds`` grouped folds (whole
-    split groups, near-duplicates kept together, stratified by class presence) and fold ``fold`` is validated."""
-    folds: int = 0                          # k of k-fold cross-validation (0: the dataset's own split)
-    fold: Optional[int] = None              # the held-out fold of this run (0-based)
-    near_dup_bits: int = 6                  # tiles whose perceptual hashes differ in at most this many bits share a fold
+    """Repeats and folds of one experiment group, set on each run by ``mapsage run --seeds N --folds K``
+    (the folds themselves are ``dataset.split.folds`` / ``dataset.split.fold``)."""
     group: Optional[str] = field(default=None, metadata={"internal": True})   # the repeat/fold group id
     repeat: Optional[int] = field(default=None, metadata={"internal": True})  # the seed index within the group
-
-    def validate(self):
-        if self.folds == 1 or self.folds < 0:
-            raise ValueError(f"cv.folds must be 0 (off) or at least 2, got {self.folds}")
-        if self.fold is not None and not (self.folds and 0 <= self.fold < self.folds):
-            raise ValueError(f"cv.fold must be in 0..cv.folds-1 (cv.folds={self.folds}), got {self.fold}")
 
 
 @dataclass

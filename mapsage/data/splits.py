@@ -139,8 +139,24 @@ def assign_splits(samples: list[Sample], ds: DatasetCfg) -> dict[str, str]:
                               f"loveda); for a {ds.type} folder use by_group or list")
         return {s.id: s.split for s in samples}
     if method == "by_group":
+        if ds.split.folds:
+            return _by_fold(samples, ds, _by_group(samples, ds))
         return _by_group(samples, ds)
     return _by_list(samples, ds)
+
+
+def _by_fold(samples: list[Sample], ds: DatasetCfg, base: dict[str, str]) -> dict[str, str]:
+    """k-fold (``split.folds``): the train + val pool cut into grouped, stratified folds (mapsage.data.folds);
+    fold ``split.fold`` is the val split, the rest train; other splits (test) stay as ``base`` has them."""
+    from .folds import assign_folds
+
+    pool = [s for s in samples if base[s.id] in (ds.train_split, ds.val_split)]
+    folds = assign_folds(pool, ds, int(ds.split.folds), seed=int(ds.split.seed),
+                         near_dup_bits=int(ds.split.near_dup_bits))
+    out = dict(base)
+    for s in pool:
+        out[s.id] = ds.val_split if folds[s.id] == int(ds.split.fold) else ds.train_split
+    return out
 
 
 def split_names(ds: DatasetCfg) -> list[str]:
@@ -182,6 +198,8 @@ def split_table(dataset_cfg, samples: list[Sample] | None = None) -> dict:
         "seed": ds.split.seed if ds.split.method == "by_group" else None,
         "group_regex": ds.split.group_regex if ds.split.method == "by_group" else None,
         "ratios": dict(ds.split.ratios) if ds.split.method == "by_group" and not ds.split.assign else None,
+        "folds": {"k": ds.split.folds, "fold": ds.split.fold, "near_dup_bits": ds.split.near_dup_bits}
+        if ds.split.folds else None,
         "assign": {k: list(v) for k, v in ds.split.assign.items()} or None,
         "counts": {n: len(v) for n, v in out_samples.items()},
         "groups": out_groups,

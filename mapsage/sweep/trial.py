@@ -4,6 +4,7 @@ worker records as the final status ``pruned`` (not ``failed``)."""
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable
 
 from ..errors import UserError
@@ -46,11 +47,14 @@ def epoch_reporter(cfg, events=None, is_main: bool = True) -> Callable[[int, dic
         prune = False
         value = None
         if is_main:
+            t0 = time.perf_counter()
             value = epoch_value(results, sw.metric, sw.direction)
             if value is not None:
                 trial = _trial()
                 trial.report(value, step=int(epoch))
                 prune = bool(trial.should_prune())
+            if events is not None:       # what the sweep costs the trial (bench/sweep.py reads it)
+                events.scalars({"report_s": time.perf_counter() - t0}, epoch=epoch, split="sweep")
         prune = _agree(prune)
         if prune:
             msg = (f"pruned by the sweep's {sw.pruner} pruner after epoch {epoch + 1}: val {sw.metric} "

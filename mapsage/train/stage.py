@@ -53,6 +53,11 @@ def run(ctx: StageContext, extra_losses: Optional[dict] = None) -> dict:
         return run_distill(ctx)
     if cfg.runtime.threads:
         torch.set_num_threads(int(cfg.runtime.threads))
+    if ctx.is_main:                    # budget columns: parameters and FLOPs at the crop size; model.max_params
+        from ..models.budget import check_max_params, model_facts
+        facts = model_facts(cfg)
+        ctx.events.emit("run_info", **facts)
+        check_max_params(cfg, facts["model_params"])
     losses = dict(extra_losses or {})
     losses.update(_extra_losses(ctx))
     trainer = Trainer(cfg, run_dir=ctx.run_dir, events=ctx.events if ctx.is_main else None,

@@ -20,6 +20,11 @@ def register(sub) -> None:
     p.add_argument("--trust-pickle", dest="trust_pickle", action="append", default=[], metavar="FILE",
                    help="allow this one checkpoint/weights file full unpickling (it can run code: only for files "
                         "you trust); repeatable; sets runtime.trust_pickle")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="repeat the config N times (train.seed + 0..N-1) as one group (mean ± sd on Runs)")
+    p.add_argument("--folds", type=int, default=0, metavar="K",
+                   help="k-fold cross-validation: one run per fold (whole groups, near-duplicates together, "
+                        "stratified by class presence); with --seeds, every fold N times")
     p.set_defaults(func=run_command)
 
 
@@ -95,6 +100,17 @@ def run_command(args) -> int:
         from runners.health_gate import confirm_cli
         if not confirm_cli(args.config, overrides, deferred=deferred):
             return 2
+    if getattr(args, "seeds", 1) > 1 or getattr(args, "folds", 0):
+        from runners.groups import launch_group
+
+        group_id, run_ids = launch_group(args.config, overrides, seeds=args.seeds, folds=args.folds,
+                                         gpus=args.gpus)
+        print(f"group {group_id}: {len(run_ids)} runs", file=sys.stderr)
+        print("\n".join(run_ids), flush=True)
+        statuses = [follow(r) for r in run_ids] if args.wait else []
+        for r, s in zip(run_ids, statuses):
+            report_end(r, s)
+        return max([jobs.exit_code(s) for s in statuses], default=0)
     run_id = jobs.launch(args.config, overrides, gpus=args.gpus)
     for line in deferred:
         print(line, file=sys.stderr)

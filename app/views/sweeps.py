@@ -1,0 +1,203 @@
+"""Sweeps: start one from a template ("sweep these knobs over ..."), follow its trials, see the best so far,
+parallel coordinates and parameter importances, and promote the best trial to a template. ``?sweep=<id>``."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from app.widgets.common import guard, open_run
+from app.widgets.nav import ensure_routed
+
+ensure_routed()
+from runners import sweep as sweeps  # noqa: E402
+
+st.title(":material/tune: Sweeps")
+
+STATE_COLORS = {"complete": "#2e7d32", "pruned": "#8e24aa", "fail": "#c62828", "running": "#1565c0"}
+
+
+def _start_form() -> None:
+    from runners.api import list_templates
+
+    templates = [t for t in guard(list_templates, default=[]) or [] if t.get("kind") in ("train", "distill")
+                 and not t.get("error")]
+    if not templates:
+        st.info("No training template to sweep.")
+        return
+    labels = {f"{t['title']} ({t['path']})": t for t in templates}
+    pick = st.selectbox("Template", list(labels), key="sweep_template")
+    tpl = labels[pick]
+    st.caption("Sweep these knobs over … (dotted config keys; a float/int range or a comma-separated choice)")
+    default = pd.DataFrame([
+        {"key": "train.lr", "type": "float", "low": 1e-5, "high": 1e-2, "log": True, "values": ""},
+        {"key": "loss.schedule.0.terms.dice", "type": "float", "low": 0.0, "high": 2.5, "log": False, "values": ""},
+        {"key": "augment.crop_size", "type": "choice", "low": None, "high": None, "log": False,
+         "values": "128, 192, 256"},
+    ])
+    space = st.data_editor(default, num_rows="dynamic", key="sweep_space", width="stretch",
+                           column_config={"type": st.column_config.SelectboxColumn(options=["float", "int",
+                                                                                            "choice"])})
+    c1, c2, c3, c4, c5 = st.columns(5)
+    n_trials = c1.number_input("Trials", 1, 1000, 12, key="sweep_n")
+    sampler = c2.selectbox("Sampler", ["tpe", "random", "grid"], key="sweep_sampler")
+    pruner = c3.selectbox("Pruner", ["median", "asha", "none"], key="sweep_pruner")
+    min_epochs = c4.number_input("Min. epochs before pruning", 0, 1000, 1, key="sweep_min_ep")
+    wall = c5.number_input("Wall-clock budget (h, 0 = none)", 0.0, 1000.0, 0.0, key="sweep_wall")
+    metric = st.selectbox("Metric (validation, per epoch)", ["miou", "mbiou", "mf1", "macc", "aacc"],
+                          key="sweep_metric")
+    if not st.button("Start the sweep", type="primary", key="sweep_start"):
+        return
+    params = {}
+    for row in space.dropna(subset=["key"]).to_dict("records"):
+        key = str(row["key"]).strip()
+        if not key:
+            continue
+        if row["type"] == "choice":
+            vals = [json.loads(v) if v.strip()[:1] in "[{0123456789-." else v.strip()
+                    for v in str(row.get("values") or "").split(",") if v.strip()]
+            params[key] = {"type": "choice", "values": vals}
+        else:
+            params[key] = {"type": row["type"], "low": row["low"], "high": row["high"], "log": bool(row["log"])}
+    overrides = [f"sweep.parameters={json.dumps(params)}", f"sweep.n_trials={int(n_trials)}",
+                 f"sweep.sampler={sampler}", f"sweep.pruner={pruner}", f"sweep.min_epochs={int(min_epochs)}",
+                 f"sweep.metric={metric}"] + ([f"sweep.max_wall_h={wall}"] if wall else [])
+    sid = guard(sweeps.start, tpl["abs_path"], overrides, what="Starting the sweep")
+    if sid:
+        st.query_params["sweep"] = sid
+        st.rerun()
+
+
+rows = guard(sweeps.list_sweeps, default=[]) or []
+with st.expander("Start a sweep", expanded=not rows, icon=":material/add:"):
+    _start_form()
+if not rows:
+    st.info("No sweeps yet: start one above, or `mapsage sweep start configs/sweeps/...yaml`.")
+    st.stop()
+
+ids = [r["sweep_id"] for r in rows]
+wanted = st.query_params.get("sweep")
+sid = st.selectbox("Sweep", ids, index=ids.index(wanted) if wanted in ids else 0, key="sweep_pick")
+if st.query_params.get("sweep") != sid:
+    st.query_params["sweep"] = sid
+state = guard(sweeps.read_state, sid)
+if not state:
+    st.stop()
+df = guard(sweeps.trials_frame, sid, default=pd.DataFrame())
+counts = df["state"].value_counts().to_dict() if not df.empty else {}
+top = None
+if counts.get("complete"):
+    top = guard(sweeps.best, sid)
+m = st.columns(6)
+m[0].metric("Status", state["status"])
+m[1].metric("Trials", f"{len(state['trials'])}/{state['n_trials']}")
+m[2].metric("Complete", counts.get("complete", 0))
+m[3].metric("Pruned", counts.get("pruned", 0))
+m[4].metric("Failed", counts.get("fail", 0))
+m[5].metric(f"Best {state['metric']}", f"{100 * top['value']:.2f}" if top else "–")
+st.caption(f"{state['sampler']} sampler · {state['pruner']} pruner · {state['direction']} val {state['metric']} "
+           f"(a trial's value: its best epoch) · from `{state['config_source']}`"
+           + (f" · {state['message']}" if state.get("message") else ""))
+if state["status"] == "running" and st.button("Cancel the sweep", icon=":material/cancel:", key="sweep_cancel"):
+    guard(sweeps.cancel, sid)
+    st.rerun()
+
+if df.empty:
+    st.info("No trial has started yet.")
+    st.stop()
+
+pcols = [c for c in df.columns if c.startswith("p:")]
+show = df.rename(columns={c: c[2:] for c in pcols})
+show["value"] = show["value"] * 100
+show["best_so_far"] = show["best_so_far"] * 100
+st.subheader("Trials")
+ev = st.dataframe(show, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+                  key="sweep_trials", column_config={
+                      "value": st.column_config.NumberColumn(f"{state['metric']} (%)", format="%.2f"),
+                      "best_so_far": st.column_config.NumberColumn("best so far (%)", format="%.2f"),
+                      "last_reported": st.column_config.NumberColumn("last epoch", format="%.4f"),
+                      "train.lr": st.column_config.NumberColumn(format="%.2e")})
+sel = list(ev.selection.rows) if ev is not None and hasattr(ev, "selection") else []
+if sel and st.button("Open the selected trial's run", key="sweep_open"):
+    open_run(show.iloc[sel[0]]["run_id"])
+
+left, right = st.columns(2)
+with left:
+    st.markdown("**Trial values and best so far**")
+    fig = go.Figure()
+    for s, part in df.groupby("state"):
+        y = part["value"] if s == "complete" else part["last_reported"]
+        fig.add_scatter(x=part["trial"], y=y * 100, mode="markers", name=s,
+                        marker=dict(color=STATE_COLORS.get(s, "gray"), size=9))
+    fig.add_scatter(x=df["trial"], y=df["best_so_far"] * 100, mode="lines", line_shape="hv", name="best so far",
+                    line=dict(color="black"))
+    fig.update_layout(height=330, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="trial",
+                      yaxis_title=f"val {state['metric']} (%)  (pruned: last epoch)")
+    st.plotly_chart(fig, width="stretch")
+with right:
+    st.markdown("**Learning curves (reported epochs)**")
+    curves = guard(sweeps.intermediate_frame, sid, default=pd.DataFrame())
+    fig = go.Figure()
+    for trial, part in (curves.groupby("trial") if curves is not None and not curves.empty else []):
+        s = part["state"].iloc[0]
+        fig.add_scatter(x=part["epoch"], y=part["value"] * 100, mode="lines+markers", name=f"trial {trial}",
+                        line=dict(color=STATE_COLORS.get(s, "gray"), dash="dot" if s == "pruned" else "solid"),
+                        showlegend=False)
+    fig.update_layout(height=330, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="epoch",
+                      yaxis_title=f"val {state['metric']} (%)")
+    st.plotly_chart(fig, width="stretch")
+
+left, right = st.columns([3, 2])
+with left:
+    st.markdown("**Parallel coordinates** (complete trials; colour = value)")
+    done = df[df["state"] == "complete"]
+    if len(done) >= 1:
+        dims = []
+        for c in pcols:
+            col = done[c]
+            if pd.api.types.is_numeric_dtype(col):
+                log = c == "p:train.lr" or (col > 0).all() and col.max() / max(col.min(), 1e-300) > 100
+                vals = col.astype(float)
+                import numpy as np
+
+                if log:
+                    dims.append(dict(label=f"log10 {c[2:]}", values=np.log10(vals)))
+                else:
+                    dims.append(dict(label=c[2:], values=vals))
+            else:
+                cats = sorted(col.astype(str).unique())
+                dims.append(dict(label=c[2:], values=[cats.index(v) for v in col.astype(str)],
+                                 tickvals=list(range(len(cats))), ticktext=cats))
+        dims.append(dict(label=f"{state['metric']} (%)", values=done["value"] * 100))
+        fig = go.Figure(go.Parcoords(line=dict(color=done["value"] * 100, colorscale="Viridis", showscale=True),
+                                     dimensions=dims))
+        fig.update_layout(height=340, margin=dict(l=60, r=40, t=40, b=20))
+        st.plotly_chart(fig, width="stretch")
+    else:
+        st.caption("No complete trial yet.")
+with right:
+    st.markdown("**Parameter importances** (Optuna fANOVA over complete trials)")
+    imp = guard(sweeps.importances, sid, default={}) or {}
+    if imp:
+        items = sorted(imp.items(), key=lambda kv: kv[1])
+        fig = go.Figure(go.Bar(x=[v for _, v in items], y=[k for k, _ in items], orientation="h",
+                               marker_color="#1565c0"))
+        fig.update_layout(height=340, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="importance (share)")
+        st.plotly_chart(fig, width="stretch")
+    else:
+        st.caption("Needs at least two complete trials with different values.")
+
+st.subheader("Promote the best")
+if top:
+    st.write(f"Trial **{top['number']}** (run `{top['run_id']}`): val {state['metric']} "
+             f"**{100 * top['value']:.2f}** with " + ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float)
+                                                            else f"`{k}` = {v}" for k, v in top["params"].items()))
+    if st.button("Promote best → template", type="primary", icon=":material/upgrade:", key="sweep_promote"):
+        path = guard(sweeps.promote, sid, what="Writing the template")
+        if path:
+            st.success(f"Wrote `{path}` (it validates; it is on the Plan board's template list when saved under "
+                       f"`configs/stage*`).")
+else:
+    st.caption("No complete trial yet.")

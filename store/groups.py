@@ -1,0 +1,96 @@
+"""Experiment groups read from the runs' resolved configs: repeats and folds (``cv.group``), sweeps
+(``sweep.id``), and the budget facts runs report (parameters, FLOPs at the crop size).
+
+``run_links(run_ids=None)``: per run ``cv_group``, ``cv_repeat``, ``cv_fold``, ``cv_folds``, ``seed``,
+``sweep_id``, ``sweep_trial``, ``model_params``, ``flops``.
+``group_board(split="val", metric="miou")``: one row per repeat/fold group -- runs, mean, sd, the 95 % interval
+of the mean (Student t) -- ranked by the mean; each run's figure is its headline evaluation (``store.ranking``)."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import pandas as pd
+
+from .db import read_connection
+from .schema import ensure_schema
+
+LINK_COLUMNS = ["run_id", "cv_group", "cv_repeat", "cv_fold", "cv_folds", "seed", "sweep_id", "sweep_trial",
+                "model_params", "flops"]
+
+
+def run_links(run_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    ensure_schema()
+    where, params = "", []
+    if run_ids is not None:
+        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+        if not ids:
+            return pd.DataFrame(columns=LINK_COLUMNS)
+        where = f" WHERE run_id IN ({', '.join('?' * len(ids))})"
+        params = ids
+    sql = f"""
+        SELECT run_id,
+               json_extract_string(config_json, '$.cv.group') AS cv_group,
+               TRY_CAST(json_extract_string(config_json, '$.cv.repeat') AS INTEGER) AS cv_repeat,
+               CASE WHEN coalesce(TRY_CAST(json_extract_string(config_json, '$.dataset.split.folds') AS INTEGER), 0)
+                         > 1 THEN TRY_CAST(json_extract_string(config_json, '$.dataset.split.fold') AS INTEGER)
+               END AS cv_fold,
+               TRY_CAST(json_extract_string(config_json, '$.dataset.split.folds') AS INTEGER) AS cv_folds,
+               TRY_CAST(json_extract_string(config_json, '$.train.seed') AS INTEGER) AS seed,
+               json_extract_string(config_json, '$.sweep.id') AS sweep_id,
+               TRY_CAST(json_extract_string(config_json, '$.sweep.trial') AS INTEGER) AS sweep_trial,
+               TRY_CAST(json_extract_string(info_json, '$.model_params') AS BIGINT) AS model_params,
+               TRY_CAST(json_extract_string(info_json, '$.flops') AS DOUBLE) AS flops
+        FROM runs{where}
+    """
+    with read_connection() as con:
+        return con.execute(sql, params).df()
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float, float]:
+    """(mean, sd, low, high): the Student-t interval of the mean (sd and interval NaN for one value)."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    n = len(vals)
+    if n == 0:
+        return (math.nan,) * 4
+    mean = sum(vals) / n
+    if n < 2:
+        return mean, math.nan, math.nan, math.nan
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+    from scipy.stats import t
+
+    half = float(t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return mean, sd, mean - half, mean + half
+
+
+def group_board(split: str = "val", metric: str = "miou") -> pd.DataFrame:
+    """One row per repeat/fold group: ``group``, ``name``, ``runs``, ``seeds``, ``folds``, ``mean``, ``sd``,
+    ``ci_low``, ``ci_high``, ``min``, ``max``, ``run_ids``, ``pending`` (runs of the group without a figure yet);
+    ranked by the mean (``rank``)."""
+    from .ranked import ranking
+
+    links = run_links()
+    links = links[links["cv_group"].notna()]
+    cols = ["rank", "group", "name", "runs", "seeds", "folds", "mean", "sd", "ci_low", "ci_high", "min", "max",
+            "pending", "run_ids"]
+    if links.empty:
+        return pd.DataFrame(columns=cols)
+    board = ranking(split=split, metric=metric, run_ids=list(links["run_id"]))
+    vals = dict(zip(board["run_id"], board[metric])) if not board.empty else {}
+    with read_connection() as con:
+        names = dict(con.execute("SELECT run_id, name FROM runs").fetchall())
+    rows = []
+    for gid, part in links.groupby("cv_group"):
+        v = [vals.get(r) for r in part["run_id"]]
+        got = [x for x in v if x is not None and not pd.isna(x)]
+        mean, sd, lo, hi = t_interval(got)
+        first = names.get(part["run_id"].iloc[0]) or ""
+        rows.append({"group": gid, "name": first.rsplit("_", 1)[0] if "_" in first else first,
+                     "runs": len(got), "seeds": int(part["cv_repeat"].nunique()),
+                     "folds": int(part["cv_folds"].max() or 0) if part["cv_fold"].notna().any() else 0,
+                     "mean": mean, "sd": sd, "ci_low": lo, "ci_high": hi, "min": min(got) if got else math.nan,
+                     "max": max(got) if got else math.nan, "pending": len(v) - len(got),
+                     "run_ids": ",".join(part["run_id"])})
+    df = pd.DataFrame(rows).sort_values(["mean", "group"], ascending=[False, True], na_position="last")
+    df.insert(0, "rank", range(1, len(df) + 1))
+    return df[cols].reset_index(drop=True)

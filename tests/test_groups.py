@@ -1,0 +1,79 @@
+"""Repeats and folds: 3-fold grouped CV of the demo config as a group of real runs; the group's board row is the
+mean ± sd with a Student-t 95 % interval of the runs' own figures, and each fold validated on different tiles."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tests.conftest_app import DEMO, QUICK, run_in_process
+
+
+def test_t_interval_matches_the_textbook():
+    from store.groups import t_interval
+
+    mean, sd, lo, hi = t_interval([0.50, 0.52, 0.54])
+    assert mean == pytest.approx(0.52) and sd == pytest.approx(0.02)
+    half = 4.302652729911275 * 0.02 / math.sqrt(3)           # t(0.975, 2)
+    assert (lo, hi) == (pytest.approx(0.52 - half), pytest.approx(0.52 + half))
+    assert math.isnan(t_interval([0.4])[1])
+
+
+def test_group_overrides_cover_every_fold_and_seed():
+    from mapsage.config import load_config
+    from runners.groups import group_overrides
+
+    cfg = load_config(DEMO)
+    rows = group_overrides(cfg, seeds=2, folds=3, group_id="grp_x")
+    assert [(r, f) for r, f, _ in rows] == [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2)]
+    names = [next(o for o in ov if o.startswith("stage.name=")) for _, _, ov in rows]
+    assert len(set(names)) == 6
+    assert "train.seed=43" in rows[1][2] and "dataset.split.fold=2" in rows[5][2]
+
+
+def test_launch_group_refuses_official_splits(tmp_path, monkeypatch):
+    from mapsage.config import ConfigError
+    from runners.groups import launch_group
+
+    monkeypatch.setenv("MAPSAGE_WORKSPACE", str(tmp_path / "ws"))
+    with pytest.raises(ConfigError, match="k-fold CV is for datasets split by groups"):
+        launch_group("configs/stage1_baselines/demo_segformer_mit-b0_loveda-samples.yaml", folds=3)
+
+
+@pytest.mark.slow
+def test_three_fold_group_on_the_board(tmp_path, monkeypatch):
+    import torch
+
+    import store
+    from mapsage.config import load_config
+    from mapsage.workspace import run_dir
+    from runners.groups import group_overrides
+    from store.groups import group_board, run_links, t_interval
+
+    monkeypatch.setenv("MAPSAGE_WORKSPACE", str(tmp_path / "ws"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    quick = [q for q in QUICK if not q.startswith("dataset.max_samples")] + ["train.epochs=1",
+                                                                              "dataset.max_samples=4"]
+    cfg = load_config(DEMO, quick)
+    try:
+        rids = [run_in_process(DEMO, quick + ov) for _, _, ov in group_overrides(cfg, 1, 3, "grp_demo_3fold")]
+    finally:
+        torch.set_num_threads(threads)
+    links = run_links(rids).set_index("run_id")
+    assert sorted(links["cv_fold"]) == [0, 1, 2] and set(links["cv_group"]) == {"grp_demo_3fold"}
+    # each fold's run validated on its own tiles (the evaluated images' tiles): no tile in two folds
+    val_tiles = {}
+    for rid in rids:
+        for g in sorted({t.split("/")[0] for t in store.tiles(rid, split="val")["tile"]}):
+            assert g not in val_tiles, f"{g} validated by {val_tiles[g]} and {rid}"
+            val_tiles[g] = rid
+    assert len(val_tiles) >= 3
+    board = group_board()
+    assert len(board) == 1
+    row = board.iloc[0]
+    figs = store.ranking(run_ids=rids).set_index("run_id")["miou"]
+    mean, sd, lo, hi = t_interval(list(figs))
+    assert row["runs"] == 3 and row["folds"] == 3 and row["pending"] == 0
+    assert row["mean"] == pytest.approx(mean) and row["sd"] == pytest.approx(sd)
+    assert row["ci_low"] == pytest.approx(lo) and row["ci_high"] == pytest.approx(hi) and lo < mean < hi
