@@ -135,10 +135,20 @@ _V3 = [
     "source VARCHAR, submission VARCHAR, note VARCHAR, recorded_by VARCHAR, ts DOUBLE)",
 ]
 
+# tags and notes on runs (written by `mapsage tag` / `mapsage note` and the app, never from event files; kept by
+# rebuild)
+_V4 = [
+    "CREATE TABLE IF NOT EXISTS run_tags (run_id VARCHAR NOT NULL, tag VARCHAR NOT NULL, added_by VARCHAR, "
+    "ts DOUBLE, PRIMARY KEY (run_id, tag))",
+    "CREATE TABLE IF NOT EXISTS run_notes (run_id VARCHAR PRIMARY KEY, note VARCHAR NOT NULL, edited_by VARCHAR, "
+    "ts DOUBLE)",
+]
+
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "runs, event tables, ingest state, verdicts", _V1),
     (2, "evaluation identity (checkpoint, tile set, split size, weights, device) and runs ranked by it", _v2()),
     (3, "external benchmark scores", _V3),
+    (4, "tags and notes on runs", _V4),
 ]
 
 

@@ -4,6 +4,7 @@ training runs through the worker; at least one ends ``pruned``), the store's lin
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import time
@@ -129,3 +130,21 @@ def test_tpe_sweep_with_median_pruner_prunes_and_promotes(tmp_path, monkeypatch)
     imp = sweep.importances(sid)
     assert set(imp) == {"train.lr", "loss.schedule.0.terms.dice", "augment.crop_size"}
     assert sum(imp.values()) == pytest.approx(1.0)
+    # the Sweeps page on this workspace: trials, curves, parallel coordinates, importances; promote writes a
+    # template that validates
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=120)
+    at.run()
+    at.query_params["sweep"] = sid
+    at.switch_page("views/sweeps.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    kinds = [json.loads(el.proto.spec)["data"][0]["type"] for el in at.get("plotly_chart")]
+    assert "parcoords" in kinds and "bar" in kinds
+    assert int(at.metric[3].value) == int((df["status"] == "pruned").sum())
+    monkeypatch.setattr(sweep, "PROJECT_ROOT", tmp_path / "proj")
+    next(b for b in at.button if "Promote" in b.label).click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    written = list((tmp_path / "proj" / "configs" / "sweeps").glob("*_best.yaml"))
+    assert len(written) == 1 and load_config(written[0]).train.lr == pytest.approx(top["params"]["train.lr"])

@@ -97,6 +97,9 @@ facts = [f"host `{run.get('host') or '–'}` pid `{run.get('pid') or '–'}` GPU
 if run.get("parent_run"):
     facts.append(f"{run.get('parent_relation') or 'child'} of `{run['parent_run']}`")
 st.caption(" · ".join(facts))
+from app.widgets.run_notes import tags_and_note  # noqa: E402
+
+tags_and_note(rid)
 interop.imported_note(run)
 report_button([rid], key="detail", names=[run.get("name") or rid])
 deliver_section(run)

@@ -112,13 +112,21 @@ pcols = [c for c in df.columns if c.startswith("p:")]
 show = df.rename(columns={c: c[2:] for c in pcols})
 show["value"] = show["value"] * 100
 show["best_so_far"] = show["best_so_far"] * 100
+show["last_reported"] = show["last_reported"] * 100
 st.subheader("Trials")
+order = ["trial", "state", "value", "epochs", "last_reported", *[c[2:] for c in pcols], "best_so_far", "status",
+         "run_id"]
 ev = st.dataframe(show, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
-                  key="sweep_trials", column_config={
-                      "value": st.column_config.NumberColumn(f"{state['metric']} (%)", format="%.2f"),
+                  key="sweep_trials", placeholder="–", column_order=order, height=min(38 + 35 * len(show), 700),
+                  column_config={
+                      "value": st.column_config.NumberColumn(f"{state['metric']} (%)", format="%.2f",
+                                                             help="the trial's best epoch (complete trials)"),
                       "best_so_far": st.column_config.NumberColumn("best so far (%)", format="%.2f"),
-                      "last_reported": st.column_config.NumberColumn("last epoch", format="%.4f"),
-                      "train.lr": st.column_config.NumberColumn(format="%.2e")})
+                      "last_reported": st.column_config.NumberColumn("last epoch (%)", format="%.2f"),
+                      "epochs": st.column_config.NumberColumn("epochs reported"),
+                      "train.lr": st.column_config.NumberColumn(format="%.2e"),
+                      **{c[2:]: st.column_config.NumberColumn(format="%.3f") for c in pcols
+                         if c != "p:train.lr" and pd.api.types.is_float_dtype(df[c])}})
 sel = list(ev.selection.rows) if ev is not None and hasattr(ev, "selection") else []
 if sel and st.button("Open the selected trial's run", key="sweep_open"):
     open_run(show.iloc[sel[0]]["run_id"])

@@ -328,6 +328,9 @@ class TrainCfg:
     swa: SwaCfg = field(default_factory=SwaCfg)
     checkpoint_every_min: float = 10.0      # mid-epoch last.pth at most this many minutes apart (0: off)
     checkpoint_every_steps: int = 0         # ... and/or every N optimiser steps (0: off)
+    # wall-clock budget of the training run in hours (e.g. 0.5): when it runs out the run stops at the next step,
+    # saves last.pth (resumable) and ends `succeeded`, saying so in its log (null: no limit)
+    max_time: Optional[float] = None
 
 
 @dataclass

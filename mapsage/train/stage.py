@@ -60,14 +60,38 @@ def run(ctx: StageContext, extra_losses: Optional[dict] = None) -> dict:
         check_max_params(cfg, facts["model_params"])
     losses = dict(extra_losses or {})
     losses.update(_extra_losses(ctx))
+    should_stop, out_of_time = _with_time_budget(cfg, ctx.should_stop)
     trainer = Trainer(cfg, run_dir=ctx.run_dir, events=ctx.events if ctx.is_main else None,
-                      progress=ctx.progress if ctx.is_main else None, should_stop=ctx.should_stop,
+                      progress=ctx.progress if ctx.is_main else None, should_stop=should_stop,
                       extra_losses=losses)
     ctx.rank, ctx.world_size = trainer.rank, trainer.world
     if cfg.sweep.id and cfg.sweep.trial_id is not None:     # a sweep's trial: report epochs, obey the pruner
         from ..sweep.trial import epoch_reporter
         trainer.epoch_callback = epoch_reporter(cfg, ctx.events if ctx.is_main else None, ctx.is_main)
     try:
-        return trainer.fit(resume_from=ctx.resume_from)
+        summary = trainer.fit(resume_from=ctx.resume_from)
     finally:
         trainer.close()
+    if out_of_time() and not ctx.should_stop():
+        summary["stopped"] = "max_time"
+        if ctx.is_main:
+            ctx.events.log(f"train.max_time reached ({cfg.train.max_time} h): stopped after "
+                           f"{summary['epochs_done']} complete epoch(s) of {cfg.train.epochs}, global step "
+                           f"{summary['global_step']}; checkpoints/last.pth holds the state (resume continues it)",
+                           level="warning")
+    return summary
+
+
+def _with_time_budget(cfg, should_stop):
+    """``should_stop`` that also says yes once ``train.max_time`` hours have passed (the engine then saves
+    ``last.pth`` at the next step and returns, as for a stop request), and ``out_of_time()``."""
+    import time
+
+    if not cfg.train.max_time:
+        return should_stop, lambda: False
+    deadline = time.monotonic() + float(cfg.train.max_time) * 3600.0
+
+    def out_of_time() -> bool:
+        return time.monotonic() >= deadline
+
+    return (lambda: should_stop() or out_of_time()), out_of_time

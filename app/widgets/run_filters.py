@@ -1,0 +1,188 @@
+"""The Runs page's tracker features: filters, sort and grouping kept in the address (``st.query_params``, so a
+filtered view can be bookmarked and shared), tags / notes / sweep / CV-group / FLOPs columns, and the board of
+repeat and fold groups (mean ± sd with a 95 % interval, ranked by the mean)."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+# widget key -> (query parameter, kind): kind "list" (comma-separated), "str", "bool"
+URL_KEYS: dict[str, tuple[str, str]] = {
+    "runs_search": ("q", "str"), "runs_status": ("status", "list"), "runs_stage": ("stage", "list"),
+    "runs_kind": ("kind", "list"), "runs_dataset": ("dataset", "list"), "runs_backbone": ("backbone", "list"),
+    "runs_tags": ("tags", "list"), "runs_sort": ("sort", "str"), "runs_desc": ("desc", "bool"),
+    "runs_group": ("group", "str"), "runs_split": ("split", "str"), "runs_rank": ("rank", "str"),
+}
+SORT_OPTIONS = ["(default)", "mIoU", "Boundary IoU", "mAcc", "Run", "Status", "Stage", "Params (M)", "GFLOPs",
+                "Tags", "Sweep", "CV group", "Started", "Duration (min)"]
+GROUP_BY = ["none", "tag", "sweep", "repeat/fold group", "backbone", "loss", "dataset", "kind"]
+
+
+def restore_from_url(options: dict[str, list] | None = None) -> None:
+    """Before the widgets are drawn: seed their state from the address (first run of the page, or an address
+    changed by hand). Values a multiselect does not offer are dropped; ``options`` maps widget key -> choices."""
+    seen = st.session_state.get("_runs_url_seen")
+    now = {k: st.query_params.get(q) for k, (q, _) in URL_KEYS.items()}
+    if seen == now:
+        return
+    st.session_state["_runs_url_seen"] = now
+    for key, (param, kind) in URL_KEYS.items():
+        raw = st.query_params.get(param)
+        if raw is None:
+            continue
+        if kind == "list":
+            vals: Any = [v for v in str(raw).split(",") if v]
+            if options and key in options:
+                choices = options[key]
+                conv = []
+                for v in vals:
+                    for c in choices:
+                        if str(c) == v:
+                            conv.append(c)
+                vals = conv
+        elif kind == "bool":
+            vals = str(raw) in ("1", "true", "yes")
+        else:
+            vals = str(raw)
+            if options and key in options and vals not in [str(c) for c in options[key]]:
+                continue
+        st.session_state[key] = vals
+
+
+def store_to_url() -> None:
+    """After the widgets: write their values into the address (defaults left out, so plain URLs stay plain)."""
+    for key, (param, kind) in URL_KEYS.items():
+        v = st.session_state.get(key)
+        if kind == "list":
+            text = ",".join(str(x) for x in (v or []))
+        elif kind == "bool":
+            text = "1" if v else ""
+        else:
+            text = "" if v in (None, "", "none", "(default)") else str(v)
+        if text:
+            if st.query_params.get(param) != text:
+                st.query_params[param] = text
+        elif param in st.query_params:
+            del st.query_params[param]
+    st.session_state["_runs_url_seen"] = {k: st.query_params.get(q) for k, (q, _) in URL_KEYS.items()}
+
+
+def with_tracker_columns(table: pd.DataFrame, ann: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
+    """The experiment table plus Tags, Note, GFLOPs, Sweep and CV group columns (by ``run_id``)."""
+    if table is None or table.empty:
+        return table
+    out = table.copy()
+    tags = dict(zip(ann["run_id"], ann["tags_text"])) if ann is not None and not ann.empty else {}
+    notes = dict(zip(ann["run_id"], ann["note"])) if ann is not None and not ann.empty else {}
+    out["Tags"] = [tags.get(r, "") for r in out["run_id"]]
+    out["Note"] = [notes.get(r, "") for r in out["run_id"]]
+    if links is not None and not links.empty:
+        li = links.set_index("run_id")
+        flops = li["flops"].to_dict()
+        params = li["model_params"].to_dict()
+        out["GFLOPs"] = [flops.get(r, math.nan) / 1e9 if flops.get(r) == flops.get(r) else math.nan
+                         for r in out["run_id"]]
+        if "Params (M)" in out.columns:   # the evaluation's count, else the one the run reported at its start
+            out["Params (M)"] = [p if p == p and p is not None else (params.get(r) or math.nan) / 1e6
+                                 for p, r in zip(out["Params (M)"], out["run_id"])]
+        sweep = li["sweep_id"].to_dict()
+        trial = li["sweep_trial"].to_dict()
+        out["Sweep"] = [f"{sweep[r]} #{int(trial[r])}" if isinstance(sweep.get(r), str) and trial.get(r) == trial.get(r)
+                        else "" for r in out["run_id"]]
+        grp = li["cv_group"].to_dict()
+        fold = li["cv_fold"].to_dict()
+        rep = li["cv_repeat"].to_dict()
+        out["CV group"] = [(f"{grp[r]}" + (f" · fold {int(fold[r])}" if fold.get(r) == fold.get(r) and
+                                           fold.get(r) is not None else "")
+                            + (f" · seed {int(rep[r])}" if rep.get(r) == rep.get(r) and rep.get(r) is not None
+                               else "")) if isinstance(grp.get(r), str) else "" for r in out["run_id"]]
+    return out
+
+
+def filter_tags(table: pd.DataFrame, tags: list[str]) -> pd.DataFrame:
+    """Runs carrying every one of ``tags``."""
+    if not tags or table is None or table.empty:
+        return table
+    have = table["Tags"].fillna("").map(lambda s: set(t.strip() for t in s.split(",") if t.strip()))
+    return table[have.map(lambda s: set(tags) <= s)]
+
+
+def sort_column(choice: str, split: str) -> str | None:
+    """The table column a Sort-by choice means (figures carry their split in the header)."""
+    if not choice or choice == "(default)":
+        return None
+    from .tables import figure_label
+
+    return figure_label(choice, split) if choice in ("mIoU", "Boundary IoU", "mAcc") else choice
+
+
+def sort_table(table: pd.DataFrame, column: str | None, desc: bool) -> pd.DataFrame:
+    if table is None or table.empty or not column or column not in table.columns:
+        return table
+    return table.sort_values(column, ascending=not desc, kind="stable", na_position="last")
+
+
+def group_column(table: pd.DataFrame, runs: pd.DataFrame, how: str) -> pd.Series | None:
+    """The value each run is grouped by (a run with several tags appears once per tag)."""
+    if how == "none" or table is None or table.empty:
+        return None
+    if how == "tag":
+        return table["Tags"].fillna("").map(lambda s: [t.strip() for t in s.split(",") if t.strip()] or
+                                            ["(untagged)"])
+    if how == "sweep":
+        return table["Sweep"].fillna("").map(lambda s: s.rsplit(" #", 1)[0] if s else "(no sweep)")
+    if how == "repeat/fold group":
+        return table["CV group"].fillna("").map(lambda s: s.split(" · ")[0] if s else "(single run)")
+    col = {"backbone": "backbone", "loss": "loss", "dataset": "dataset", "kind": "kind"}[how]
+    by_run = dict(zip(runs["run_id"], runs[col].astype(str)))
+    return table["run_id"].map(lambda r: by_run.get(r, "?"))
+
+
+def grouped_summary(table: pd.DataFrame, groups: pd.Series, figure: str) -> pd.DataFrame:
+    """Per group: runs, ranked runs, best / mean ± sd of ``figure`` (a table column, points)."""
+    from store.groups import t_interval
+
+    rows: dict[str, list] = {}
+    for g, v in zip(groups, table[figure] if figure in table.columns else [math.nan] * len(table)):
+        for key in (g if isinstance(g, list) else [g]):
+            rows.setdefault(key, []).append(v)
+    out = []
+    for key, vals in rows.items():
+        got = [x for x in vals if x == x and x is not None]
+        mean, sd, lo, hi = t_interval(got)
+        out.append({"Group": key, "Runs": len(vals), "With figure": len(got),
+                    f"Best {figure}": max(got) if got else math.nan, f"Mean {figure}": mean, "sd": sd,
+                    "95 % low": lo, "95 % high": hi})
+    return pd.DataFrame(out).sort_values(f"Mean {figure}", ascending=False, na_position="last")
+
+
+def group_board_view(split: str, metric: str, label: str) -> None:
+    """Repeat / fold groups (``mapsage run --seeds N --folds K``): mean ± sd and the 95 % interval of the mean,
+    ranked by the mean."""
+    from store.groups import group_board
+
+    try:
+        board = group_board(split=split, metric=metric)
+    except Exception as exc:  # noqa: BLE001 - the board is an addition; the page goes on without it
+        st.caption(f"Repeat/fold groups unavailable: {exc}")
+        return
+    if board.empty:
+        return
+    st.subheader("Repeats and folds")
+    show = pd.DataFrame({
+        "Rank": board["rank"], "Group": board["name"], "Runs": board["runs"], "Seeds": board["seeds"],
+        "Folds": board["folds"],
+        f"{label} ({split}) mean ± sd": [f"{100 * m:.2f} ± {100 * s:.2f}" if s == s else f"{100 * m:.2f}"
+                                         for m, s in zip(board["mean"], board["sd"])],
+        "95 % interval": [f"[{100 * lo:.2f}, {100 * hi:.2f}]" if lo == lo else "–"
+                          for lo, hi in zip(board["ci_low"], board["ci_high"])],
+        "Min": board["min"] * 100, "Max": board["max"] * 100, "Pending": board["pending"], "Id": board["group"]})
+    st.dataframe(show, hide_index=True, width="stretch", key="runs_groups",
+                 column_config={"Min": st.column_config.NumberColumn(format="%.2f"),
+                                "Max": st.column_config.NumberColumn(format="%.2f")})
+    st.caption("Each run's figure is its headline evaluation on this split (as in the table below); the interval "
+               "is the Student-t 95 % interval of the mean over the group's runs (seeds × folds). Ranked by the "
+               "mean.")
