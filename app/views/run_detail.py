@@ -151,6 +151,9 @@ if run.get("status") in ACTIVE:
 # ---------------------------------------------------------------------------------------------------------- data
 b = data.bundle(rid, run.get("n_events"))
 metrics, per_class, scalars = b["metrics"], b["per_class"], b["scalars"]
+from app.widgets.lr_find_view import lr_find_section  # noqa: E402
+
+lr_find_section(run, scalars)
 palette = data.palette_of(run)
 overall = evals.overall(metrics)
 
@@ -207,7 +210,9 @@ with tabs[0]:
         if variants:
             st.plotly_chart(f_pc, width="stretch", key="c_pc")
         st.plotly_chart(f_train, width="stretch", key="c_train")
-        st.plotly_chart(f_steps, width="stretch", key="c_steps")
+        from app.widgets.curve_tools import step_curves_panel
+
+        step_curves_panel(scalars, key="c_steps")
         interop.iteration_curves(scalars)
 
 # ---------------------------------------------------------------------------------------------------------- eval pick
@@ -349,11 +354,10 @@ with tabs[6]:
 
 with tabs[7]:
     if shown(7):
-        from runners import api
-
         lines = st.select_slider("Lines", [50, 200, 1000], value=200, key="log_lines")
-        tail = guard(api.logs, rid, lines, default="")
-        st.code(tail or "(stdout.log is empty)", language="text")
+        from app.widgets.curve_tools import live_log_tail
+
+        live_log_tail(rid, lines, run.get("status") in ACTIVE)
         logs = data.table(rid, run.get("n_events"), "logs")
         if logs is not None and not logs.empty:
             st.markdown("**Log records**")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-StageKind = Literal["train", "evaluate", "tta_ab", "health", "refine", "distill", "ensemble", "demo_job", "export", "predict"]
+StageKind = Literal["train", "evaluate", "tta_ab", "health", "refine", "distill", "ensemble", "demo_job", "export", "predict", "lr_find"]
 
 
 @dataclass
@@ -603,6 +603,22 @@ class PredictCfg:
 
 
 @dataclass
+class LrFindCfg:
+    """The LR range test (stage kind ``lr_find``): an exponential LR ramp over ``steps`` steps."""
+    min_lr: float = 1e-7
+    max_lr: float = 1.0
+    steps: int = 100
+    smooth: float = 0.9                     # EMA weight of the smoothed loss
+    diverge: float = 4.0                    # stop once the smoothed loss exceeds this many times its minimum
+
+    def validate(self):
+        if not 0 < self.min_lr < self.max_lr:
+            raise ValueError(f"lr_find: need 0 < min_lr < max_lr, got {self.min_lr} and {self.max_lr}")
+        if self.steps < 5:
+            raise ValueError(f"lr_find.steps must be at least 5, got {self.steps}")
+
+
+@dataclass
 class SweepCfg:
     """A hyperparameter sweep (``mapsage sweep start``): Optuna samples ``parameters`` -- dotted config keys
     (``train.lr``, ``loss.schedule.0.terms.dice``, ``augment.crop_size``) mapped to ``{type: float|int, low, high,
@@ -664,6 +680,7 @@ class Config:
     predict: PredictCfg = field(default_factory=PredictCfg)
     runtime: RuntimeCfg = field(default_factory=RuntimeCfg)
     sweep: SweepCfg = field(default_factory=SweepCfg)
+    lr_find: LrFindCfg = field(default_factory=LrFindCfg)
     cv: CvCfg = field(default_factory=CvCfg)
     meta: dict[str, Any] = field(default_factory=dict)   # free-form notes (not validated)
 

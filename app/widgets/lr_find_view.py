@@ -1,0 +1,48 @@
+"""Run detail of an LR range test (stage kind ``lr_find``): loss against LR (log axis), the suggestion, and one
+click to launch the same recipe as a training run with that learning rate."""
+from __future__ import annotations
+
+import json
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from .common import guard, open_run
+
+
+def lr_find_section(run: dict, scalars) -> None:
+    if run.get("kind") != "lr_find":
+        return
+    sc = scalars[scalars["split"] == "lr_find"] if scalars is not None and not scalars.empty else None
+    if sc is None or sc.empty:
+        st.info("The LR range test has not reported a step yet.")
+        return
+    wide = sc.pivot_table(index="step", columns="name", values="value").sort_index()
+    info = json.loads(run.get("info_json") or "{}")
+    lr = info.get("lr_suggested")
+    scale = float(info.get("lr_find_scale") or 1.0)
+    fig = go.Figure()
+    fig.add_scatter(x=wide["lr"], y=wide["loss"], mode="markers", name="loss", marker=dict(size=4, color="#90a4ae"))
+    fig.add_scatter(x=wide["lr"], y=wide["loss_smooth"], mode="lines", name="smoothed", line=dict(color="#1565c0"))
+    if lr:
+        fig.add_vline(x=lr * scale, line_dash="dash", line_color="#2e7d32",
+                      annotation_text=f"suggested {lr:.2e}", annotation_position="top left")
+    fig.update_layout(title="LR range test: loss against learning rate", xaxis_type="log", height=360,
+                      xaxis_title="learning rate (as applied)", yaxis_title="training loss",
+                      margin=dict(l=10, r=10, t=40, b=10))
+    st.plotly_chart(fig, width="stretch", key="lr_find_fig")
+    if not lr:
+        st.caption("Too few steps for a suggestion.")
+        return
+    st.markdown(f"Suggested **train.lr = {lr:.2e}** (steepest descent of the smoothed loss"
+                + (f"; the loss minimum is at {info['lr_min_loss']:.2e}" if info.get("lr_min_loss") else "")
+                + (f"; the test stopped: {info['lr_find_stopped']}" if info.get("lr_find_stopped") else "") + ").")
+    if st.button(f"Train with train.lr = {lr:.2e}", type="primary", icon=":material/rocket_launch:",
+                 key="lr_find_use"):
+        from mapsage.workspace import run_dir
+        from runners import api
+
+        new = guard(api.launch, str(run_dir(run["run_id"]) / "config.yaml"),
+                    ["stage.kind=train", f"train.lr={lr:.3g}"], what="Launching the training run")
+        if new:
+            open_run(new)

@@ -1,0 +1,27 @@
+"""Curve smoothing (debiased EMA, as TensorBoard) and the step / epoch / wall-clock axes of step curves."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+def test_ema_smooth_is_debiased_and_skips_gaps():
+    from app.widgets.curve_tools import ema_smooth
+
+    assert ema_smooth([1.0, 1.0, 1.0], 0.9).tolist() == pytest.approx([1.0, 1.0, 1.0])   # no start-up bias
+    v = ema_smooth([0.0, 1.0, np.nan, 1.0], 0.5)
+    assert v[0] == 0.0 and v[1] == pytest.approx(0.5 / 0.75) and np.isnan(v[2])
+    assert ema_smooth([3.0, 1.0], 0.0).tolist() == [3.0, 1.0]
+
+
+def test_axes():
+    from app.widgets.curve_tools import step_curves, x_values
+
+    df = pd.DataFrame({"step": [0, 5, 10, 15], "epoch": [0, 0, 1, 1], "ts": [100.0, 160.0, 220.0, 400.0],
+                       "split": "train", "name": "loss", "value": [2.0, 1.5, 1.2, 1.0]})
+    assert x_values(df, "wall-clock").tolist() == pytest.approx([0, 1, 2, 5])
+    ep = x_values(df, "epoch").tolist()
+    assert ep[0] == 1.0 and 1.9 < ep[1] < 2.0 and ep[2] == 2.0
+    fig = step_curves(df, smoothing=0.5, axis="wall-clock")
+    assert [t.name for t in fig.data] == ["loss (raw)", "loss"] and fig.layout.xaxis.title.text.startswith("minutes")
