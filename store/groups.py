@@ -94,3 +94,45 @@ def group_board(split: str = "val", metric: str = "miou") -> pd.DataFrame:
     df = pd.DataFrame(rows).sort_values(["mean", "group"], ascending=[False, True], na_position="last")
     df.insert(0, "rank", range(1, len(df) + 1))
     return df[cols].reset_index(drop=True)
+
+
+def paired_groups(group_a: str, group_b: str, split: str = "val", metric: str = "miou") -> dict:
+    """Compare two repeat/fold groups run by run: runs are paired on (fold, seed index); the difference B - A of
+    each pair, its mean, sd and Student-t 95 % interval, and how many pairs B won. Pairing removes the fold's and
+    seed's own difficulty from the comparison (the folds of both groups must be the same cut: same dataset,
+    ``split.seed`` and k)."""
+    from mapsage.errors import UserError
+
+    from .ranked import ranking
+
+    links = run_links()
+    a = links[links["cv_group"] == group_a]
+    b = links[links["cv_group"] == group_b]
+    for gid, part in ((group_a, a), (group_b, b)):
+        if part.empty:
+            raise UserError(f"no repeat/fold group {gid!r} in the store (see the Runs page's group board)")
+    board = ranking(split=split, metric=metric, run_ids=list(a["run_id"]) + list(b["run_id"]))
+    vals = dict(zip(board["run_id"], board[metric])) if not board.empty else {}
+
+    def keyed(part):
+        return {(None if pd.isna(f) else int(f), None if pd.isna(r) else int(r)): rid
+                for f, r, rid in zip(part["cv_fold"], part["cv_repeat"], part["run_id"])}
+
+    ka, kb = keyed(a), keyed(b)
+    fa = set(a["cv_folds"].dropna().astype(int))
+    fb = set(b["cv_folds"].dropna().astype(int))
+    if fa != fb:
+        raise UserError(f"groups {group_a} and {group_b} have different fold counts ({sorted(fa)} vs {sorted(fb)}); "
+                        f"pair only groups cut the same way")
+    rows = []
+    for key in sorted(set(ka) & set(kb), key=lambda k: (k[0] if k[0] is not None else -1, k[1] or 0)):
+        va, vb = vals.get(ka[key]), vals.get(kb[key])
+        if va is None or vb is None or pd.isna(va) or pd.isna(vb):
+            continue
+        rows.append({"fold": key[0], "repeat": key[1], "run_a": ka[key], "run_b": kb[key], "a": float(va),
+                     "b": float(vb), "diff": float(vb) - float(va)})
+    pairs = pd.DataFrame(rows, columns=["fold", "repeat", "run_a", "run_b", "a", "b", "diff"])
+    mean, sd, lo, hi = t_interval(pairs["diff"].tolist())
+    return {"pairs": pairs, "n": len(pairs), "mean_diff": mean, "sd": sd, "ci_low": lo, "ci_high": hi,
+            "b_wins": int((pairs["diff"] > 0).sum()), "unpaired": len(set(ka) ^ set(kb)),
+            "significant": bool(len(pairs) > 1 and (lo > 0 or hi < 0))}

@@ -77,3 +77,46 @@ def test_three_fold_group_on_the_board(tmp_path, monkeypatch):
     assert row["runs"] == 3 and row["folds"] == 3 and row["pending"] == 0
     assert row["mean"] == pytest.approx(mean) and row["sd"] == pytest.approx(sd)
     assert row["ci_low"] == pytest.approx(lo) and row["ci_high"] == pytest.approx(hi) and lo < mean < hi
+
+
+def test_paired_groups_pair_folds_and_seeds(tmp_path, monkeypatch, capsys):
+    """Two groups of real run folders (the demo_job stage) with figures written as ordinary metrics events."""
+    import store
+    from mapsage.config import config_hash, load_config, save_resolved
+    from mapsage.events import EventWriter
+    from mapsage.workspace import run_dir
+    from store.groups import paired_groups
+
+    monkeypatch.setenv("MAPSAGE_WORKSPACE", str(tmp_path / "ws"))
+    figs = {"A": [0.50, 0.60, 0.40], "B": [0.52, 0.63, 0.41]}      # B better on every fold, by 1-3 points
+    for g, vals in figs.items():
+        for fold, v in enumerate(vals):
+            cfg = load_config(DEMO, ["dataset.split.folds=3", f"dataset.split.fold={fold}", f"cv.group=grp_{g}",
+                                     "cv.repeat=0"])
+            rid = f"run{g}{fold}_20260101-000000_000{fold}"
+            d = run_dir(rid)
+            d.mkdir(parents=True)
+            save_resolved(cfg, d)
+            ev = EventWriter(d)
+            ev.status("queued")
+            ev.emit("run_info", name=rid, kind="train", config_hash=config_hash(cfg), dataset="dubai")
+            ev.emit("metrics", split="val", domain="all", variant="raw", epoch=None, n_images=18,
+                    summary={"miou": v, "mbiou": v / 2, "macc": v, "aacc": v, "mf1": v}, classes=[])
+            ev.status("succeeded")
+    store.ingest_all()
+    out = paired_groups("grp_A", "grp_B")
+    assert out["n"] == 3 and out["b_wins"] == 3 and out["unpaired"] == 0
+    assert out["pairs"]["fold"].tolist() == [0, 1, 2]
+    assert out["mean_diff"] == pytest.approx(0.02)
+    assert out["ci_low"] < out["mean_diff"] < out["ci_high"]
+    from store.groups import group_board
+
+    board = group_board()
+    assert board["group"].tolist() == ["grp_B", "grp_A"]          # ranked by the mean
+    assert board.iloc[0]["mean"] == pytest.approx(sum(figs["B"]) / 3)
+    from runners.cli import main
+
+    assert main(["groups", "compare", "grp_A", "grp_B"]) == 0
+    assert main(["groups", "list"]) == 0
+    text = capsys.readouterr().out
+    assert "B - A = +2.00 points over 3 pair(s)" in text and "grp_B  3 run(s)" in text

@@ -183,6 +183,38 @@ def group_board_view(split: str, metric: str, label: str) -> None:
     st.dataframe(show, hide_index=True, width="stretch", key="runs_groups",
                  column_config={"Min": st.column_config.NumberColumn(format="%.2f"),
                                 "Max": st.column_config.NumberColumn(format="%.2f")})
-    st.caption("Each run's figure is its headline evaluation on this split (as in the table below); the interval "
+    st.caption("Each run's figure is its headline evaluation on this split (as in the table above); the interval "
                "is the Student-t 95 % interval of the mean over the group's runs (seeds × folds). Ranked by the "
                "mean.")
+    if len(board) >= 2:
+        _paired_view(board, split, metric, label)
+
+
+def _paired_view(board: pd.DataFrame, split: str, metric: str, label: str) -> None:
+    from mapsage.errors import UserError
+    from store.groups import paired_groups
+
+    names = dict(zip(board["group"], board["name"] + " · " + board["group"].str[-9:]))
+    c1, c2 = st.columns(2)
+    ga = c1.selectbox("Paired comparison: A", list(names), format_func=names.get, index=1, key="runs_pair_a")
+    gb = c2.selectbox("B", list(names), format_func=names.get, index=0, key="runs_pair_b")
+    if ga == gb:
+        return
+    try:
+        out = paired_groups(ga, gb, split=split, metric=metric)
+    except UserError as exc:
+        st.caption(str(exc))
+        return
+    if not out["n"]:
+        st.caption("The two groups share no (fold, seed) pair with figures on both sides.")
+        return
+    ci = (f", 95 % interval [{100 * out['ci_low']:+.2f}, {100 * out['ci_high']:+.2f}]"
+          if out["ci_low"] == out["ci_low"] else "")
+    verdict = ("B is better" if out["significant"] and out["mean_diff"] > 0 else
+               "A is better" if out["significant"] else "no significant difference")
+    st.markdown(f"**B − A, paired on {out['n']} (fold, seed) pair(s):** {100 * out['mean_diff']:+.2f} points of "
+                f"{label}{ci}; B ahead in {out['b_wins']}/{out['n']} — {verdict}"
+                + (f" ({out['unpaired']} run(s) without a partner left out)" if out["unpaired"] else ""))
+    p = out["pairs"].assign(a=lambda d: d["a"] * 100, b=lambda d: d["b"] * 100, diff=lambda d: d["diff"] * 100)
+    st.dataframe(p, hide_index=True, width="stretch", key="runs_pairs", placeholder="–",
+                 column_config={c: st.column_config.NumberColumn(format="%.2f") for c in ("a", "b", "diff")})
