@@ -25,3 +25,15 @@ def test_axes():
     assert ep[0] == 1.0 and 1.9 < ep[1] < 2.0 and ep[2] == 2.0
     fig = step_curves(df, smoothing=0.5, axis="wall-clock")
     assert [t.name for t in fig.data] == ["loss (raw)", "loss"] and fig.layout.xaxis.title.text.startswith("minutes")
+
+
+def test_varying_knobs_keep_only_what_differs():
+    from app.widgets.run_filters import varying_knobs
+
+    a = {"train": {"lr": 1e-4, "epochs": 2}, "augment": {"crop_size": [256, 256]}, "meta": {"x": 1},
+         "model": {"encoder": "mit_b0"}, "loss": {"schedule": [{"terms": {"ce": 0.7, "dice": 0.3}}]}}
+    b = {"train": {"lr": 1e-2, "epochs": 2}, "augment": {"crop_size": [128, 128]}, "meta": {"x": 2},
+         "model": {"encoder": "mit_b2"}, "loss": {"schedule": [{"terms": {"ce": 0.7, "dice": 1.5}}]}}
+    k = varying_knobs({"ra": a, "rb": b})
+    assert list(k.columns) == ["loss.schedule.0.terms.dice", "train.lr", "augment.crop_size", "model.encoder"]
+    assert k.loc["rb", "augment.crop_size"] == "128×128"

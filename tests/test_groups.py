@@ -61,6 +61,15 @@ def test_three_fold_group_on_the_board(tmp_path, monkeypatch):
     finally:
         torch.set_num_threads(threads)
     links = run_links(rids).set_index("run_id")
+    import re
+
+    for rid in rids:      # the best checkpoint again under a name carrying fold, seed, epoch and score
+        (named,) = (run_dir(rid) / "checkpoints" / "named").glob("*.pth")
+        fold = int(links.loc[rid, "cv_fold"])
+        m = re.fullmatch(rf"fold{fold}_seed42_ep001_miou0\.\d{{4}}_(raw|ema)\.pth", named.name)
+        assert m, named.name
+        best = "best.pth" if m.group(1) == "raw" else "best_ema.pth"
+        assert named.stat().st_ino == (run_dir(rid) / "checkpoints" / best).stat().st_ino
     assert sorted(links["cv_fold"]) == [0, 1, 2] and set(links["cv_group"]) == {"grp_demo_3fold"}
     # each fold's run validated on its own tiles (the evaluated images' tiles): no tile in two folds
     val_tiles = {}

@@ -148,3 +148,27 @@ def test_tpe_sweep_with_median_pruner_prunes_and_promotes(tmp_path, monkeypatch)
     assert not at.exception, [e.message for e in at.exception]
     written = list((tmp_path / "proj" / "configs" / "sweeps").glob("*_best.yaml"))
     assert len(written) == 1 and load_config(written[0]).train.lr == pytest.approx(top["params"]["train.lr"])
+    # ensembles: "top k of this sweep" and members by pattern (best first by their named checkpoint's score)
+    from mapsage.sweep.members import expand_members
+
+    ens_cfg = load_config(ROOT / "configs/stage3_inference/ensemble_demo_segformer_mit-b0_dubai.yaml",
+                          [f"ensemble.from_sweep={sid}", "ensemble.top_k=2", "ensemble.members=[]"])
+    members = [m.checkpoint for m in expand_members(ens_cfg)]
+    done = df[df["state"] == "complete"].sort_values("value", ascending=False)
+    assert members == list(done["run_id"][:2])
+    ens_cfg = load_config(ROOT / "configs/stage3_inference/ensemble_demo_segformer_mit-b0_dubai.yaml",
+                          ["ensemble.pattern=*-t0?_*", "ensemble.top_k=3", "ensemble.members=[]"])
+    picked = [m.checkpoint for m in expand_members(ens_cfg)]
+    assert len(picked) == 3 and all("-t0" in p for p in picked)
+
+
+def test_ensemble_rules_name_what_is_missing(tmp_path, monkeypatch):
+    from mapsage.config import ConfigError, load_config
+    from mapsage.sweep.members import expand_members
+
+    monkeypatch.setenv("MAPSAGE_WORKSPACE", str(tmp_path / "ws"))
+    base = ROOT / "configs/stage3_inference/ensemble_demo_segformer_mit-b0_dubai.yaml"
+    with pytest.raises(ConfigError, match="ensemble.from_sweep: no sweep 'sweep_x_1'"):
+        expand_members(load_config(base, ["ensemble.from_sweep=sweep_x_1", "ensemble.members=[]"]))
+    with pytest.raises(ConfigError, match="ensemble.pattern 'nothing\\*' matches no run"):
+        expand_members(load_config(base, ["ensemble.pattern=nothing*", "ensemble.members=[]"]))

@@ -91,6 +91,11 @@ if group_by != "none" and not table.empty:
     st.dataframe(summary, hide_index=True, width="stretch", key="runs_grouped", placeholder="–",
                  column_config={c: st.column_config.NumberColumn(format="%.2f") for c in summary.columns[3:]})
 rf.group_board_view(split, RANK_METRICS[rank_label], rank_label)
+if len(selected_rows) >= 2:
+    with st.expander(f"Parallel coordinates of the {len(selected_rows)} selected runs", expanded=True,
+                     icon=":material/insights:"):
+        rf.parallel_coordinates([table.iloc[i]["run_id"] for i in selected_rows if i < len(table)], table,
+                                next((c for c in table.columns if c.startswith(f"{rank_label} (")), None))
 selected = [table.iloc[i]["run_id"] for i in selected_rows if i < len(table)]
 
 b1, b2, b3 = st.columns([1, 1, 3])

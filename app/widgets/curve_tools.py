@@ -42,7 +42,7 @@ def x_values(df: pd.DataFrame, axis: str) -> pd.Series:
 
 
 def step_curves(scalars: pd.DataFrame, names_like: str = "loss", smoothing: float = 0.6, axis: str = "step",
-                title: str = "Step losses (train)") -> go.Figure:
+                title: str = "Sampled step losses (train)") -> go.Figure:
     fig = go.Figure()
     if scalars is None or scalars.empty:
         fig.update_layout(title=title + " — no step samples yet", height=320)
@@ -59,8 +59,9 @@ def step_curves(scalars: pd.DataFrame, names_like: str = "loss", smoothing: floa
                                      line=dict(color=color, width=1), opacity=0.25, hoverinfo="skip"))
         fig.add_trace(go.Scatter(x=x, y=ema_smooth(s["value"], smoothing), mode="lines", name=name,
                                  line=dict(color=color, width=2)))
-    fig.update_layout(title=title + (f" · smoothing {smoothing:.2f}" if smoothing else ""), height=320,
-                      xaxis_title=AXES[axis], margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_layout(title=title, height=320, xaxis_title=AXES[axis],
+                      yaxis_title="loss" + (f" (EMA smoothing {smoothing:.2f})" if smoothing else ""),
+                      margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
 

@@ -218,3 +218,80 @@ def _paired_view(board: pd.DataFrame, split: str, metric: str, label: str) -> No
     p = out["pairs"].assign(a=lambda d: d["a"] * 100, b=lambda d: d["b"] * 100, diff=lambda d: d["diff"] * 100)
     st.dataframe(p, hide_index=True, width="stretch", key="runs_pairs", placeholder="–",
                  column_config={c: st.column_config.NumberColumn(format="%.2f") for c in ("a", "b", "diff")})
+
+
+def _flat(d, prefix: str = "") -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            for i, x in enumerate(v[:8]):
+                out.update(_flat(x, f"{key}.{i}."))
+        elif isinstance(v, list) and len(v) <= 4 and all(isinstance(x, (int, float, str)) for x in v):
+            out[key] = "×".join(str(x) for x in v) if v else ""
+        elif isinstance(v, (int, float, str, bool)) or v is None:
+            out[key] = v
+    return out
+
+
+def varying_knobs(configs: dict[str, dict], limit: int = 8) -> pd.DataFrame:
+    """One row per run, one column per config key whose value differs between the runs (meta, names and
+    bookkeeping keys left out), at most ``limit`` columns (numeric keys first)."""
+    import json
+
+    flat = {rid: _flat(json.loads(c) if isinstance(c, str) else c) for rid, c in configs.items()}
+    keys = sorted(set().union(*[set(f) for f in flat.values()])) if flat else []
+    skip = ("meta.", "stage.name", "stage.title", "stage.description", "sweep.", "cv.", "dataset.root")
+    rows = pd.DataFrame({k: [flat[r].get(k) for r in flat] for k in keys if not k.startswith(skip)},
+                        index=list(flat))
+    vary = [c for c in rows.columns if rows[c].astype(str).nunique() > 1]
+    num = [c for c in vary if pd.to_numeric(rows[c], errors="coerce").notna().all()]
+    cat = [c for c in vary if c not in num]
+    return rows[(num + cat)[:limit]]
+
+
+def parallel_coordinates(run_ids: list[str], table: pd.DataFrame, figure_col: str | None) -> None:
+    """Parallel coordinates of the selected runs: the config keys in which they differ, and the figure."""
+    import numpy as np
+    import plotly.graph_objects as go
+
+    import store
+
+    configs = {}
+    for rid in run_ids:
+        r = store.run(rid) or {}
+        if r.get("config_json"):
+            configs[rid] = r["config_json"]
+    if len(configs) < 2:
+        st.caption("Parallel coordinates need two runs with a stored config.")
+        return
+    knobs = varying_knobs(configs)
+    if knobs.empty:
+        st.caption("The selected runs have the same config.")
+        return
+    dims = []
+    for c in knobs.columns:
+        col = knobs[c]
+        num = pd.to_numeric(col, errors="coerce")
+        if num.notna().all():
+            if (num > 0).all() and num.max() / num.min() > 50:
+                dims.append(dict(label=f"log10 {c}", values=np.log10(num.astype(float))))
+            else:
+                dims.append(dict(label=c, values=num.astype(float)))
+        else:
+            cats = sorted(col.astype(str).unique())
+            dims.append(dict(label=c, values=[cats.index(v) for v in col.astype(str)],
+                             tickvals=list(range(len(cats))), ticktext=cats))
+    color = None
+    if figure_col and figure_col in table.columns:
+        fig_by_run = dict(zip(table["run_id"], table[figure_col]))
+        vals = [fig_by_run.get(r) for r in knobs.index]
+        if all(v is not None and v == v for v in vals):
+            dims.append(dict(label=figure_col, values=vals))
+            color = vals
+    line = dict(color=color, colorscale="Viridis", showscale=True) if color else dict(color="#1565c0")
+    fig = go.Figure(go.Parcoords(line=line, dimensions=dims))
+    fig.update_layout(height=360, margin=dict(l=70, r=40, t=50, b=20))
+    st.plotly_chart(fig, width="stretch", key="runs_parcoords")

@@ -394,6 +394,12 @@ class EnsembleMember:
 @dataclass
 class EnsembleCfg:
     members: list[EnsembleMember] = field(default_factory=list)
+    # members picked when the stage starts, added to `members`: the `top_k` best complete trials of a sweep
+    # (`from_sweep`: its id), and/or the runs whose id matches `pattern` (fnmatch, e.g. "*_f?_*"; with `top_k`, the
+    # best by their named checkpoint's score)
+    from_sweep: Optional[str] = None
+    pattern: Optional[str] = None
+    top_k: int = 0
     average: Literal["prob", "logit"] = "prob"
     threshold: float = 0.0                  # mIoU points over the best member needed to keep the ensemble
 

@@ -259,7 +259,9 @@ def run_ensemble(ctx) -> None:
     if not ctx.is_main:
         return
     cfg = ctx.cfg
-    members_cfg = cfg.ensemble.members
+    from ..sweep.members import expand_members
+
+    members_cfg = expand_members(cfg, log=ctx.events.log)
     if len(members_cfg) < 2:
         raise UserError(f"ensemble.members lists {len(members_cfg)} checkpoint(s); an ensemble needs at least two")
     weights = default_weights([m.weight for m in members_cfg])

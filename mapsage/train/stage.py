@@ -72,6 +72,8 @@ def run(ctx: StageContext, extra_losses: Optional[dict] = None) -> dict:
         summary = trainer.fit(resume_from=ctx.resume_from)
     finally:
         trainer.close()
+    if ctx.is_main:
+        _named_copy(ctx, summary)
     if out_of_time() and not ctx.should_stop():
         summary["stopped"] = "max_time"
         if ctx.is_main:
@@ -95,3 +97,40 @@ def _with_time_budget(cfg, should_stop):
         return time.monotonic() >= deadline
 
     return (lambda: should_stop() or out_of_time()), out_of_time
+
+
+def _named_copy(ctx: StageContext, summary: dict) -> None:
+    """The best checkpoint again under a name that says what it is -- fold, seed, epoch and score, e.g.
+    ``checkpoints/named/fold2_seed43_ep037_miou0.6312_ema.pth`` -- a hard link (no extra disk) where the file system
+    allows, for picking ensemble members or deliverables by pattern."""
+    import os
+    import shutil
+
+    from . import checkpoint as ck
+
+    cfg = ctx.cfg
+    best = summary.get("best") or {}
+    cands = [(best.get("raw"), best.get("raw_epoch"), ck.BEST, "raw"),
+             (best.get("ema"), best.get("ema_epoch"), ck.BEST_EMA, "ema")]
+    cands = [c for c in cands if c[0] is not None and c[1] is not None]
+    if not cands:
+        return
+    score, epoch, name, weights = max(cands, key=lambda c: c[0])
+    src = ctx.run_dir / "checkpoints" / name
+    if not src.is_file():
+        return
+    fold = f"fold{cfg.dataset.split.fold}_" if cfg.dataset.split.folds else ""
+    dst = (ctx.run_dir / "checkpoints" / "named" /
+           f"{fold}seed{cfg.train.seed}_ep{int(epoch) + 1:03d}_{cfg.train.save_best_by}{float(score):.4f}_"
+           f"{weights}.pth")
+    dst.parent.mkdir(exist_ok=True)
+    try:
+        if dst.exists():
+            dst.unlink()
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    ctx.events.emit("artifact", kind="checkpoint", path=str(dst.relative_to(ctx.run_dir)), variant="named",
+                    meta={"epoch": int(epoch), "score": float(score), "metric": cfg.train.save_best_by,
+                          "weights": weights, "seed": int(cfg.train.seed),
+                          "fold": cfg.dataset.split.fold if cfg.dataset.split.folds else None})
