@@ -129,3 +129,17 @@ def test_paired_groups_pair_folds_and_seeds(tmp_path, monkeypatch, capsys):
     assert main(["groups", "list"]) == 0
     text = capsys.readouterr().out
     assert "B - A = +2.00 points over 3 pair(s)" in text and "grp_B  3 run(s)" in text
+
+
+def test_launch_group_checks_every_run_then_queues_them(tmp_path, monkeypatch):
+    from runners import groups, jobs
+
+    monkeypatch.setenv("MAPSAGE_WORKSPACE", str(tmp_path / "ws"))
+    queued = []
+    monkeypatch.setattr(jobs, "submit", lambda cfg: queued.append(cfg) or f"run{len(queued)}")
+    gid, rids = groups.launch_group(DEMO, ["train.epochs=1"], seeds=2, folds=3)
+    assert rids == [f"run{i}" for i in range(1, 7)] and gid.startswith("grp_")
+    assert [(c.dataset.split.fold, c.train.seed) for c in queued] == [(0, 42), (0, 43), (1, 42), (1, 43), (2, 42),
+                                                                        (2, 43)]
+    assert {c.cv.group for c in queued} == {gid} and all(c.dataset.split.folds == 3 for c in queued)
+    assert len({c.stage.name for c in queued}) == 6
