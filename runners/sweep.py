@@ -287,6 +287,9 @@ def drive(sweep_id: str, launcher: Optional[Callable[[Config], str]] = None, pol
         for key, t in state["trials"].items():
             if t.get("state") not in (None, "running"):
                 continue
+            if not t.get("run_id"):          # a driver that died between ask and launch: the trial never ran
+                t.update(state=_tell(study, t, "refused", cfg.sweep.direction)[0], status="refused", ended_at=now)
+                continue
             status = _run_status(t["run_id"])
             if status in FINAL_STATUSES:
                 t["status"] = status
@@ -335,6 +338,17 @@ def drive(sweep_id: str, launcher: Optional[Callable[[Config], str]] = None, pol
     state["ended_at"] = time.time()
     _write_state(sweep_id, state)
     return state
+
+
+def resume(sweep_id: str) -> int:
+    """Start a new driver for a sweep whose driver is gone (it picks up the trials in flight). Returns its pid."""
+    state = read_state(sweep_id)
+    drv = state.get("driver") or {}
+    if drv.get("pid") and procs.pid_alive(drv["pid"], drv.get("ticks")):
+        raise UserError(f"sweep {sweep_id}: its driver (pid {drv['pid']}) is still running")
+    if state.get("status") == "finished":
+        raise UserError(f"sweep {sweep_id} has finished; raise sweep.n_trials in a new sweep to go on")
+    return spawn_driver(sweep_id)
 
 
 def cancel(sweep_id: str) -> str:

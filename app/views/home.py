@@ -54,8 +54,10 @@ if n_runs == 0:
     st.caption(f"Workspace folder: `{workspace_label()}` (set `MAPSAGE_WORKSPACE` to move it).")
 else:
     counts = runs["status"].value_counts()
-    cols = st.columns(6)
-    for col, status in zip(cols, ["queued", "running", "succeeded", "failed", "cancelled", "died"]):
+    shown = ["queued", "running", "succeeded", "failed", "cancelled", "died"] + (["pruned"] if counts.get("pruned")
+                                                                                  else [])
+    cols = st.columns(len(shown))
+    for col, status in zip(cols, shown):
         col.metric(f"{STATUS_ICONS[status]} {status}", int(counts.get(status, 0)))
     lines = []
     for split in guard(data.evaluated_splits, default=[]) or []:

@@ -26,6 +26,9 @@ def register(sub) -> None:
     s.add_argument("sweep_id")
     s.add_argument("--out", default=None, help="the template file (default configs/sweeps/<name>_best.yaml)")
     s.set_defaults(func=_promote)
+    s = ss.add_parser("resume", help="start a new driver for a sweep whose driver died")
+    s.add_argument("sweep_id")
+    s.set_defaults(func=_resume)
     s = ss.add_parser("cancel", help="stop a sweep (its trials in flight are cancelled)")
     s.add_argument("sweep_id")
     s.set_defaults(func=_cancel)
@@ -110,4 +113,11 @@ def _cancel(args) -> int:
     from runners import sweep
 
     print(sweep.cancel(args.sweep_id))
+    return 0
+
+
+def _resume(args) -> int:
+    from runners import sweep
+
+    print(f"driver pid {sweep.resume(args.sweep_id)}")
     return 0
