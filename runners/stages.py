@@ -20,6 +20,7 @@ STAGES: dict[str, str] = {
     "demo_job": "mapsage.demo_stage:run",
     "export": "mapsage.export.stage:run",
     "predict": "mapsage.deliver.stage:run_predict",
+    "reliability": "mapsage.reliability.stage:run",
 }
 
 def register(kind: str, target: str) -> None:
