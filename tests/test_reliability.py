@@ -209,3 +209,32 @@ def test_extent_zones_mark_borders_and_seams():
     assert rows.nonzero()[0].tolist() == [36, 64] and cols.nonzero()[0].tolist() == [56, 64]
     z = zones(100, 120, rows, cols, 4)
     assert z[0, 50] == 0 and z[50, 0] == 0 and z[37, 20] == 1 and z[20, 20] == 2
+
+
+def test_temperature_reaches_inference_and_ensembles():
+    from types import SimpleNamespace
+
+    from mapsage.config.schema import TTACfg
+    from mapsage.infer.core import infer_probs
+    from mapsage.infer.ensemble import Ensemble
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, scale):
+            super().__init__()
+            self.scale = scale
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return self.scale * torch.cat([x[:, :1], -x[:, :1], x[:, 1:2]], 1)
+
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    ev = SimpleNamespace(mode="whole", tta=TTACfg(), temperature=None)
+    base = infer_probs(Fixed(4.0), x, ev, 3)
+    ev.temperature = 2.0
+    scaled = infer_probs(Fixed(4.0), x, ev, 3)
+    assert torch.allclose(scaled, infer_probs(Fixed(2.0), x, SimpleNamespace(mode="whole", tta=TTACfg()), 3),
+                          atol=1e-6)
+    assert torch.equal(base.argmax(1), scaled.argmax(1)) and scaled.max(1).values.mean() < base.max(1).values.mean()
+    ens = Ensemble([Fixed(4.0), Fixed(6.0)], [0.5, 0.5], temperatures=[2.0, 3.0], num_classes=3)
+    ref = Ensemble([Fixed(2.0), Fixed(2.0)], [0.5, 0.5], num_classes=3)
+    assert torch.allclose(ens(x), ref(x), atol=1e-6)

@@ -384,6 +384,8 @@ class EnsembleMember:
 class EnsembleCfg:
     members: list[EnsembleMember] = field(default_factory=list)
     average: Literal["prob", "logit"] = "prob"
+    calibrate: bool = False                 # divide each member's logits by its fitted temperature (its run's
+                                            # newest reliability card); members without one stay uncalibrated
     threshold: float = 0.0                  # mIoU points over the best member needed to keep the ensemble
 
 
@@ -580,6 +582,7 @@ class PredictCfg:
     source: str = ""                        # a split name, an image folder or a raster file ("" = test split)
     weights: Literal["auto", "raw", "ema"] = "auto"   # which weights of the checkpoint
     adopt: bool = True                      # apply the TTA / post-processing the run's A/B stages kept
+    calibrate: bool = False                 # temperature scaling with the T of the run's newest reliability card
     probabilities: Literal["off", "float16", "uint8"] = "off"   # per-class probabilities beside the ids
     color: bool = True                      # colour PNGs beside the id PNGs
     bands: list[int] = field(default_factory=lambda: [1, 2, 3])   # raster bands fed as RGB (1-based)

@@ -224,3 +224,17 @@ class CalibrationAccumulator:
             "diagram_before": before_bins, "diagram_after": after_bins, "diagram_all": full_bins,
             "heldout": held,
         }
+
+
+def stored_temperature(run_id: str) -> Optional[float]:
+    """The temperature fitted by ``run_id``'s newest succeeded reliability run (its ``calibration.json``), or None."""
+    import json
+
+    from ..deliver.model_source import _child_runs
+
+    found = None
+    for _rid, folder, info in _child_runs(run_id):
+        if (info.get("kind") or info.get("stage_kind")) == "reliability" and (folder / "calibration.json").is_file():
+            t = json.loads((folder / "calibration.json").read_text()).get("temperature")
+            found = float(t) if t else found
+    return found
