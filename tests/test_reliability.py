@@ -238,3 +238,27 @@ def test_temperature_reaches_inference_and_ensembles():
     ens = Ensemble([Fixed(4.0), Fixed(6.0)], [0.5, 0.5], temperatures=[2.0, 3.0], num_classes=3)
     ref = Ensemble([Fixed(2.0), Fixed(2.0)], [0.5, 0.5], num_classes=3)
     assert torch.allclose(ens(x), ref(x), atol=1e-6)
+
+
+def test_report_carries_the_reliability_section(tmp_path):
+    from mapsage.report import ReportData, render_html, render_markdown
+    from mapsage.report.export import write_report
+
+    card = {"corruption": {"split": "val", "rows": [
+        {"corruption": "haze", "label": "haze", "severity": 1, "miou": 0.40, "mbiou": 0.20},
+        {"corruption": "haze", "label": "haze", "severity": 3, "miou": 0.30, "mbiou": 0.15}],
+        "clean": {"miou": 0.5, "mbiou": 0.3},
+        "summary": {"clean_miou": 0.5, "mean_corrupted_miou": 0.35, "relative_robustness": 0.7}},
+        "calibration": {"ece_before": 0.08, "ece_after": 0.02, "temperature": 1.7,
+                        "diagram_before": {"conf": [0.9], "acc": [0.8], "count": [10]},
+                        "diagram_after": {"conf": [0.82], "acc": [0.8], "count": [10]}}}
+    data = ReportData(runs=[{"run_id": "r1", "name": "r1"}, {"run_id": "r2", "name": "r2"}],
+                      reliability={"r1": card})
+    html = render_html(data)
+    assert 'id="reliability"' in html and "severity 3: mIoU / BIoU %" in html and "30.00 / 15.00" in html
+    md = render_markdown(data)
+    assert "## Reliability" in md and "| r1 | 50.00 | 35.00 | 0.70 |" in md and "| 8.00 | 2.00 | 1.70 |" in md
+    files = write_report(data, None, csv_dir=tmp_path)
+    import pandas as pd
+    rel = pd.read_csv(files.csv["reliability"])
+    assert list(rel["corruption"]) == ["clean", "haze", "haze"] and list(rel["severity"]) == [0, 1, 3]
