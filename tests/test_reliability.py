@@ -97,6 +97,7 @@ def test_temperature_scaling_fits_an_overconfident_model_and_lowers_ece():
     assert res["ece_after"] < res["ece_before"]
     assert res["heldout"]["ece_after"] < res["ece_before"]
     assert res["ece_before_all"] == pytest.approx(cal.ece(cal._softmax(over), labels), abs=1e-6)
+    assert res["ece_before"] == pytest.approx(res["ece_before_all"], abs=0.01)   # the weighted sample estimates it
 
 
 def _scene_rows(shift: float, seed: int, scenes: int = 3, per_side: int = 3):
