@@ -193,9 +193,11 @@ def bootstrap_table(card: dict) -> pd.DataFrame:
     for c in (card.get("bootstrap") or {}).get("comparisons", []):
         b, t = c["block"], c["tile"]
         rows.append({"comparison": f"{c['b']} − {c['a']}", "Δ mIoU (points)": PCT * c["delta"],
-                     f"block CI ({b['label']})": f"[{PCT * b['ci_low']:+.2f}, {PCT * b['ci_high']:+.2f}]",
+                     "resampled": b["label"],
+                     "block CI": f"[{PCT * b['ci_low']:+.2f}, {PCT * b['ci_high']:+.2f}]",
                      "block width": PCT * (b["ci_high"] - b["ci_low"]),
-                     f"tile-wise CI ({t['n_tiles']} tiles)": f"[{PCT * t['ci_low']:+.2f}, {PCT * t['ci_high']:+.2f}]",
+                     "tiles": t["n_tiles"],
+                     "tile-wise CI": f"[{PCT * t['ci_low']:+.2f}, {PCT * t['ci_high']:+.2f}]",
                      "tile-wise width": PCT * (t["ci_high"] - t["ci_low"]),
                      "MDE block (points)": PCT * b["mde"], "MDE tile-wise": PCT * t["mde"],
                      "significant (blocks)": b["significant"], "source": c.get("what", "")})
@@ -235,7 +237,7 @@ def reliability_section(run_id: str, run: dict, key: str = "rel") -> None:
     st.plotly_chart(corruption_heatmap(card), width="stretch", key=f"{key}_heat")
     tab = corruption_table(card)
     if not tab.empty:
-        st.dataframe(tab, hide_index=True, width="stretch",
+        st.dataframe(tab, hide_index=True, width="stretch", placeholder="–",
                      column_config={c: st.column_config.NumberColumn(format="%.2f") for c in tab.columns
                                     if c != "corruption"})
     cal = card.get("calibration")
@@ -256,7 +258,9 @@ def reliability_section(run_id: str, run: dict, key: str = "rel") -> None:
                                                     for v in cal["class_ece_before"]],
                                    "ECE after %": [PCT * v if v is not None else None
                                                    for v in cal["class_ece_after"]]}),
-                     hide_index=True, width="stretch")
+                     hide_index=True, width="stretch", placeholder="–",
+                     column_config={c: st.column_config.NumberColumn(format="%.2f")
+                                    for c in ("ECE before %", "ECE after %")})
     ext = card.get("extent")
     if ext and ext.get("rate") is not None:
         st.markdown("#### Extent invariance")
@@ -268,12 +272,13 @@ def reliability_section(run_id: str, run: dict, key: str = "rel") -> None:
     boot = card.get("bootstrap")
     if boot:
         st.markdown("#### Statistics that respect space")
-        st.caption(f"Paired bootstrap over {boot.get('blocks')} beside the tile-wise one ({boot.get('n_tiles')} "
-                   "tiles). MDE: the smallest ΔmIoU these tiles detect at 95 % with 80 % power."
-                   + (f" {boot['note']}." if boot.get("note") else ""))
+        notes = sorted({c.get("note") for c in boot.get("comparisons", []) if c.get("note")})
+        st.caption("Paired bootstraps (B − A, points) resampling spatial blocks (*resampled*: scenes, or a K×K grid "
+                   "of blocks per scene) beside the tile-wise one on the same tiles. MDE: the smallest ΔmIoU these "
+                   "tiles detect at 95 % with 80 % power. " + " ".join(f"{n}." for n in notes))
         bt = bootstrap_table(card)
         if not bt.empty:
-            st.dataframe(bt, hide_index=True, width="stretch",
+            st.dataframe(bt, hide_index=True, width="stretch", placeholder="–",
                          column_config={c: st.column_config.NumberColumn(format="%.2f") for c in bt.columns
                                         if bt[c].dtype.kind == "f"})
 
