@@ -36,6 +36,9 @@ type            payload
                 ``path`` (relative to the run folder, or absolute), ``tile``, ``variant``, ``meta``
 ``health``      ``check``, ``status`` (pass | warn | fail), ``verdict`` (one line), ``evidence`` (mapping),
                 ``picture`` (artifact path or null)
+``reliability`` one section of a reliability card (stage kind ``reliability``): ``section`` (corruption |
+                calibration | extent | bootstrap) and its figures (see :mod:`mapsage.reliability.stage`); kept in
+                the store's event ledger (``store.events(run, types="reliability")``)
 ``log``         ``level``, ``message``
 ``run_info``    ``name``, ``stage``, ``kind``, ``config_hash``, ``code_commit``, ``dataset``, ``split``, ... (any
                 facts a run wants on its row)

@@ -21,6 +21,7 @@ STAGES: dict[str, str] = {
     "export": "mapsage.export.stage:run",
     "predict": "mapsage.deliver.stage:run_predict",
     "lr_find": "mapsage.train.lr_find:run",
+    "reliability": "mapsage.reliability.stage:run",
 }
 
 def register(kind: str, target: str) -> None:

@@ -104,7 +104,35 @@ def report_frames(run_ids: Sequence[str]) -> dict[str, Any]:
         "artifacts": artifacts(ids, kind=list(THUMBNAIL_KINDS)),
         "verdicts": verdicts(ids),
         "health": health(ids),
+        "reliability": reliability_cards(ids),
     }
+
+
+def reliability_cards(run_ids: Sequence[str]) -> dict[str, dict]:
+    """Run id -> its reliability card ``{section: payload}``: the run's own ``reliability`` events when it is a
+    reliability run, else those of its newest succeeded reliability child (``parent_run``)."""
+    import json
+
+    out: dict[str, dict] = {}
+    ids = list(run_ids)
+    if not ids:
+        return out
+    marks = ", ".join("?" * len(ids))
+    src = _query(f"SELECT run_id AS rid, run_id AS src FROM runs WHERE kind = 'reliability' AND run_id IN ({marks}) "
+                 f"UNION ALL SELECT parent_run AS rid, arg_max(run_id, created_at) AS src FROM runs WHERE kind = "
+                 f"'reliability' AND status = 'succeeded' AND parent_run IN ({marks}) GROUP BY parent_run",
+                 ids + ids)
+    for rid, s in zip(src["rid"], src["src"]):
+        if rid in out:
+            continue
+        ev = _query("SELECT payload FROM events WHERE run_id = ? AND type = 'reliability' ORDER BY seq", [s])
+        card = {}
+        for p in ev["payload"]:
+            d = json.loads(p)
+            card[d.get("section")] = d
+        if card:
+            out[rid] = card
+    return out
 
 
 def _attach_external(runs: list[dict]) -> None:

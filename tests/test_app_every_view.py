@@ -13,7 +13,7 @@ from tests.conftest_allkinds import allkinds_store  # noqa: F401  (session fixtu
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = str(ROOT / "app" / "main.py")
 KINDS = ["health", "train", "distill", "evaluate", "tta_ab", "post", "ensemble", "refine"]
-DETAIL_TABS = ["Curves", "Per class", "Confusion", "Domains", "Health", "A/B", "Config", "Log"]
+DETAIL_TABS = ["Curves", "Per class", "Confusion", "Domains", "Health", "A/B", "Config", "Log", "Reliability"]
 
 
 @pytest.fixture

@@ -102,7 +102,10 @@ st.dataframe(pd.DataFrame({"evaluation": list(evals), "identity": [e["identity"]
 # ---------------------------------------------------------------------------------------------------------- bootstrap
 st.subheader("Is the difference real? Paired bootstrap over tiles")
 tiles = {lab: guard(store.tiles_of, *eval_of[lab], default=pd.DataFrame()) for lab in evals}
-boot, problems = compare.bootstrap_rows(tiles, reference, n=n_boot)
+_ref_cfg = (rows[picked[0]] or {}).get("config") or {}
+boot, problems = compare.bootstrap_rows(tiles, reference, n=n_boot, group_regex=(
+    ((_ref_cfg.get("dataset") or {}).get("split") or {}).get("group_regex")),
+    block_by=(_ref_cfg.get("reliability") or {}).get("block_by", "auto"))
 imported = {labels[r] for r in picked if (rows[r] or {}).get("kind") == "imported"}
 for label, why in problems.items():
     st.warning(f"{label}: cannot bootstrap — " + ("an imported run: its source kept no per-tile areas"
@@ -118,6 +121,12 @@ if not boot.empty:
         f"ΔBoundary IoU ({split})": boot["bdelta"] * 100,
         "bIoU CI": [f"[{lo * 100:+.2f}, {hi * 100:+.2f}]" for lo, hi in zip(boot["blo"], boot["bhi"])],
         "tiles": boot["n_tiles"],
+        "spatial-block CI": [f"[{lo * 100:+.2f}, {hi * 100:+.2f}]" for lo, hi in zip(boot["block_lo"],
+                                                                                 boot["block_hi"])],
+        "blocks": boot["blocks"],
+        "MDE (points)": boot["mde"] * 100,
+        "detectable?": ["yes" if abs(d) >= m else f"no: {abs(d) * 100:.2f} < MDE {m * 100:.2f}"
+                        for d, m in zip(boot["delta"], boot["mde"])],
     })
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={c: st.column_config.NumberColumn(c, format="%+.2f")
@@ -125,8 +134,17 @@ if not boot.empty:
     few = int(boot["n_tiles"].min())
     st.caption(f"{n_boot} resamples of the {few} paired tiles (the same draw for both runs; dataset-level mIoU "
                f"recomputed from the summed intersections and unions). A difference is *real* only when its 95 % "
-               f"interval excludes 0." + (f" **Only {few} tiles: the interval itself is unreliable; evaluate on "
+               f"interval excludes 0. The spatial-block interval resamples whole scenes (or a grid of blocks per "
+               f"scene) since neighbouring tiles are correlated; MDE: the smallest ΔmIoU these tiles detect at 95 % "
+               f"with 80 % power (spatial blocks)."
+               + (f" {boot['block_note'].iloc[0]}." if boot["block_note"].iloc[0] else "") + (f" **Only {few} tiles: the interval itself is unreliable; evaluate on "
                                           f"more tiles before trusting it.**" if few < 10 else ""))
+
+# ---------------------------------------------------------------------------------------------------------- reliability
+st.subheader("Reliability (side by side)")
+from app.widgets.reliability import compare_section  # noqa: E402
+
+compare_section([r for r in picked])
 
 # ---------------------------------------------------------------------------------------------------------- classes
 st.subheader("Per-class ΔIoU")

@@ -157,8 +157,9 @@ lr_find_section(run, scalars)
 palette = data.palette_of(run)
 overall = evals.overall(metrics)
 
-TABS = ["Curves", "Per class", "Confusion", "Domains", "Health", "A/B", "Config", "Log"]
-first = {"health": "Health", "tta_ab": "A/B", "refine": "A/B", "ensemble": "A/B", "evaluate": "Per class"}
+TABS = ["Curves", "Per class", "Confusion", "Domains", "Health", "A/B", "Config", "Log", "Reliability"]
+first = {"health": "Health", "tta_ab": "A/B", "refine": "A/B", "ensemble": "A/B", "evaluate": "Per class",
+         "reliability": "Reliability"}
 # lazy tabs, bound to the URL (?tab=Per+class): only the open tab's content is computed and drawn
 tabs = st.tabs(TABS, default=first.get(run.get("kind"), "Curves"), key="tab", bind="query-params")
 
@@ -209,6 +210,11 @@ with tabs[0]:
         st.plotly_chart(f_miou, width="stretch", key="c_miou")
         if variants:
             st.plotly_chart(f_pc, width="stretch", key="c_pc")
+        from app.widgets import reliability as rel_w
+        if rel_w.has_val_loss(scalars):
+            st.plotly_chart(rel_w.loss_curves(scalars), width="stretch", key="c_valloss")
+        if not epoch_evals.empty:
+            st.plotly_chart(rel_w.metric_curves(epoch_evals, split), width="stretch", key="c_metrics5")
         st.plotly_chart(f_train, width="stretch", key="c_train")
         from app.widgets.curve_tools import step_curves_panel
 
@@ -362,3 +368,8 @@ with tabs[7]:
         if logs is not None and not logs.empty:
             st.markdown("**Log records**")
             st.dataframe(logs[["time", "level", "message"]], hide_index=True, width="stretch", placeholder="–")
+
+with tabs[8]:
+    if shown(8):
+        from app.widgets.reliability import reliability_section
+        reliability_section(rid, run)

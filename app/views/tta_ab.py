@@ -84,16 +84,19 @@ for rid, g in rows.groupby("run_id", sort=False):
             f"baseline mIoU ({split})": g["baseline_miou"] * 100,
             f"gain ({crit}, points)": g["gain"],
             "threshold (points)": g["threshold"],
+            "MDE (points)": [c["mde"] if c else None for c in ci],
             "decision": g["decision"],
             f"Δ{crit} 95 % CI (points)": [f"[{c['low']:+.2f}, {c['high']:+.2f}]" if c else "–" for c in ci],
             "tiles paired": [str(c["n_tiles"]) if c else "–" for c in ci],
+            f"Δ{crit} CI, spatial blocks": [f"[{c['block_low']:+.2f}, {c['block_high']:+.2f}] ({c['blocks']})"
+                                            if c else "–" for c in ci],
             "images/s": g["images_per_s"],
             "images/s median [IQR] (n)": [c["spread"] for c in speed],
             "speed vs baseline": [c["vs"] for c in speed],
             "wall (s)": g["wall_s"],
         })
         num = {c: st.column_config.NumberColumn(c, format="%.2f") for c in table.columns
-               if c.endswith(f"({split})") or c in ("threshold (points)", "images/s", "wall (s)")}
+               if c.endswith(f"({split})") or c in ("threshold (points)", "MDE (points)", "images/s", "wall (s)")}
         num[f"gain ({crit}, points)"] = st.column_config.NumberColumn(f"gain ({crit}, points)", format="%+.2f")
         for c in ("variant", "baseline"):     # long labels (ensemble members) must not push the figures off
             num[c] = st.column_config.TextColumn(c, width="medium")
@@ -101,6 +104,12 @@ for rid, g in rows.groupby("run_id", sort=False):
             st.caption(f"baseline: `{short_label(g['baseline'].iloc[0])}`")
             table = table.drop(columns=["baseline"])
         st.dataframe(table, hide_index=True, width="stretch", column_config=num, placeholder="–")
+        small = [c for c in ci if c and not c["detectable"]]
+        if small:
+            c = max(small, key=lambda c: c["mde"])
+            st.caption(f":material/info: +{abs(float(g['threshold'].iloc[0])):g} is below what these "
+                       f"{c['n_tiles']} tiles can detect: the minimum detectable effect (95 %, 80 % power, "
+                       f"resampling {c['blocks']}) is {c['mde']:.2f} points.")
         coarse = [c for c in ci if c and not c["resolves"]]
         if coarse:
             c = max(coarse, key=lambda c: c["half_width"])

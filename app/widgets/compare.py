@@ -88,11 +88,15 @@ def class_deltas(per_class: dict[str, pd.DataFrame], reference: str, col: str = 
     return pd.DataFrame(out, columns=["run", "class_id", "class_name", "delta"])
 
 
-def bootstrap_rows(tiles: dict[str, pd.DataFrame], reference: str, n: int = 2000, seed: int = 0
+def bootstrap_rows(tiles: dict[str, pd.DataFrame], reference: str, n: int = 2000, seed: int = 0,
+                   group_regex: str | None = None, block_by: str = "auto"
                    ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Paired bootstrap of each run against the reference. Returns (rows: run, delta, lo, hi, significant,
-    p_value, n_tiles, a, b, bdelta, blo, bhi, bsignificant; problems: run -> why it could not be compared)."""
+    p_value, n_tiles, a, b, bdelta, blo, bhi, bsignificant, and the spatial-block figures block_lo, block_hi,
+    block_significant, blocks (what was resampled), mde (block) and tile_mde, in fractions; problems: run -> why
+    it could not be compared). ``lo``/``hi`` stay the tile-wise interval."""
     from mapsage.metrics import paired_bootstrap
+    from mapsage.metrics.blocks import block_plan
 
     ref = tiles.get(reference)
     rows, problems = [], {}
@@ -105,12 +109,19 @@ def bootstrap_rows(tiles: dict[str, pd.DataFrame], reference: str, n: int = 2000
             problems[label] = "no per-tile rows for this split and weights"
             continue
         try:
-            res = paired_bootstrap(ref, t, n=n, seed=seed)
+            plan = block_plan(list(ref["tile"].astype(str)), block_by, group_regex)
+            full = paired_bootstrap(ref, t, n=n, seed=seed, blocks=plan.ids, block_by=plan.by)
         except ValueError as exc:
             problems[label] = str(exc)
             continue
-        b = res.get("mbiou") or {}
+        res = full.get("tilewise") or full
+        res = {**full, **{k: res[k] for k in ("ci_low", "ci_high", "significant", "p_value", "se", "mde")}}
+        b = full.get("mbiou") if "tilewise" not in full else (full["tilewise"].get("mbiou") or {})
+        b = b or {}
         rows.append({"run": label, "delta": res["delta"], "lo": res["ci_low"], "hi": res["ci_high"],
+                     "block_lo": full["ci_low"], "block_hi": full["ci_high"],
+                     "block_significant": bool(full["significant"]), "mde": full["mde"], "tile_mde": res["mde"],
+                     "blocks": plan.label, "block_note": plan.note,
                      "significant": bool(res["significant"]), "p_value": res["p_value"], "n_tiles": res["n_tiles"],
                      "a": res["a"], "b": res["b"], "bdelta": b.get("delta", np.nan), "blo": b.get("ci_low", np.nan),
                      "bhi": b.get("ci_high", np.nan), "bsignificant": bool(b.get("significant", False))})

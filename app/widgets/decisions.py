@@ -43,14 +43,25 @@ def interval(run_id: str, split: str, variant: str, baseline: str, criterion: st
     b = store.tiles(run_id, split=split, variant=variant)
     if a.empty or b.empty:
         return None
-    boot = paired_bootstrap(a, b, n=n, seed=0)
-    d = boot if criterion == "miou" else boot.get("mbiou")
+    from mapsage.metrics.blocks import block_plan
+
+    cfg = (store.run(run_id) or {}).get("config") or {}
+    plan = block_plan(list(a["tile"].astype(str)), (cfg.get("reliability") or {}).get("block_by", "auto"),
+                      ((cfg.get("dataset") or {}).get("split") or {}).get("group_regex"))
+    boot = paired_bootstrap(a, b, n=n, seed=0, blocks=plan.ids, block_by=plan.by)
+    tw = boot.get("tilewise") or boot
+    d = tw if criterion == "miou" else tw.get("mbiou")
+    blk = boot if criterion == "miou" else boot.get("mbiou")
     if not d:
         return None
     half = (d["ci_high"] - d["ci_low"]) * 50.0
+    mde = (blk or d)["mde"] * 100
     return {"delta": d["delta"] * 100, "low": d["ci_low"] * 100, "high": d["ci_high"] * 100,
             "n_tiles": int(boot["n_tiles"]), "half_width": half,
-            "resolves": threshold is None or abs(float(threshold)) >= half}
+            "resolves": threshold is None or abs(float(threshold)) >= half,
+            # spatial blocks (scenes, or a grid per scene): the interval and the minimum detectable effect
+            "block_low": (blk or d)["ci_low"] * 100, "block_high": (blk or d)["ci_high"] * 100, "mde": mde,
+            "blocks": plan.label, "detectable": threshold is None or abs(float(threshold)) >= mde}
 
 
 def throughput_cells(details: object) -> dict:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-StageKind = Literal["train", "evaluate", "tta_ab", "health", "refine", "distill", "ensemble", "demo_job", "export", "predict", "lr_find"]
+StageKind = Literal["train", "evaluate", "tta_ab", "health", "refine", "distill", "ensemble", "demo_job", "export", "predict",
+                    "lr_find", "reliability"]
 
 
 @dataclass
@@ -331,6 +332,10 @@ class TrainCfg:
     # wall-clock budget of the training run in hours (e.g. 0.5): when it runs out the run stops at the next step,
     # saves last.pth (resumable) and ends `succeeded`, saying so in its log (null: no limit)
     max_time: Optional[float] = None
+    # best checkpoints and early stopping on clean validation (clean) or on S = combo_alpha * clean +
+    # (1 - combo_alpha) * mean over reliability.combo_corruptions at reliability.combo_severity (combo)
+    select_by: Literal["clean", "combo"] = "clean"
+    combo_alpha: float = 0.7
 
 
 @dataclass
@@ -360,6 +365,8 @@ class EvalCfg:
     ab_guard: float = 0.5
     speed_repeats: int = 5                  # images/s: at least this many warm timings (median and IQR over them;
                                             # a split with fewer timed tiles re-times its last tile)
+    temperature: Optional[float] = None     # logits divided by this before the softmax (temperature scaling;
+                                            # null: off). A reliability run fits it on validation.
 
 
 @dataclass
@@ -401,6 +408,8 @@ class EnsembleCfg:
     pattern: Optional[str] = None
     top_k: int = 0
     average: Literal["prob", "logit"] = "prob"
+    calibrate: bool = False                 # divide each member's logits by its fitted temperature (its run's
+                                            # newest reliability card); members without one stay uncalibrated
     threshold: float = 0.0                  # mIoU points over the best member needed to keep the ensemble
 
 
@@ -597,6 +606,7 @@ class PredictCfg:
     source: str = ""                        # a split name, an image folder or a raster file ("" = test split)
     weights: Literal["auto", "raw", "ema"] = "auto"   # which weights of the checkpoint
     adopt: bool = True                      # apply the TTA / post-processing the run's A/B stages kept
+    calibrate: bool = False                 # temperature scaling with the T of the run's newest reliability card
     probabilities: Literal["off", "float16", "uint8"] = "off"   # per-class probabilities beside the ids
     color: bool = True                      # colour PNGs beside the id PNGs
     bands: list[int] = field(default_factory=lambda: [1, 2, 3])   # raster bands fed as RGB (1-based)
@@ -668,6 +678,42 @@ class CvCfg:
 
 
 @dataclass
+class ReliabilityCfg:
+    """The reliability card (stage kind ``reliability``, mapsage.reliability)."""
+    corruptions: list[str] = field(default_factory=lambda: [
+        "gaussian_noise", "defocus_blur", "motion_blur", "jpeg", "brightness_contrast", "haze", "cloud",
+        "color_shift", "resample"])
+    severities: list[int] = field(default_factory=lambda: [1, 3, 5])     # of 1..5
+    max_tiles: Optional[int] = None         # tiles per corrupted pass, spread over eval.split (null: all)
+    calibration_bins: int = 15
+    calibration_binning: Literal["fixed", "mass"] = "fixed"   # equal-width or equal-mass confidence bins
+    sample_per_tile: int = 20000            # pixels per tile kept for the temperature fit
+    block_by: Literal["auto", "group", "grid", "tile"] = "auto"   # spatial blocks of the paired bootstrap
+    grid_k: int = 2                         # grid: K x K blocks per scene
+    min_blocks: int = 8                     # auto: scenes needed before scenes are the blocks
+    n_boot: int = 2000
+    extent_tiles: Optional[int] = 6         # tiles predicted twice for extent invariance (null: all)
+    extent_window_scale: float = 0.75       # second window = this x the first (whole: eval.tile)
+    extent_zone_px: int = 16                # a disagreement this close to a window seam / image border is "seam" /
+                                            # "border"
+    combo_corruptions: list[str] = field(default_factory=lambda: ["gaussian_noise", "defocus_blur", "jpeg", "haze"])
+    combo_severity: int = 3                 # train.select_by: combo validates at this severity
+    combo_max_tiles: Optional[int] = None   # tiles per corrupted validation pass during training (null: all)
+
+    def validate(self):
+        from ..reliability.corruptions import CORRUPTIONS, MAX_SEVERITY
+        for key in ("corruptions", "combo_corruptions"):
+            bad = [c for c in getattr(self, key) if c not in CORRUPTIONS]
+            if bad:
+                raise ValueError(f"reliability.{key}: unknown corruption(s) {bad}; known: {list(CORRUPTIONS)}")
+        for s in list(self.severities) + [self.combo_severity]:
+            if not 1 <= int(s) <= MAX_SEVERITY:
+                raise ValueError(f"reliability severities must be in 1..{MAX_SEVERITY}, got {s}")
+        if self.grid_k < 1:
+            raise ValueError("reliability.grid_k must be at least 1")
+
+
+@dataclass
 class Config:
     dataset: DatasetCfg
     stage: StageCfg = field(default_factory=StageCfg)
@@ -688,6 +734,7 @@ class Config:
     sweep: SweepCfg = field(default_factory=SweepCfg)
     lr_find: LrFindCfg = field(default_factory=LrFindCfg)
     cv: CvCfg = field(default_factory=CvCfg)
+    reliability: ReliabilityCfg = field(default_factory=ReliabilityCfg)
     meta: dict[str, Any] = field(default_factory=dict)   # free-form notes (not validated)
 
     @property

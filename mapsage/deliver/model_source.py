@@ -155,6 +155,13 @@ def adopted_settings(run_id: Optional[str], cfg, weights: str) -> tuple[Any, Any
                                       vflip=bool(tta.get("vflip")))
                 adopted.append({"what": "tta", "run": rid, "variant": row.get("variant"),
                                 "gain_points": row.get("gain")})
+            if kind == "reliability" and cfg.predict.calibrate and (folder / "calibration.json").is_file():
+                import json
+                t = json.loads((folder / "calibration.json").read_text()).get("temperature")
+                if t:
+                    eval_cfg.temperature = float(t)          # the newest card wins (children oldest first)
+                    adopted.append({"what": "temperature", "run": rid, "variant": f"T={float(t):.3f}",
+                                    "gain_points": None})
             row = _kept(records, "post") if kind == "evaluate" else None
             if row is not None:
                 try:
@@ -205,7 +212,12 @@ def _ensemble_predictor(run_id: str, folder: Path, key: str, device) -> Optional
         hashes.append({"path": str(resolved.path), "sha256": sha256_file(resolved.path), "weights": resolved.weights,
                        "run_id": resolved.run_id})
     weights = default_weights([m.weight for m in cfg.ensemble.members])
-    ens = Ensemble(models, weights, average=cfg.ensemble.average, num_classes=cfg.dataset.num_classes)
+    temps = None
+    if cfg.ensemble.calibrate:
+        from ..reliability.calibration import stored_temperature
+        temps = [stored_temperature(h["run_id"]) if h["run_id"] else None for h in hashes]
+    ens = Ensemble(models, weights, average=cfg.ensemble.average, num_classes=cfg.dataset.num_classes,
+                   temperatures=temps)
     ens.to(device).eval()
     joint = hashlib.sha256("".join(h["sha256"] for h in hashes).encode()).hexdigest()
     return Predictor(model=ens, cfg=cfg, eval_cfg=copy.deepcopy(cfg.eval),

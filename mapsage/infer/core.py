@@ -238,7 +238,8 @@ def infer_probs(model: nn.Module, images: torch.Tensor, eval_cfg, num_classes: i
     """Class probabilities ``[B,C,H,W]`` for normalised ``images [B,3,H,W]``.
 
     Whole image or sliding window per ``eval_cfg.mode`` (``tile``, ``stride``, ``window_batch``), TTA per
-    ``eval_cfg.tta`` (softmax averaged over views). Runs on the model's device under ``torch.inference_mode``;
+    ``eval_cfg.tta`` (softmax averaged over views), each view's logits divided by ``eval_cfg.temperature`` when
+    set (temperature scaling). Runs on the model's device under ``torch.inference_mode``;
     the result is on that device. Does not change ``model.training``."""
     if images.ndim == 3:
         images = images.unsqueeze(0)
@@ -247,11 +248,15 @@ def infer_probs(model: nn.Module, images: torch.Tensor, eval_cfg, num_classes: i
     device = _model_device(model, images.device)
     divisor = model_output_stride(model)
     views = tta_views(getattr(eval_cfg, "tta", None))
+    temperature = getattr(eval_cfg, "temperature", None)     # temperature scaling (eval.temperature)
     with torch.inference_mode():
         x = images.to(device, dtype=torch.float32, non_blocking=True)
         probs = None
         for view in views:
-            p = view_logits(model, x, eval_cfg, num_classes, view, divisor).softmax(dim=1)
+            z = view_logits(model, x, eval_cfg, num_classes, view, divisor)
+            if temperature:
+                z = z / float(temperature)
+            p = z.softmax(dim=1)
             probs = p if probs is None else probs.add_(p)
         if len(views) > 1:
             probs = probs.div_(len(views))

@@ -62,7 +62,8 @@ class Ensemble(nn.Module):
     """Weighted probability or logit average of member models (see module doc)."""
 
     def __init__(self, members: Sequence[nn.Module], weights: Sequence[Optional[float]] | None = None,
-                 average: str = "prob", num_classes: Optional[int] = None):
+                 average: str = "prob", num_classes: Optional[int] = None,
+                 temperatures: Sequence[Optional[float]] | None = None):
         super().__init__()
         if average not in ("prob", "logit"):
             raise UserError(f"ensemble.average must be 'prob' or 'logit', got {average!r}")
@@ -72,6 +73,10 @@ class Ensemble(nn.Module):
             raise UserError(f"{len(self.weights)} ensemble weights for {len(self.members)} members")
         self.average = average
         self.num_classes = num_classes
+        # per-member temperature scaling (ensemble.calibrate: each member's fitted T; None: uncalibrated)
+        self.temperatures = list(temperatures) if temperatures is not None else [None] * len(self.members)
+        if len(self.temperatures) != len(self.members):
+            raise UserError(f"{len(self.temperatures)} temperatures for {len(self.members)} ensemble members")
         strides = [model_output_stride(m) for m in self.members]
         out = 1
         for s in strides:  # least common multiple: every member's input constraint holds
@@ -83,8 +88,10 @@ class Ensemble(nn.Module):
 
     def forward(self, x):
         acc = None
-        for w, member in zip(self.weights, self.members):
+        for w, member, t in zip(self.weights, self.members, self.temperatures):
             logits = forward_padded(member, x, 1, self.num_classes)  # x is already padded by the caller
+            if t:
+                logits = logits / float(t)
             part = logits * w if self.average == "logit" else logits.softmax(dim=1) * w
             acc = part if acc is None else acc + part
         if self.average == "prob":

@@ -146,7 +146,8 @@ def evaluate_variants(model: nn.Module, dataset, cfg, *, split: str, variants: d
                       max_tiles: Optional[int] = None, eval_cfg=None, save_probabilities: Optional[bool] = None,
                       progress: Optional[Callable[..., None]] = None, num_workers: Optional[int] = None,
                       warmup: int = 1, show_bar: bool = True, min_timings: int = 0,
-                      should_stop: Optional[Callable[[], bool]] = None) -> dict[str, EvalOutcome]:
+                      should_stop: Optional[Callable[[], bool]] = None,
+                      on_probs: Optional[Callable[[torch.Tensor, dict], None]] = None) -> dict[str, EvalOutcome]:
     """One inference pass scored as several variants that differ only in post-processing.
 
     ``variants`` maps a variant name to a function id-mask ``[H,W]`` -> id-mask (or None for the raw argmax).
@@ -156,7 +157,8 @@ def evaluate_variants(model: nn.Module, dataset, cfg, *, split: str, variants: d
     ``ctx.progress``); ``should_stop()`` is checked between tiles: a cancelled evaluation stops early, returns
     outcomes with ``complete=False`` and writes no ``metrics`` / ``tiles`` events. ``min_timings``: at least this
     many warm timings behind images/s (a stage that reports speed asks for them): a split with fewer timed tiles
-    times its last tile again until there are, so the throughput comes with a spread."""
+    times its last tile again until there are, so the throughput comes with a spread. ``on_probs(probs [1,C,H,W],
+    sample)`` sees each tile's probabilities (the training engine's validation loss)."""
     from tqdm import tqdm
 
     if not variants:
@@ -220,6 +222,8 @@ def evaluate_variants(model: nn.Module, dataset, cfg, *, split: str, variants: d
                 tile_s.append(dt)
                 timed += 1
                 timed_mpix += hw / 1e6
+            if on_probs is not None:                   # outside the timed inference
+                on_probs(probs, sample)
             label = sample["mask"]
             if tuple(label.shape) != tuple(pred_t.shape):
                 raise DataError(f"{sample.get('path', tile_id)}: mask {tuple(label.shape)} and prediction "

@@ -297,7 +297,14 @@ def run_ensemble(ctx) -> None:
           ckpt_hash=tile_hash(f"{i.get('ckpt_hash')}@{w:.4f}" for i, w in zip(member_ids, weights)),
           params=sum(int(i.get("params") or 0) for i in member_ids) or None)
     ctx.events.eval_identity["ckpt_epoch"] = None
-    ensemble = Ensemble(models, weights, average=cfg.ensemble.average, num_classes=cfg.dataset.num_classes)
+    temps = None
+    if cfg.ensemble.calibrate:
+        from ..reliability.calibration import stored_temperature
+        temps = [stored_temperature(r.run_id) if r.run_id else None for r in resolved_all]
+        ctx.events.log("ensemble members' temperatures (reliability cards): "
+                       + ", ".join(f"{n}: {t if t is not None else 'none'}" for n, t in zip(names, temps)))
+    ensemble = Ensemble(models, weights, average=cfg.ensemble.average, num_classes=cfg.dataset.num_classes,
+                        temperatures=temps)
     if ctx.should_stop():
         return
     ens = _evaluate(ctx, ensemble, dataset, device, {"ensemble": None})["ensemble"]

@@ -9,6 +9,16 @@ The paired bootstrap compares two variants (A = baseline, B = candidate) scored 
 draws the same tiles (with replacement) for both, and the replicate's delta is ``mIoU_B - mIoU_A``. The interval is
 the percentile interval of the replicate deltas; the difference is called significant when that interval excludes
 0. Values are fractions (multiply by 100 for points).
+
+Spatial blocks. Neighbouring tiles of one scene are correlated, so resampling tiles one by one overstates how much
+the split knows. With ``blocks`` (one block id per tile: a scene, or a cell of a K×K grid laid over a scene; see
+:mod:`mapsage.metrics.blocks`) each replicate draws whole blocks with replacement, and every tile of a drawn block
+enters with it. The tile-wise result is returned beside the block one (``"tilewise"``).
+
+Minimum detectable effect. Every result carries ``se`` (the standard deviation of the replicate deltas) and
+``mde = (z(1 - alpha/2) + z(power)) · se``: the smallest true difference this split would call significant at
+level ``alpha`` with probability ``power`` (0.8), the usual power-analysis figure. A threshold or a difference
+below ``mde`` is below what these tiles can resolve.
 """
 from __future__ import annotations
 
@@ -88,9 +98,24 @@ def _paired(rows_a, rows_b, metric: str):
     return ia, ua, ib[perm], ub[perm]
 
 
+MDE_POWER = 0.8
+
+
+def _z(p: float) -> float:
+    """The standard normal quantile."""
+    from statistics import NormalDist
+    return NormalDist().inv_cdf(p)
+
+
+def mde_factor(alpha: float = 0.05, power: float = MDE_POWER) -> float:
+    """``z(1 - alpha/2) + z(power)``: 2.80 at the 95 % level and 80 % power."""
+    return _z(1 - alpha / 2) + _z(power)
+
+
 def _bootstrap_one(ia, ua, ib, ub, n: int, rng: np.random.Generator, alpha: float,
-                   chunk: int = 256) -> dict[str, Any]:
+                   chunk: int = 256, groups: Optional[np.ndarray] = None) -> dict[str, Any]:
     N = len(ia)
+    G = int(groups.max()) + 1 if groups is not None else N
     a = float(_miou_from_sums(ia.sum(0), ua.sum(0)))
     b = float(_miou_from_sums(ib.sum(0), ub.sum(0)))
     deltas = np.empty(n)
@@ -99,8 +124,10 @@ def _bootstrap_one(ia, ua, ib, ub, n: int, rng: np.random.Generator, alpha: floa
     C = ia.shape[1]
     for s in range(0, n, chunk):
         m = min(chunk, n - s)
-        draws = rng.integers(0, N, size=(m, N))
-        w = np.bincount((draws + np.arange(m)[:, None] * N).ravel(), minlength=m * N).reshape(m, N)
+        draws = rng.integers(0, G, size=(m, G))
+        w = np.bincount((draws + np.arange(m)[:, None] * G).ravel(), minlength=m * G).reshape(m, G)
+        if groups is not None:              # a drawn block brings every one of its tiles
+            w = w[:, groups]
         sums = w.astype(np.float64) @ stacked                                     # [m, 4C], exact integers
         ma = _miou_from_sums(sums[:, :C], sums[:, C:2 * C])
         mb = _miou_from_sums(sums[:, 2 * C:3 * C], sums[:, 3 * C:])
@@ -118,29 +145,63 @@ def _bootstrap_one(ia, ua, ib, ub, n: int, rng: np.random.Generator, alpha: floa
         p = float(min(1.0, 2 * other))
     else:
         p = float("nan")
+    se = float(np.std(deltas[ok], ddof=1)) if ok.sum() > 1 else float("nan")
     return {"delta": delta, "ci_low": float(lo), "ci_high": float(hi), "significant": sig, "a": a, "b": b,
-            "p_value": p}
+            "p_value": p, "se": se, "mde": se * mde_factor(alpha)}
+
+
+def _group_index(tiles: list[str], blocks: Any) -> tuple[np.ndarray, list[str]]:
+    """Block index per tile (in ``tiles`` order) from a mapping tile -> block id or a sequence aligned to A's rows."""
+    if isinstance(blocks, Mapping):
+        missing = [t for t in tiles if t not in blocks]
+        if missing:
+            raise ValueError(f"blocks: no block for tiles {missing[:5]}")
+        ids = [str(blocks[t]) for t in tiles]
+    else:
+        ids = [str(b) for b in blocks]
+        if len(ids) != len(tiles):
+            raise ValueError(f"blocks: {len(ids)} block ids for {len(tiles)} tiles")
+    names = sorted(set(ids))
+    pos = {b: i for i, b in enumerate(names)}
+    return np.asarray([pos[b] for b in ids], np.int64), names
 
 
 def paired_bootstrap(rows_a: Iterable[Mapping[str, Any]], rows_b: Iterable[Mapping[str, Any]], n: int = 2000,
-                     seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
+                     seed: int = 0, alpha: float = 0.05, blocks: Any = None,
+                     block_by: Optional[str] = None) -> dict[str, Any]:
     """Paired tile bootstrap of ``mIoU(B) - mIoU(A)`` (and of mBIoU).
 
     Returns ``{delta, ci_low, ci_high, significant, a, b, p_value}`` for mIoU at the top level, the same keys
     under ``"mbiou"`` for Boundary IoU (when the rows carry band areas), and ``n_tiles``, ``n_boot``, ``alpha``,
     ``seed``. ``delta`` is the full-set difference; the interval is the ``1-alpha`` percentile interval over ``n``
     resamples of the tiles (the same resample for A and B); ``significant``: the interval excludes 0; ``p_value``:
-    a two-sided bootstrap estimate. Fractions, not points."""
+    a two-sided bootstrap estimate; ``se`` and ``mde`` (see the module doc). Fractions, not points.
+
+    ``blocks`` (a mapping tile -> block id, or ids aligned to ``rows_a``) resamples spatial blocks instead of tiles:
+    the top-level figures are then the block bootstrap's, ``n_blocks`` and ``block_by`` (a label, e.g. "scene")
+    say what was resampled, and ``"tilewise"`` holds the tile-by-tile result for the same pair."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     rows_a, rows_b = _rows_list(rows_a), _rows_list(rows_b)
     ia, ua, ib, ub = _paired(rows_a, rows_b, "miou")
-    out = _bootstrap_one(ia, ua, ib, ub, n, np.random.default_rng(seed), alpha)
-    out.update({"metric": "miou", "n_tiles": len(ia), "n_boot": int(n), "alpha": alpha, "seed": seed})
-    if all("b_intersect" in r for r in rows_a) and all("b_intersect" in r for r in rows_b):
+    groups = None
+    if blocks is not None:
+        groups, names = _group_index([str(r["tile"]) for r in rows_a], blocks)
+    out = _bootstrap_one(ia, ua, ib, ub, n, np.random.default_rng(seed), alpha, groups=groups)
+    out.update({"metric": "miou", "n_tiles": len(ia), "n_boot": int(n), "alpha": alpha, "seed": seed,
+                "power": MDE_POWER, "unit": "tile" if groups is None else "block"})
+    has_bands = all("b_intersect" in r for r in rows_a) and all("b_intersect" in r for r in rows_b)
+    if has_bands:
         bia, bua, bib, bub = _paired(rows_a, rows_b, "mbiou")
-        if bua.any() or bub.any():
-            out["mbiou"] = _bootstrap_one(bia, bua, bib, bub, n, np.random.default_rng(seed), alpha)
+        has_bands = bool(bua.any() or bub.any())
+        if has_bands:
+            out["mbiou"] = _bootstrap_one(bia, bua, bib, bub, n, np.random.default_rng(seed), alpha, groups=groups)
+    if groups is not None:
+        out.update({"n_blocks": len(names), "block_by": block_by or "block"})
+        tw = _bootstrap_one(ia, ua, ib, ub, n, np.random.default_rng(seed), alpha)
+        if has_bands:
+            tw["mbiou"] = _bootstrap_one(bia, bua, bib, bub, n, np.random.default_rng(seed), alpha)
+        out["tilewise"] = tw
     return out

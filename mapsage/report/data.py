@@ -88,6 +88,7 @@ class ReportData:
     artifacts: pd.DataFrame = field(default_factory=lambda: _frame(None, "artifacts"))
     verdicts: pd.DataFrame = field(default_factory=lambda: _frame(None, "verdicts"))
     health: pd.DataFrame = field(default_factory=lambda: _frame(None, "health"))
+    reliability: dict = field(default_factory=dict)   # run id -> reliability card {section: payload}
     title: Optional[str] = None
     generated_at: _dt.datetime = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc))
     generator_commit: Optional[str] = None

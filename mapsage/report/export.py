@@ -109,6 +109,12 @@ def write_report(data: ReportData, out_html: str | Path | None, csv_dir: str | P
     files.tables = tables
     if csv_dir is not None:
         files.csv = write_csv_tables(tables, csv_dir)
+        from .reliability import reliability_table
+        rel = reliability_table(data)
+        if not rel.empty:                       # corruption x severity figures of the runs' reliability cards
+            path = Path(csv_dir) / "reliability.csv"
+            rel.to_csv(path, index=False)
+            files.csv["reliability"] = path
     if md_path is not None:
         md_path = Path(md_path)
         _atomic_write(md_path, render_markdown(data, tables))

@@ -417,7 +417,13 @@ def render(data: ReportData, tables: Optional[ReportTables] = None, thumbnails: 
         class_iou=_class_wide(t.per_class, "iou", data.metrics),
         class_biou=_class_wide(t.per_class, "biou", data.metrics),
         weakest=_weakest(t.per_class), confusion_figures=confusion_figures, curve_figures=curve_figures,
-        verdicts=verdicts, health=health, config_diff=config_diff, configs=configs, provenance=provenance)
+        verdicts=verdicts, health=health, config_diff=config_diff, configs=configs, provenance=provenance,
+        reliability_section=_reliability_html(data))
+
+
+def _reliability_html(data: ReportData) -> str:
+    from .reliability import reliability_html
+    return reliability_html(data)
 
 
 def default_title(data: ReportData) -> str:

@@ -147,6 +147,8 @@ def render_markdown(data: ReportData, tables: Optional[ReportTables] = None) -> 
         lines += [_table([md_escape(c) for c in cols], rows), ""]
         if len(t.config_diff) > 60:
             lines += [f"… {len(t.config_diff) - 60} more keys in config_diff.csv and the HTML report.", ""]
+    from .reliability import reliability_markdown
+    lines += reliability_markdown(data)
     for n in t.notes:
         lines.append(f"> {md_escape(n)}")
     return "\n".join(lines).rstrip() + "\n"

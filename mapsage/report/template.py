@@ -169,6 +169,8 @@ score once).</p>{% endif %}
 <div class="grid2">{% for f in curve_figures %}<div>{{ f|safe }}</div>{% endfor %}</div>
 </section>
 
+{{ reliability_section|safe }}
+
 <section id="review">
 <h2>Review verdicts and health checks</h2>
 <h3>Review verdicts</h3>

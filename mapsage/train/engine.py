@@ -15,8 +15,17 @@ value per loss term, ``lr``, ``grad_norm``, ``acc_seg`` (training pixel accuracy
 NVML, ``gpu_util`` / ``gpu_util_max`` (%) and ``gpu_mem_mb``; see :mod:`mapsage.train.telemetry`), per-epoch
 ``scalars`` (``split="train_epoch"``: mean loss and terms, ``lr``, ``grad_norm`` mean/max, ``epoch_time``,
 ``data_time``, ``images_per_s``, ``peak_mem_mb``, ``frozen_share``, ``loss_w/<term>``, ``acc_seg`` and the GPU
-samples over the epoch), ``metrics`` and ``tiles`` (from ``evaluate``), ``artifact`` (checkpoints),
-heartbeats through ``ctx.progress``.
+samples over the epoch; after a validation also ``val_loss`` -- the training loss mix on the whole validation tiles
+through the evaluation's inference path, mean over tiles -- ``val_loss_ema`` and ``train_val_gap`` = ``val_loss`` −
+``loss``; with ``train.select_by: combo`` also ``val_corrupted`` / ``val_corrupted_ema`` and ``val_combo`` /
+``val_combo_ema``), ``metrics`` and ``tiles`` (from ``evaluate``), ``artifact`` (checkpoints), heartbeats through
+``ctx.progress``.
+
+Checkpoint selection: ``train.save_best_by`` on clean validation (``train.select_by: clean``), or on
+``S = α·clean + (1 − α)·corrupted`` (``select_by: combo``, ``α = train.combo_alpha``): "corrupted" is the mean of
+the same metric over ``reliability.combo_corruptions`` at ``reliability.combo_severity`` (deterministic per tile,
+:mod:`mapsage.reliability.corruptions`), scored on the validation tiles by the same inference path and metrics
+engine. Best checkpoints and early stopping follow ``S``.
 
 Distillation hook: ``Trainer(cfg, extra_losses={"kd": module})``. Each module is called after the segmentation
 loss as ``module(batch, outputs) -> scalar tensor`` (its own weight applied inside) where ``batch`` is a dict with
@@ -133,6 +142,8 @@ class Trainer:
         self.best: dict[str, Any] = {"raw": None, "ema": None, "raw_epoch": None, "ema_epoch": None,
                                      "monitor": None, "monitor_epoch": None}
         self.bad_epochs = 0
+        self.val_losses: dict[str, float] = {}          # variant -> validation loss of the last validation
+        self.corrupted: dict[str, float] = {}           # variant -> mean corrupted metric (select_by: combo)
         self.last_saved_epoch: Optional[int] = None
         self.stopped_reason: Optional[str] = None
         self._resume_rng: Optional[dict] = None      # RNG state of a mid-epoch checkpoint, restored at its step
@@ -616,9 +627,12 @@ class Trainer:
                   should_stop=self._should_stop,
                   progress=(lambda **p: self._emit_progress(epoch=epoch, epochs=cfg.train.epochs, **{
                       **p, "frac": (epoch + 1) / cfg.train.epochs})) if self._progress else None)
+        loss_acc = self._val_loss_hook()
+        kw["on_probs"] = loss_acc
         if not is_dist():
             outcome = evaluate_outcome(net, self.val_set, cfg, events=self.events, max_tiles=cfg.eval.max_tiles,
                                        **kw)
+            self.val_losses[variant] = loss_acc.mean()
             return outcome.result
         indices = pick_indices(len(self.val_set), cfg.eval.max_tiles)
         mine = indices[self.rank::self.world]
@@ -630,12 +644,30 @@ class Trainer:
         else:                                  # more ranks than tiles: this rank only joins the reduction
             metrics, infer_s, timed, mpix, dev = make_metrics(cfg), 0.0, 0, 0.0, str(self.device)
         metrics.all_reduce()
+        self.val_losses[variant] = loss_acc.mean(reduce=True, device=self.device)
         merged = EvalOutcome(result=metrics.result(), metrics=metrics, split=split, variant=variant,
                              n_images=len(indices), wall_s=time.perf_counter() - t0, infer_s=infer_s,
                              timed_images=timed, timed_mpixels=mpix, device=dev, domains=domain_results(metrics))
         if self.is_main:
             emit_metrics(self.events, merged, epoch)
         return merged.result
+
+    def _val_loss_hook(self) -> "_ValLoss":
+        return _ValLoss(self.loss_fn)
+
+    def _corrupted_score(self, net: nn.Module) -> float:
+        """Mean of ``train.save_best_by`` over the combo corruptions of the validation tiles (select_by: combo)."""
+        from ..reliability.corruptions import CorruptedView
+        from ..reliability.scoring import score
+
+        rc = self.cfg.reliability
+        vals = []
+        for name in rc.combo_corruptions:
+            out = score(net, CorruptedView(self.val_set, name, rc.combo_severity), self.cfg, self.device,
+                        max_tiles=rc.combo_max_tiles, should_stop=self._should_stop)
+            v = getattr(out.all.result(), self.cfg.train.save_best_by)
+            vals.append(float(v) if v is not None and math.isfinite(float(v)) else float("nan"))
+        return float(np.nanmean(vals)) if vals and not all(math.isnan(v) for v in vals) else float("nan")
 
     def _sync_buffers(self) -> None:
         """Give every rank rank 0's buffers (BatchNorm statistics drift apart: each rank updates them from its own
@@ -653,7 +685,22 @@ class Trainer:
         results = {"raw": self._evaluate(self.model, "raw", epoch)}
         if self.ema is not None and not self._should_stop():
             results["ema"] = self._evaluate(self.ema.module, "ema", epoch)
+        self.corrupted = {}
+        if self.cfg.train.select_by == "combo":
+            nets = {"raw": self.model, "ema": self.ema.module if self.ema is not None else None}
+            for variant in results:
+                if not self._should_stop():
+                    self.corrupted[variant] = self._corrupted_score(nets[variant])
         return results
+
+    def _validation_scalars(self, values: dict) -> None:
+        """Validation loss, train-validation gap and the combo figures into the epoch's scalars."""
+        for variant, v in self.val_losses.items():
+            values["val_loss" if variant == "raw" else f"val_loss_{variant}"] = v
+        if "raw" in self.val_losses and "loss" in values:
+            values["train_val_gap"] = self.val_losses["raw"] - values["loss"]
+        for variant, v in self.corrupted.items():
+            values["val_corrupted" if variant == "raw" else f"val_corrupted_{variant}"] = v
 
     # ------------------------------------------------------------------------------------------------ fit
     def fit(self, resume_from: str | Path | None = None) -> dict:
@@ -715,8 +762,10 @@ class Trainer:
                                                 or epoch + 1 == int(cfg.train.epochs))
             if do_val:
                 t_val = time.perf_counter()
+                self.val_losses = {}
                 results = self._validate(epoch)
                 values["val_time"] = time.perf_counter() - t_val
+                self._validation_scalars(values)
                 metrics_summary = {k: r.summary for k, r in results.items()}
             self.events.scalars(values, epoch=epoch, step=self.global_step, split="train_epoch")
             if self._stop_requested():
@@ -761,10 +810,7 @@ class Trainer:
             return False
         cfg = self.cfg
         key = cfg.train.save_best_by
-        scores = {}
-        for variant, res in results.items():
-            v = getattr(res, key)
-            scores[variant] = float(v) if v is not None and math.isfinite(float(v)) else float("-inf")
+        scores = selection_scores(results, key, cfg.train.select_by, cfg.train.combo_alpha, self.corrupted)
         self.val_history[epoch] = float(results["raw"].miou)
         summary = {k: r.summary for k, r in results.items()}
         if self.best["raw"] is None or scores["raw"] > self.best["raw"]:
@@ -784,7 +830,9 @@ class Trainer:
             self.bad_epochs += 1
         if es.patience and self.bad_epochs >= int(es.patience):
             self.stopped_reason = "early_stop"
-            self.events.log(f"early stopping at epoch {epoch}: validation {key} has not improved by more than "
+            what = key if cfg.train.select_by == "clean" else f"combo score ({cfg.train.combo_alpha:g}·clean + " \
+                f"{1 - cfg.train.combo_alpha:g}·corrupted {key})"
+            self.events.log(f"early stopping at epoch {epoch}: validation {what} has not improved by more than "
                             f"{es.min_delta} for {self.bad_epochs} validation(s) (best {self.best['monitor']:.4f} at "
                             f"epoch {self.best['monitor_epoch']}; train.early_stop.patience={es.patience})")
             return True
@@ -801,3 +849,62 @@ class Trainer:
             "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "fp32",
             "epochs": int(cfg.train.epochs),
         }
+
+
+def selection_scores(results: dict, key: str, select_by: str = "clean", alpha: float = 0.7,
+                     corrupted: Optional[dict] = None) -> dict[str, float]:
+    """The checkpoint-selection score per variant: the clean ``key`` metric, or with ``select_by="combo"``
+    ``alpha · clean + (1 − alpha) · corrupted[variant]`` (-inf where a figure is missing)."""
+    if select_by not in ("clean", "combo"):
+        raise ConfigError(f"train.select_by must be 'clean' or 'combo', got {select_by!r}")
+    if select_by == "combo" and not 0.0 <= float(alpha) <= 1.0:
+        raise ConfigError(f"train.combo_alpha must be in [0, 1], got {alpha}")
+    scores = {}
+    for variant, res in results.items():
+        v = getattr(res, key)
+        clean = float(v) if v is not None and math.isfinite(float(v)) else float("-inf")
+        if select_by == "combo":
+            c = (corrupted or {}).get(variant)
+            if c is None or not math.isfinite(float(c)):
+                clean = float("-inf")
+            else:
+                clean = float(alpha) * clean + (1.0 - float(alpha)) * float(c)
+        scores[variant] = clean
+    return scores
+
+
+class _ValLoss:
+    """Accumulates the training loss mix on validation tiles (``on_probs`` hook of the evaluation). Log
+    probabilities stand in for logits: every loss term is a function of the softmax, and ``softmax(log p) = p``."""
+
+    def __init__(self, loss_fn):
+        self.loss_fn = loss_fn
+        self.total = 0.0
+        self.n = 0
+
+    def __call__(self, probs: torch.Tensor, sample: dict) -> None:
+        from ..losses.terms import TERMS, Targets
+
+        mask = sample.get("mask")
+        if mask is None:
+            return
+        logits = probs.float().clamp_min(1e-8).log()
+        targets = Targets(mask=mask.to(probs.device).long().unsqueeze(0), ignore_index=self.loss_fn.ignore_index)
+        if not bool(targets.valid().any()):
+            return
+        total = 0.0
+        with torch.no_grad():
+            for name, w in self.loss_fn.active_terms.items():
+                if w and name in TERMS:
+                    total += float(w) * float(TERMS[name](logits, targets, self.loss_fn.ctx))
+        self.total += total
+        self.n += 1
+
+    def mean(self, reduce: bool = False, device=None) -> float:
+        total, n = self.total, self.n
+        if reduce and is_dist():
+            import torch.distributed as dist
+            t = torch.tensor([total, float(n)], dtype=torch.float64, device=device)
+            dist.all_reduce(t)
+            total, n = float(t[0]), int(t[1])
+        return total / n if n else float("nan")
