@@ -69,6 +69,10 @@ EVENT_TABLES: dict[str, list[tuple[str, str]]] = {
                ("picture", "VARCHAR")],
     "logs": [("run_id", "VARCHAR"), ("seq", "BIGINT"), ("ts", "DOUBLE"), ("level", "VARCHAR"),
              ("message", "VARCHAR")],
+    # one row per off-diagonal confusion cell of a tile (the ``confusion`` list of a ``tiles`` row; migration 6)
+    "tile_confusion": [("run_id", "VARCHAR"), ("seq", "BIGINT"), ("split", "VARCHAR"), ("variant", "VARCHAR"),
+                       ("epoch", "INTEGER"), ("tile", "VARCHAR"), ("domain", "VARCHAR"), ("true_id", "INTEGER"),
+                       ("pred_id", "INTEGER"), ("pixels", "BIGINT")],
 }
 
 # runs: static facts (config, launch) + latest-of facts (status, heartbeat) + aggregates (best figures)
@@ -139,6 +143,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "runs, event tables, ingest state, verdicts", _V1),
     (2, "evaluation identity (checkpoint, tile set, split size, weights, device) and runs ranked by it", _v2()),
     (3, "external benchmark scores", _V3),
+    (6, "per-tile confusion cells (error drill-down)", [_create("tile_confusion", EVENT_TABLES["tile_confusion"])]),
 ]
 
 
