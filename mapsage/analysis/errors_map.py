@@ -164,6 +164,43 @@ def disagreement_share(masks: Sequence[np.ndarray], ignore_index: int = 255) -> 
     return float(differ.sum()) / n
 
 
+
+
+def block_error_rates(pred, label, block: int = 64, ignore_index: int = 255) -> np.ndarray:
+    """Error rate per ``block``×``block`` window of one (large) tile: misclassified / valid label pixels, NaN
+    where a window has no valid pixel. Shape ``[ceil(H/block), ceil(W/block)]``."""
+    pred, label = _ids(pred), _ids(label)
+    _check_pair(pred, label)
+    block = int(block)
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+    H, W = label.shape
+    gh, gw = -(-H // block), -(-W // block)
+    valid = np.zeros((gh * block, gw * block), np.int64)
+    wrong = np.zeros_like(valid)
+    v = label != int(ignore_index)
+    valid[:H, :W] = v
+    wrong[:H, :W] = v & (pred != label)
+    sv = valid.reshape(gh, block, gw, block).sum(axis=(1, 3))
+    sw = wrong.reshape(gh, block, gw, block).sum(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sv > 0, sw / np.maximum(sv, 1), np.nan)
+
+
+def atlas_rgba(rates: np.ndarray, shape: tuple[int, int], block: int, alpha: int = 150) -> np.ndarray:
+    """Block error rates (:func:`block_error_rates`) painted over a tile of ``shape``: the heat ramp from clear
+    (0 % wrong) to dark purple (100 % wrong); windows without valid pixels transparent."""
+    H, W = shape
+    r = np.asarray(rates, np.float64)
+    big = np.repeat(np.repeat(r, block, axis=0), block, axis=1)[:H, :W]
+    out = np.zeros((H, W, 4), np.uint8)
+    ok = np.isfinite(big)
+    idx = (np.clip(np.where(ok, big, 0.0), 0, 1) * 255).round().astype(np.uint8)
+    out[..., :3] = _heat_lut()[idx]
+    out[..., 3] = np.where(ok, (alpha * np.clip(np.where(ok, big, 0), 0, 1) ** 0.5).round(), 0).astype(np.uint8)
+    return out
+
+
 __all__ = ["tile_confusion", "cell_mask", "highlight_rgba", "error_rgba", "confidence_map", "confidence_rgba",
-           "disagreement_rgba", "disagreement_share", "CORRECT", "FALSE_POSITIVE", "FALSE_NEGATIVE", "HIGHLIGHT",
+           "disagreement_rgba", "disagreement_share", "block_error_rates", "atlas_rgba", "CORRECT", "FALSE_POSITIVE", "FALSE_NEGATIVE", "HIGHLIGHT",
            "DISAGREE"]
