@@ -506,6 +506,14 @@ with right_col:
                                    "baseline": h["baseline"].map(variant_label), "reviewer": h["reviewer"],
                                    "comment": h["comment"]}), hide_index=True, width="stretch", placeholder="–")
 
+# ------------------------------------------------------------------------------------------------------------ label
+st.subheader("Correct the label of this tile")
+if lay is not None:
+    from app.widgets.corrections import corrections_section
+
+    corrections_section(rid, cfg, tile, lay, left, right, classes, list(palette.colors), ignore_index,
+                        reviewer_default=st.session_state.get("review_reviewer", ""))
+
 # ------------------------------------------------------------------------------------------------------------ summary
 st.subheader("Verdicts of this run")
 summary = guard(store.verdict_summary, rid, default=pd.DataFrame(), what="Reading the verdict summary")
