@@ -221,6 +221,11 @@ class _Batch:
                                       _ints(t.get("intersect")), _ints(t.get("union")), _ints(t.get("label_area")),
                                       _ints(t.get("pred_area")), _ints(t.get("b_intersect")),
                                       _ints(t.get("b_union"))))
+                for cell in t.get("confusion") or []:
+                    if isinstance(cell, (list, tuple)) and len(cell) == 3:
+                        rows["tile_confusion"].append((run_id, seq, split, variant, _i(r.get("epoch")),
+                                                       _s(t.get("tile")), _s(t.get("domain")), _i(cell[0]),
+                                                       _i(cell[1]), _i(cell[2])))
         elif typ == "ab":
             s = r.get("summary") if isinstance(r.get("summary"), dict) else {}
             b = r.get("baseline_summary") if isinstance(r.get("baseline_summary"), dict) else {}

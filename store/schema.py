@@ -69,6 +69,10 @@ EVENT_TABLES: dict[str, list[tuple[str, str]]] = {
                ("picture", "VARCHAR")],
     "logs": [("run_id", "VARCHAR"), ("seq", "BIGINT"), ("ts", "DOUBLE"), ("level", "VARCHAR"),
              ("message", "VARCHAR")],
+    # one row per off-diagonal confusion cell of a tile (the ``confusion`` list of a ``tiles`` row; migration 5)
+    "tile_confusion": [("run_id", "VARCHAR"), ("seq", "BIGINT"), ("split", "VARCHAR"), ("variant", "VARCHAR"),
+                       ("epoch", "INTEGER"), ("tile", "VARCHAR"), ("domain", "VARCHAR"), ("true_id", "INTEGER"),
+                       ("pred_id", "INTEGER"), ("pixels", "BIGINT")],
 }
 
 # runs: static facts (config, launch) + latest-of facts (status, heartbeat) + aggregates (best figures)
@@ -149,6 +153,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (2, "evaluation identity (checkpoint, tile set, split size, weights, device) and runs ranked by it", _v2()),
     (3, "external benchmark scores", _V3),
     (4, "tags and notes on runs", _V4),
+    (5, "per-tile confusion cells (error drill-down)", [_create("tile_confusion", EVENT_TABLES["tile_confusion"])]),
 ]
 
 
@@ -156,13 +161,21 @@ def latest_version() -> int:
     return max(v for v, _, _ in MIGRATIONS)
 
 
-def current_version(con: duckdb.DuckDBPyConnection) -> int:
+def applied_versions(con: duckdb.DuckDBPyConnection) -> set[int]:
     exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
                          ).fetchone()[0]
     if not exists:
-        return 0
-    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
-    return int(row[0] or 0)
+        return set()
+    return {int(r[0]) for r in con.execute("SELECT version FROM schema_version").fetchall()}
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    return max(applied_versions(con), default=0)
+
+
+def missing_versions(con: duckdb.DuckDBPyConnection) -> list[int]:
+    have = applied_versions(con)
+    return sorted(v for v, _, _ in MIGRATIONS if v not in have)
 
 
 def check_not_newer(version: int, where: str) -> None:
@@ -173,11 +186,11 @@ def check_not_newer(version: int, where: str) -> None:
 
 def migrate(con: duckdb.DuckDBPyConnection, where: str = "store") -> list[int]:
     """Apply missing migrations in order, each in one transaction. Returns the versions applied."""
-    have = current_version(con)
-    check_not_newer(have, where)
+    check_not_newer(current_version(con), where)
+    missing = set(missing_versions(con))      # every version not yet applied, also one below the highest
     applied = []
     for version, description, statements in sorted(MIGRATIONS, key=lambda m: m[0]):
-        if version <= have:
+        if version not in missing:
             continue
         con.execute("BEGIN TRANSACTION")
         try:
@@ -208,8 +221,9 @@ def ensure_schema() -> None:
             return
         with read_connection() as con:
             version = current_version(con)
+            missing = missing_versions(con)
         check_not_newer(version, str(path))
-        if version == latest_version():
+        if not missing:
             _checked.add(key)
             return
     created = not path.exists()

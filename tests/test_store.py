@@ -65,6 +65,22 @@ def test_migrations_apply_once_in_order_and_newer_db_is_refused(ws, monkeypatch)
         store.list_runs()
 
 
+def test_a_migration_below_the_highest_applied_one_is_still_applied(ws):
+    """Two branches each added a migration; a store made by the one with the higher number must still get the
+    other's tables (migrations are applied by set difference, not by 'above the highest')."""
+    store.ensure_schema()
+    with store.write_connection() as con:
+        con.execute("DROP TABLE run_tags")
+        con.execute("DELETE FROM schema_version WHERE version = 4")
+        assert store_schema.current_version(con) == store.latest_version()
+        assert store_schema.missing_versions(con) == [4]
+    store_schema.forget_checked()
+    store.list_runs()                                    # ensure_schema sees the gap and applies 4
+    with store.read_connection() as con:
+        assert store_schema.missing_versions(con) == []
+        assert con.execute("SELECT count(*) FROM run_tags").fetchone()[0] == 0
+
+
 def test_real_evaluation_roundtrip(ws):
     ev = make_run("r-loveda")
     write_training(ev, shifts=(48, 24, 8))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -130,8 +131,36 @@ try:
 except UserError as exc:
     show_error(exc)
     st.stop()
-lefts = variants + [LABEL] if len(variants) > 1 else [LABEL]
 pair_key = f"review_pair_{rid}"
+# a confusion cell to drill into (?true=&pred=&variant=, from Run detail / Compare): the compared mask against the
+# label, the cell's pixels lit on the map, its tiles first
+from app.widgets.review_errors import drill_from_params
+
+if st.session_state.get("_review_drill_run") not in (None, rid):
+    for k in ("true", "pred", "variant"):
+        st.query_params.pop(k, None)
+st.session_state["_review_drill_run"] = rid
+drill, why = drill_from_params(st.query_params.get("true"), st.query_params.get("pred"),
+                               st.query_params.get("variant"), len(classes), variants)
+if why:
+    st.warning(f"Drill-down ignored: {why}.", icon=":material/block:")
+drill_key = (rid, drill)
+if drill is not None and st.session_state.get("_review_drill_key") != drill_key:
+    st.session_state[f"{pair_key}_left"] = LABEL
+    st.session_state[f"{pair_key}_right"] = drill.variant
+st.session_state["_review_drill_key"] = drill_key if drill is not None else None
+if drill is not None:
+    d1, d2 = st.columns([5, 1], vertical_alignment="center")
+    d1.info(f"**Drill-down**: label **{drill.name(classes)}** in `{variant_label(drill.variant)}` — its pixels "
+            f"are lit in magenta on the map, and the tiles with most of them come first.",
+            icon=":material/filter_center_focus:")
+
+    def _clear_drill() -> None:
+        for k in ("true", "pred", "variant"):
+            st.query_params.pop(k, None)
+
+    d2.button("Clear drill-down", on_click=_clear_drill, key="review_drill_clear", icon=":material/close:")
+lefts = variants + [LABEL] if len(variants) > 1 else [LABEL]
 c1, c2, c3 = st.columns([2, 2, 3])
 left = c1.selectbox("Left of the swipe (baseline)", lefts, index=lefts.index(left0), format_func=variant_label,
                     key=f"{pair_key}_left")
@@ -169,6 +198,16 @@ verdicts = guard(review_queries.latest_verdicts, rid, right, baseline_v, default
                  what="Reading the verdicts")
 table = table.merge(verdicts[["tile", "verdict", "reviewer"]] if verdicts is not None and not verdicts.empty
                     else pd.DataFrame(columns=["tile", "verdict", "reviewer"]), on="tile", how="left")
+drill_col = None
+if drill is not None:
+    from store import error_queries
+
+    cell_tiles = guard(error_queries.confusion_tiles, rid, split, drill.variant, drill.true_id, drill.pred_id,
+                       default=pd.DataFrame(), what="Reading the per-tile confusion")
+    drill_col = f"{drill.name(classes)} (px)"
+    px = dict(zip(cell_tiles["tile"], cell_tiles["pixels"])) if cell_tiles is not None else {}
+    table[drill_col] = table["tile"].map(px)
+    table = table.sort_values(drill_col, ascending=False, na_position="last", kind="stable").reset_index(drop=True)
 order_tiles = list(table["tile"])
 if not order_tiles:
     st.info(f"No tile has a `{R}` mask.")
@@ -176,7 +215,10 @@ if not order_tiles:
 
 # ------------------------------------------------------------------------------------------------------------ tiles
 st.subheader("Tiles")
-if left == LABEL:
+if drill_col is not None:
+    st.caption(f"Tiles with label **{drill.name(classes)}** first, most of those pixels first (the store's per-tile "
+               f"confusion of `{variant_label(drill.variant)}`), then the others.")
+elif left == LABEL:
     st.caption(f"`{R}` against the label: sorted by the tile's Boundary IoU, lowest first (split `{split}`).")
 else:
     st.caption(f"Change from `{L}` to `{R}` per tile, in points (split `{split}`), from the store's per-tile rows; "
@@ -200,6 +242,8 @@ shown = pd.DataFrame({
     "verdict": table["verdict"],
     "reviewer": table["reviewer"],
 })
+if drill_col is not None:
+    shown.insert(1, drill_col, table[drill_col])
 if left == LABEL:
     shown = shown.drop(columns=["Δ Boundary IoU (pts)", f"Boundary IoU {L}", "Δ mIoU (pts)", "metric says"])
 if shown["domain"].isna().all():
@@ -276,6 +320,19 @@ colours = o4.radio("Mask colours", ["dataset", "high contrast"], horizontal=True
                    help="The dataset's own class colours, or a palette of strongly distinct colours that stands out "
                         "on aerial imagery.")
 map_palette = list(palette.colors) if colours == "dataset" else high_contrast(len(classes))
+from app.widgets.review_errors import ATLAS, error_layer_names
+
+prob_rows = guard(store.artifacts, rid, kind="prob", tile=tile, variant=right, default=pd.DataFrame(),
+                  what="Reading the probability files")
+prob_path = (str(prob_rows["abs_path"].iloc[-1]) if prob_rows is not None and not prob_rows.empty else "")
+e1, e2 = st.columns([4, 1])
+error_layers = e1.multiselect(
+    "Error layers", error_layer_names(classes, bool(prob_path), left != LABEL), key="review_error_layers",
+    placeholder="correct / FP / FN per class, confidence, disagreement, error atlas",
+    help=f"Drawn over both sides of the swipe, about `{R}` (against the label; disagreement: `{L}` against "
+         f"`{R}`). Confidence needs the tile's probabilities (`eval.save_probabilities=true`).")
+atlas_block = int(e2.number_input("Atlas block (px)", 8, 1024, 64, 8, key="review_atlas_block",
+                                  disabled=ATLAS not in error_layers))
 base_map = ""
 georef = False
 if lay is not None and isinstance(lay.image, str) and lay.image.lower().endswith((".tif", ".tiff")):
@@ -296,8 +353,10 @@ else:
 
 @st.cache_data(show_spinner="Drawing the map…", max_entries=24)
 def _map_html(ws: str, run_id: str, n: int, tile_id: str, left_v: str, right_v: str, opacity_v: float,
-              label_on: bool, base: str, colours_v: tuple[str, ...]) -> str:
-    from app.widgets.review_map import review_map_html
+              label_on: bool, base: str, colours_v: tuple[str, ...], wanted: tuple[str, ...] = (),
+              drill_v: object = None, probs_file: str = "", block: int = 64) -> str:
+    from app.widgets.review_errors import overlay_layers
+    from app.widgets.review_map import _read_array, review_map_html
 
     lt = tile_layers(review_queries.review_layers(run_id, tile_id), tile_id, left_v, right_v, run_config=cfg,
                      split=split)
@@ -307,12 +366,22 @@ def _map_html(ws: str, run_id: str, n: int, tile_id: str, left_v: str, right_v: 
     if lt.right is None:
         raise UserError(f"tile {tile_id} of run {run_id}: no `{right_v}` mask file is registered")
     left_is_label = left_v == LABEL
+    overlays = []
+    if wanted or drill_v is not None:
+        from mapsage.analysis.uncertainty import load_probs
+
+        lab = lt.label if isinstance(lt.label, np.ndarray) or lt.label is None else _read_array(lt.label, "label")
+        overlays = overlay_layers(
+            wanted, classes, label=lab, right=_read_array(lt.right, variant_label(right_v)),
+            left=None if left_is_label or lt.left is None else _read_array(lt.left, variant_label(left_v)),
+            probs=load_probs(probs_file) if probs_file else None, drill=drill_v, ignore_index=ignore_index,
+            atlas_block=block, right_name=variant_label(right_v), left_name=variant_label(left_v))
     return review_map_html(
         lt.image, classes=classes, palette=list(colours_v), ignore_index=ignore_index,
         label=None if left_is_label else lt.label, raw=lt.left,
         raw_name="label" if left_is_label else variant_label(left_v),
         refined={variant_label(right_v): lt.right}, compared_prefix="", base_map=base or None,
-        mask_opacity=float(opacity_v), show_label=label_on)
+        mask_opacity=float(opacity_v), show_label=label_on, overlays=overlays)
 
 
 if lay is not None:
@@ -320,7 +389,8 @@ if lay is not None:
         st.caption(note)
     try:
         html = _map_html(ws, rid, n_events, tile, left, right, round(float(opacity), 2), bool(show_label),
-                         base_map.strip(), tuple(map_palette))
+                         base_map.strip(), tuple(map_palette), tuple(error_layers),
+                         drill if drill is not None and drill.variant == right else None, prob_path, atlas_block)
     except (UserError, FileNotFoundError, ValueError, OSError) as exc:
         show_error(exc, f"The map of tile {tile}")
     else:
@@ -331,6 +401,12 @@ if lay is not None:
             import streamlit.components.v1 as components
 
             components.html(html, height=MAP_HEIGHT)
+        if drill is not None and drill_col is not None:
+            px = by_tile.loc[tile, drill_col] if drill_col in by_tile.columns else None
+            rank = order_tiles.index(tile) + 1
+            st.markdown(f"Highlighted in magenta: label **{drill.name(classes)}** — "
+                        + (f"**{int(px):,} px** on this tile (tile {rank} of {int(table[drill_col].notna().sum())} "
+                           f"with this confusion)" if isnum(px) else "none on this tile") + ".")
         st.caption(f"Swipe: **{L if left != LABEL else 'label'}** left of the divider, **{R}** right. Layers (top "
                    "right) toggle the image, the label and both masks; the opacity panel (top left) fades each one. "
                    "Ignored pixels are transparent.")
@@ -430,6 +506,14 @@ with right_col:
                                    "baseline": h["baseline"].map(variant_label), "reviewer": h["reviewer"],
                                    "comment": h["comment"]}), hide_index=True, width="stretch", placeholder="–")
 
+# ------------------------------------------------------------------------------------------------------------ label
+st.subheader("Correct the label of this tile")
+if lay is not None:
+    from app.widgets.corrections import corrections_section
+
+    corrections_section(rid, cfg, tile, lay, left, right, classes, list(palette.colors), ignore_index,
+                        reviewer_default=st.session_state.get("review_reviewer", ""))
+
 # ------------------------------------------------------------------------------------------------------------ summary
 st.subheader("Verdicts of this run")
 summary = guard(store.verdict_summary, rid, default=pd.DataFrame(), what="Reading the verdict summary")
@@ -468,3 +552,27 @@ if all_summary is not None and not all_summary.empty and all_summary["run_id"].n
                                         variant=all_summary["variant"].map(variant_label))
                      [["run", "variant", "reviewed", "better", "worse", "same", "run_id"]], hide_index=True,
                      width="stretch", placeholder="–")
+
+# ------------------------------------------------------------------------------------------------------------ atlas
+with st.expander(f"Error atlas of this run: misclassified share per tile of `{R}`"):
+    from app.widgets.review_errors import atlas_figure, atlas_frame, georef_footprints
+    from store import error_queries
+
+    errs = guard(error_queries.tile_errors, rid, split, right, default=pd.DataFrame(),
+                 what="Reading the per-tile errors")
+    if errs is None or errs.empty:
+        st.caption("No per-tile confusion in the store for this mask variant (evaluations written before it was "
+                   "recorded have none).")
+    else:
+        st.plotly_chart(atlas_figure(errs, split, R), width="stretch", key="review_atlas")
+        imgs = layers[layers["kind"] == "image"] if not layers.empty else pd.DataFrame()
+        feet = georef_footprints(dict(zip(imgs["tile"], imgs["abs_path"]))) if not imgs.empty else {}
+        if feet:
+            from app.widgets.review_errors import atlas_map_html
+
+            st.iframe(atlas_map_html(errs, feet), height=420, alt="Error atlas map")
+            st.caption(f"{len(feet)} georeferenced tile(s) at their real place, coloured by error rate.")
+        worst = atlas_frame(errs).sort_values("error_rate", ascending=False).head(10)
+        st.dataframe(pd.DataFrame({"tile": worst["tile"], "wrong (%)": worst["error_rate"] * 100,
+                                   "wrong px": worst["wrong"], "valid px": worst["valid"]}), hide_index=True,
+                     width="stretch", column_config={"wrong (%)": st.column_config.NumberColumn(format="%.2f")})

@@ -285,9 +285,10 @@ with tabs[2]:
             else:
                 m, names = got
                 norm = st.toggle("Row-normalised (share of each label's pixels)", value=True, key="cm_norm")
-                st.plotly_chart(charts.confusion_heatmap(m, names, norm, chosen["split"], palette), width="stretch",
-                                key="cm")
-                st.caption("Rows: label; columns: prediction. Ignored pixels are not counted.")
+                from app.widgets.drilldown import confusion_drilldown
+
+                confusion_drilldown(rid, run, chosen, m, names, palette, normalise=norm, key="cm",
+                                    ws=data.workspace_key(), run_label=run.get("name"))
 
 with tabs[3]:
     if shown(3):

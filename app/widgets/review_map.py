@@ -379,7 +379,8 @@ def build_review_map(image: ArrayOrPath, *, classes: Sequence[str], palette: Seq
                      georef: Union[None, bool, str, Path, Georef] = None, base_map: Optional[str] = None,
                      base_map_attr: str = "", ignore_index: int = 255, mask_opacity: float = 0.6,
                      height: Union[int, str] = "100%", show_label: bool = False, raw_name: str = "raw",
-                     compared_prefix: str = "refined: "):
+                     compared_prefix: str = "refined: ",
+                     overlays: Sequence[tuple[str, np.ndarray, bool]] = ()):
     """A folium map of one tile. Render it offline with :func:`render_offline` (or use :func:`review_map_html`).
 
     ``image``: RGB array or image file; a GeoTIFF file (with a CRS) is georeferenced automatically.
@@ -390,7 +391,9 @@ def build_review_map(image: ArrayOrPath, *, classes: Sequence[str], palette: Seq
     ``raw_name``: the layer name of ``raw`` (the left side of the swipe), e.g. ``ema`` when two plain predictions
     are compared. ``compared_prefix``: put before each name of ``refined`` as its layer name (``refined: crf``
     on the refinement stage's own maps); ``""`` keeps the names as given (the Review page names each layer for what
-    it is: ``refine=crf``, ``tta=flip``)."""
+    it is: ``refine=crf``, ``tta=flip``). ``overlays``: ``(name, RGBA uint8 [H,W,4], shown)`` layers drawn above
+    the masks on both sides of the swipe (error layers, a highlighted confusion cell, confidence), each toggled in
+    the layer control and faded in the opacity panel."""
     import folium
 
     rgb = _read_array(image, "image")
@@ -426,6 +429,15 @@ def build_review_map(image: ArrayOrPath, *, classes: Sequence[str], palette: Seq
     for name, arr in masks:
         if arr.shape[:2] != (h, w):
             raise ValueError(f"{name} mask is {arr.shape[:2]}, the image is {(h, w)}: they must match")
+    extra = [(str(n), np.asarray(a, np.uint8), bool(on)) for n, a, on in overlays]
+    for name, arr, _ in extra:
+        if arr.shape != (h, w, 4):
+            raise ValueError(f"overlay {name} is {arr.shape}, expected RGBA {(h, w, 4)} like the image")
+
+    shown_of = {n: on for n, _, on in extra}
+
+    def on_of(n: str) -> bool:
+        return shown_of[n]
 
     if geo is not None:
         img_arr, bounds = _to_mercator(rgb, geo, categorical=False)
@@ -436,6 +448,12 @@ def build_review_map(image: ArrayOrPath, *, classes: Sequence[str], palette: Seq
         if base_map:
             folium.TileLayer(base_map, attr=base_map_attr or "base map", name="base map", max_zoom=24,
                              overlay=False, control=True).add_to(m)
+        warped = []
+        for n, a in extra:
+            wa = _to_mercator(a, geo, categorical=True)[0]
+            wa[np.all(wa == 255, axis=-1)] = 0          # the warp's fill outside the raster: transparent
+            warped.append((n, wa, on_of(n)))
+        extra = [(n, a, on) for n, a, on in warped]
     else:
         img_arr, bounds = rgb, [[0, 0], [h, w]]
         mask_arrs = masks
@@ -465,6 +483,15 @@ def build_review_map(image: ArrayOrPath, *, classes: Sequence[str], palette: Seq
             left.append(layer.get_name())
         elif name in compared:
             right.append(layer.get_name())
+
+    for j, (name, arr, on) in enumerate(extra):
+        pane = f"mapsage-x{j}-{re.sub(r'[^a-z0-9]+', '-', name.lower())}"
+        z += 10
+        folium.map.CustomPane(pane, z_index=z).add_to(m)
+        layer = folium.raster_layers.ImageOverlay(_png_uri(arr), bounds=bounds, name=name, pixelated=True,
+                                                  pane=pane, opacity=1.0, show=on)
+        layer.add_to(m)
+        layer_vars.append((name, layer.get_name()))
 
     swipe_names = None
     if left and right:

@@ -101,6 +101,10 @@ class DatasetCfg:
     test_split: Optional[str] = None
     leak_list: Optional[str] = None         # file of sample ids that must not appear in training (e.g. EarthVQA)
     max_samples: Optional[int] = None       # cap per split (quick runs)
+    # reviewers' corrections: train/evaluate on "original + corrections v<label_version>" (null: the original
+    # labels); versions live under <labels_root or workspace/labels>/<name>/ (mapsage.analysis.labels)
+    label_version: Optional[int] = None
+    labels_root: Optional[str] = None
 
     def validate(self):
         if not self.root:

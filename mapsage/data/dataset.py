@@ -108,6 +108,11 @@ class SegDataset:
     def load_mask(self, i: int, strict: bool = True) -> Optional[np.ndarray]:
         """The decoded mask ``uint8 [H, W]`` (class ids / ignore index), cached; None for predict-only."""
         s = self.samples[i]
+        corrected = getattr(self, "label_overrides", None) or {}
+        if s.id in corrected:          # a reviewer's correction (dataset.label_version) replaces the label
+            from ..analysis.labels import read_correction
+
+            return read_correction(corrected[s.id])
         if s.mask_path is None:
             return None
         if strict and i in self._cache:
@@ -284,6 +289,10 @@ def build_dataset(cfg: Config, split: str, train: bool = False, *, domain: str |
         raise DataError(f"split '{name}'{f' / domain {domain}' if domain else ''} of {ds.name} has no samples "
                         f"(looked under {where}); check dataset.root and dataset.split")
     dataset = SegDataset(chosen, cfg, name, train=train, cache_mb=cache_mb, excluded=excluded)
+    if getattr(ds, "label_version", None):
+        from ..analysis.labels import labels_root, resolve
+
+        dataset.label_overrides = resolve(labels_root(ds), ds.label_version)
     dataset.split_total = split_total          # evaluations on fewer tiles are subsets (mapsage.evalid)
     return dataset
 

@@ -580,7 +580,8 @@ class SegMetrics:
     # --------------------------------------------------------------------------------------------- tiles
     def tile_rows(self) -> list[dict[str, Any]]:
         """Per-image areas (the ``tiles`` event rows): ``{tile, domain, intersect, union, label_area, pred_area,
-        b_intersect, b_union}`` with one int per class. Needs ``keep_tiles=True``."""
+        b_intersect, b_union}`` with one int per class, and ``confusion``: the tile's off-diagonal confusion cells
+        ``[[label id, predicted id, pixels], ...]`` (:func:`confusion_cells`). Needs ``keep_tiles=True``."""
         if not self.keep_tiles:
             raise RuntimeError("SegMetrics(keep_tiles=True) is needed for tile_rows()")
         self._check(self._host_counts(None)[0])
@@ -596,7 +597,8 @@ class SegMetrics:
                 rows.append({"tile": t, "domain": domains[j], "intersect": inter[j].tolist(),
                              "union": (la[j] + pa[j] - inter[j]).tolist(), "label_area": la[j].tolist(),
                              "pred_area": pa[j].tolist(), "b_intersect": bi[j].tolist(),
-                             "b_union": (bl[j] + bp[j] - bi[j]).tolist(), "b_label": bl[j].tolist()})
+                             "b_union": (bl[j] + bp[j] - bi[j]).tolist(), "b_label": bl[j].tolist(),
+                             "confusion": confusion_cells(conf[j])})
         return rows
 
     def tiles_event(self, split: str, variant: str = "raw") -> dict[str, Any]:
@@ -693,6 +695,14 @@ class SegMetrics:
         self.load_state({"keys": all_keys, "counts": counts, "iou_sum": sums})
 
 
+def confusion_cells(conf: np.ndarray) -> list[list[int]]:
+    """The off-diagonal, non-zero cells of one tile's confusion matrix as ``[label id, predicted id, pixels]``
+    (the diagonal is the tile's ``intersect``): what the error drill-down ranks tiles by."""
+    conf = np.asarray(conf)
+    t, p = np.nonzero(conf)
+    return [[int(a), int(b), int(conf[a, b])] for a, b in zip(t, p) if a != b]
+
+
 def _valid_u8(l8: np.ndarray, p8: np.ndarray, C: int) -> tuple[bool, bool]:
     """Cheap check for the single-histogram path: labels are ids < C or 255, predictions ids < C everywhere.
     Returns ``(ok, has_ignore)``; when not ok the exact path sorts out (and reports) what is wrong."""
@@ -755,4 +765,4 @@ def boundary_iou_per_image(pred, label, num_classes: int, ignore_index: int = 25
     return m.result().mbiou
 
 
-__all__ = ["SegMetrics", "hist2d_u8", "boundary_iou_per_image", "MAX_CLASSES"]
+__all__ = ["SegMetrics", "hist2d_u8", "boundary_iou_per_image", "confusion_cells", "MAX_CLASSES"]
