@@ -260,7 +260,7 @@ def test_run_detail_of_a_training_run(filled):
     at = _app("views/run_detail.py", run=rid)
     text = _texts(at)
     assert [t.label for t in at.tabs] == ["Curves", "Per class", "Confusion", "Domains", "Health", "A/B", "Config",
-                                          "Log"]
+                                          "Log", "Reliability"]
     # Curves (the default tab; the others are not computed until opened)
     assert "Plateau note" in text and "over the last 20 % of the 2 evaluated epochs" in text
     figs = _figures(at)
