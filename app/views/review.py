@@ -208,6 +208,9 @@ if drill is not None:
     px = dict(zip(cell_tiles["tile"], cell_tiles["pixels"])) if cell_tiles is not None else {}
     table[drill_col] = table["tile"].map(px)
     table = table.sort_values(drill_col, ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+from app.widgets.review_queue import queue_section
+
+table = queue_section(rid, run, table, ws=ws, n_events=n_events, drill_active=drill is not None)
 order_tiles = list(table["tile"])
 if not order_tiles:
     st.info(f"No tile has a `{R}` mask.")
