@@ -63,6 +63,7 @@ def test_review_page_shows_the_queue_and_walks_it(queue_ws):
     # walking in queue order: the tile selector starts at the most uncertain tile, Next goes to the second
     assert at.selectbox(key="review_tile").value == want["tile"].iloc[0]
     assert [o.split(" · ")[0] for o in at.selectbox(key="review_tile").options] == list(want["tile"])
+    assert any("in review-queue order (mean entropy (normalised)" in str(c.value) for c in at.caption)
     at.button(key="review_next").click().run()
     _ok(at)
     assert at.selectbox(key="review_tile").value == want["tile"].iloc[1]

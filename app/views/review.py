@@ -218,11 +218,14 @@ if not order_tiles:
 
 # ------------------------------------------------------------------------------------------------------------ tiles
 st.subheader("Tiles")
+if table.attrs.get("queue_order") and left != LABEL:
+    st.caption(f"Tiles {table.attrs['queue_order']}.")
 if drill_col is not None:
     st.caption(f"Tiles with label **{drill.name(classes)}** first, most of those pixels first (the store's per-tile "
                f"confusion of `{variant_label(drill.variant)}`), then the others.")
 elif left == LABEL:
-    st.caption(f"`{R}` against the label: sorted by the tile's Boundary IoU, lowest first (split `{split}`).")
+    st.caption(f"`{R}` against the label: " + (table.attrs.get("queue_order") or "sorted by the tile's Boundary IoU, "
+                                               "lowest first") + f" (split `{split}`).")
 else:
     st.caption(f"Change from `{L}` to `{R}` per tile, in points (split `{split}`), from the store's per-tile rows; "
                f"pick a row (or use the selector below) to open the tile.")

@@ -118,7 +118,8 @@ def queue_section(run_id: str, run: dict, table: pd.DataFrame, *, ws: str, n_eve
         st.caption(f"Also from the command line: `mapsage queue {run_id} --by {by} --csv queue.csv`.")
     if not walking:
         return table
-    st.caption(f"The tile list, the tile selector and Previous / Next follow the review queue ({SCORE_LABELS[by]}).")
     rank = {t: i for i, t in enumerate(q["tile"])}
     out = table.assign(_q=table["tile"].map(rank)).sort_values(["_q", "tile"], na_position="last", kind="stable")
-    return out.drop(columns="_q").reset_index(drop=True)
+    out = out.drop(columns="_q").reset_index(drop=True)
+    out.attrs["queue_order"] = f"in review-queue order ({SCORE_LABELS[by]}; Previous / Next follow it)"
+    return out
