@@ -581,4 +581,5 @@ with st.expander(f"Error atlas of this run: misclassified share per tile of `{R}
         worst = atlas_frame(errs).sort_values("error_rate", ascending=False).head(10)
         st.dataframe(pd.DataFrame({"tile": worst["tile"], "wrong (%)": worst["error_rate"] * 100,
                                    "wrong px": worst["wrong"], "valid px": worst["valid"]}), hide_index=True,
-                     width="stretch", column_config={"wrong (%)": st.column_config.NumberColumn(format="%.2f")})
+                     width="stretch", column_config={"wrong (%)": st.column_config.NumberColumn(format="%.2f")},
+                     placeholder="–")
