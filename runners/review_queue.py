@@ -81,10 +81,10 @@ def score_tiles(run_id: str, variant: Optional[str] = None, ignore_index: int = 
     elif variant not in prob_variants and variant not in mask_variants:
         raise QueueError(f"run {run_id} has no files of variant {variant!r}; it has "
                          f"{', '.join(sorted(set(prob_variants) | set(mask_variants))) or 'none'}")
-    tiles = sorted(set(files["tile"]))
+    groups = files.groupby("tile", sort=True)
+    total = groups.ngroups
     rows = []
-    for i, tile in enumerate(tiles):
-        f = files[files["tile"] == tile]
+    for i, (tile, f) in enumerate(groups):
         probs_of = dict(zip(f.loc[f["kind"] == "prob", "variant"], f.loc[f["kind"] == "prob", "abs_path"]))
         masks = f[f["kind"].isin(["pred", "refined"])].drop_duplicates("variant", keep="last")
         probs = load_probs(probs_of[variant]) if variant in probs_of else None
@@ -100,7 +100,7 @@ def score_tiles(run_id: str, variant: Optional[str] = None, ignore_index: int = 
                      "members": ", ".join(masks["variant"]) if len(masks) >= 2 else "",
                      "pixels": int(np.prod(shape)) if shape is not None else 0})
         if progress is not None:
-            progress(i + 1, len(tiles))
+            progress(i + 1, total)
     frame = pd.DataFrame(rows, columns=["tile", *SCORE_COLUMNS, "variant", "members", "pixels"])
     available = [s for s in SCORES if frame[s].notna().any()]
     return frame, {"variant": variant, "variants": mask_variants, "prob_variants": prob_variants,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -100,3 +101,46 @@ def test_a_run_without_probabilities_ranks_by_mask_disagreement(queue_ws):
     assert "share of pixels where members disagree" in shown.columns
     assert at.selectbox(key="review_queue_by").options == ["share of pixels where members disagree"]
     assert [o.split(" · ")[0] for o in at.selectbox(key="review_tile").options] == list(want["tile"])
+
+
+def test_unlabelled_imagery_from_a_predict_run_is_queued_and_drawn(queue_ws, tmp_path):
+    """``mapsage predict --on FOLDER --probabilities``: new imagery without labels; the queue says which image to
+    label first, and the Review page draws the prediction over the image (no dataset split to read a label from)."""
+    import torch
+    from scipy.stats import entropy
+
+    import store
+    from runners import review_queue as rq
+    from runners.predict_spec import predict_spec
+    from tests.conftest_app import run_in_process
+
+    demo = ROOT / "data" / "demo" / "dubai-aerial" / "Semantic segmentation dataset"
+    folder = tmp_path / "new-imagery"
+    folder.mkdir()
+    shutil.copy(demo / "Tile 1" / "images" / "image_part_001.jpg", folder / "a.jpg")
+    shutil.copy(demo / "Tile 5" / "images" / "image_part_002.jpg", folder / "b.jpg")
+    config, overrides = predict_spec(queue_ws["train"], str(folder), [
+        "runtime.threads=1", "runtime.device=cpu", "runtime.gpus=0", "predict.probabilities=uint8"])
+    threads = torch.get_num_threads()
+    try:
+        rid = run_in_process(str(config), overrides)
+    finally:
+        torch.set_num_threads(threads)
+    store.ingest_all()
+    q, info = rq.queue(rid)
+    assert info["by"] == "entropy" and sorted(q["tile"]) == ["a", "b"]
+    probs = store.artifacts(rid, kind="prob")
+    want = {}
+    for t, p in zip(probs["tile"], probs["abs_path"]):
+        with np.load(p) as z:
+            pr = z["probs"].astype(np.float64) * float(z["scale"])
+        pr /= pr.sum(axis=0, keepdims=True)
+        want[t] = float((entropy(pr, axis=0) / np.log(pr.shape[0])).mean())
+    assert list(q["tile"]) == sorted(want, key=lambda t: -want[t])
+    for t, e in zip(q["tile"], q["entropy"]):
+        assert e == pytest.approx(want[t], abs=1e-6)
+
+    at = _app(run=rid, queue="entropy")
+    assert list(_queue_table(at)["tile"]) == list(q["tile"])
+    frames = at.get("iframe")
+    assert len(frames) == 1 and frames[0].proto.alt.startswith(f"Review map of {q['tile'].iloc[0]}:")
