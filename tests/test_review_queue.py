@@ -205,6 +205,6 @@ def test_queue_cli_prints_and_exports_the_queue(queue_ws, tmp_path, capsys):
     want, _ = rq.queue(rid)
     got = pd.read_csv(out)
     assert list(got["tile"]) == list(want["tile"]) and np.allclose(got["entropy"], want["entropy"])
-    assert f"ranked by entropy" in printed and want["tile"].iloc[0] in printed
+    assert "ranked by entropy" in printed and want["tile"].iloc[0] in printed
     assert main(["queue", rid, "--by", "disagreement"]) == 2
     assert "disagreement" in capsys.readouterr().err
