@@ -8,6 +8,8 @@ pixels the run's confusion matrix summed.
   evaluation (run, split, variant, epoch; the latest ``tiles`` record of it), most pixels first, with the tile's
   label pixels of the true class and the share of them that went to the predicted class.
 * :func:`tile_confusion_cells` -- every off-diagonal cell of one tile of that evaluation.
+* :func:`confusion_change` -- two evaluations' per-tile confusion side by side on the tiles both scored (B minus
+  A per tile and cell): which tiles a confusion rose or dropped on (the Compare page's drill-down).
 * :func:`has_tile_confusion` -- whether an evaluation has per-tile confusion rows at all (runs ingested before
   they were written have none).
 """
@@ -115,3 +117,65 @@ def tile_errors(run_id: str, split: str, variant: str, eval_seq: Any = None) -> 
         return pd.DataFrame(columns=cols)
     df["error_rate"] = [w / v if v else float("nan") for w, v in zip(df["wrong"], df["valid"])]
     return df[cols]
+
+
+CHANGE_COLUMNS = ["tile", "domain", "true_id", "pred_id", "pixels_a", "pixels_b", "delta"]
+
+
+def confusion_change(run_a: str, variant_a: str, run_b: str, variant_b: str, split: str, eval_seq_a: Any = None,
+                     eval_seq_b: Any = None, true_id: Optional[int] = None, pred_id: Optional[int] = None
+                     ) -> pd.DataFrame:
+    """Per tile and off-diagonal cell, how evaluation B's confusion differs from evaluation A's, on the tiles both
+    scored (the ``tiles`` record of each evaluation; see :func:`tiles_seq`).
+
+    Columns: ``tile, domain, true_id, pred_id, pixels_a, pixels_b`` (0 where that evaluation has no such pixel)
+    and ``delta`` (``pixels_b - pixels_a``); rows where both are 0 are left out. ``true_id`` / ``pred_id``: one
+    cell only, sorted by ``delta`` descending (most risen first; ties by tile); otherwise sorted by cell and
+    tile. Summing ``delta`` per cell gives B's confusion matrix minus A's over the shared tiles."""
+    sa = tiles_seq(run_a, split, variant_a, eval_seq_a)
+    sb = tiles_seq(run_b, split, variant_b, eval_seq_b)
+    if sa is None or sb is None:
+        return pd.DataFrame(columns=CHANGE_COLUMNS)
+    cell = ""
+    cell_params: list[Any] = []
+    if true_id is not None and pred_id is not None:
+        cell = " AND true_id = ? AND pred_id = ?"
+        cell_params = [int(true_id), int(pred_id)]
+    sql = f"""
+        WITH shared AS (
+            SELECT ta.tile, ta.domain FROM tiles ta
+            JOIN (SELECT tile FROM tiles WHERE run_id = ? AND seq = ?) tb ON tb.tile = ta.tile
+            WHERE ta.run_id = ? AND ta.seq = ?
+        ), ca AS (
+            SELECT tile, true_id, pred_id, pixels FROM tile_confusion WHERE run_id = ? AND seq = ?{cell}
+        ), cb AS (
+            SELECT tile, true_id, pred_id, pixels FROM tile_confusion WHERE run_id = ? AND seq = ?{cell}
+        ), c AS (
+            SELECT coalesce(ca.tile, cb.tile) AS tile, coalesce(ca.true_id, cb.true_id) AS true_id,
+                   coalesce(ca.pred_id, cb.pred_id) AS pred_id, coalesce(ca.pixels, 0) AS pixels_a,
+                   coalesce(cb.pixels, 0) AS pixels_b
+            FROM ca FULL OUTER JOIN cb ON ca.tile = cb.tile AND ca.true_id = cb.true_id AND ca.pred_id = cb.pred_id
+        )
+        SELECT s.tile, s.domain, c.true_id, c.pred_id, c.pixels_a, c.pixels_b, c.pixels_b - c.pixels_a AS delta
+        FROM c JOIN shared s ON s.tile = c.tile
+        ORDER BY {'delta DESC, s.tile' if cell else 'c.true_id, c.pred_id, s.tile'}
+    """
+    params = [run_b, sb, run_a, sa, run_a, sa, *cell_params, run_b, sb, *cell_params]
+    df = _query(sql, params)
+    if df.empty:
+        return pd.DataFrame(columns=CHANGE_COLUMNS)
+    for c in ("true_id", "pred_id", "pixels_a", "pixels_b", "delta"):
+        df[c] = df[c].astype("int64")
+    return df[CHANGE_COLUMNS].reset_index(drop=True)
+
+
+def shared_tile_count(run_a: str, variant_a: str, run_b: str, variant_b: str, split: str, eval_seq_a: Any = None,
+                      eval_seq_b: Any = None) -> int:
+    """How many tiles both evaluations scored."""
+    sa = tiles_seq(run_a, split, variant_a, eval_seq_a)
+    sb = tiles_seq(run_b, split, variant_b, eval_seq_b)
+    if sa is None or sb is None:
+        return 0
+    df = _query("SELECT count(*) AS n FROM tiles a JOIN tiles b ON a.tile = b.tile WHERE a.run_id = ? AND a.seq = ? "
+                "AND b.run_id = ? AND b.seq = ?", [run_a, sa, run_b, sb])
+    return int(df["n"].iloc[0])

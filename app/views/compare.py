@@ -155,6 +155,13 @@ for lab, ev in evals.items():
 cd = compare.class_deltas(pcs, reference)
 st.plotly_chart(charts.delta_bars(cd, palette, split), width="stretch", key="class_deltas")
 
+# ---------------------------------------------------------------------------------------------------------- confusion
+st.subheader("Confusion changes: from a cell to the tiles")
+from app.widgets.compare_drilldown import compare_drilldown  # noqa: E402
+
+compare_drilldown(evals, eval_of, rows, reference, split,
+                  list(palette.names) or list((rows[picked[0]] or {}).get("class_names") or []), data.workspace_key())
+
 # ---------------------------------------------------------------------------------------------------------- curves
 st.subheader("Curves")
 series, losses, lrs = [], [], []

@@ -208,6 +208,9 @@ if drill is not None:
     px = dict(zip(cell_tiles["tile"], cell_tiles["pixels"])) if cell_tiles is not None else {}
     table[drill_col] = table["tile"].map(px)
     table = table.sort_values(drill_col, ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+from app.widgets.review_queue import queue_section
+
+table = queue_section(rid, run, table, ws=ws, n_events=n_events, drill_active=drill is not None)
 order_tiles = list(table["tile"])
 if not order_tiles:
     st.info(f"No tile has a `{R}` mask.")
@@ -215,11 +218,14 @@ if not order_tiles:
 
 # ------------------------------------------------------------------------------------------------------------ tiles
 st.subheader("Tiles")
+if table.attrs.get("queue_order") and left != LABEL:
+    st.caption(f"Tiles {table.attrs['queue_order']}.")
 if drill_col is not None:
     st.caption(f"Tiles with label **{drill.name(classes)}** first, most of those pixels first (the store's per-tile "
                f"confusion of `{variant_label(drill.variant)}`), then the others.")
 elif left == LABEL:
-    st.caption(f"`{R}` against the label: sorted by the tile's Boundary IoU, lowest first (split `{split}`).")
+    st.caption(f"`{R}` against the label: " + (table.attrs.get("queue_order") or "sorted by the tile's Boundary IoU, "
+                                               "lowest first") + f" (split `{split}`).")
 else:
     st.caption(f"Change from `{L}` to `{R}` per tile, in points (split `{split}`), from the store's per-tile rows; "
                f"pick a row (or use the selector below) to open the tile.")
@@ -575,4 +581,5 @@ with st.expander(f"Error atlas of this run: misclassified share per tile of `{R}
         worst = atlas_frame(errs).sort_values("error_rate", ascending=False).head(10)
         st.dataframe(pd.DataFrame({"tile": worst["tile"], "wrong (%)": worst["error_rate"] * 100,
                                    "wrong px": worst["wrong"], "valid px": worst["valid"]}), hide_index=True,
-                     width="stretch", column_config={"wrong (%)": st.column_config.NumberColumn(format="%.2f")})
+                     width="stretch", column_config={"wrong (%)": st.column_config.NumberColumn(format="%.2f")},
+                     placeholder="–")

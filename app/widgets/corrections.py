@@ -70,9 +70,17 @@ def _background(image: Any, label: Optional[np.ndarray], palette_rgb: np.ndarray
 
 
 def _dataset_cfg(run_config: dict):
+    """The run's config from its stored JSON form, where mapping keys are strings: integer keys of
+    ``dataset.value_map`` (raw value -> class id) are restored before validation."""
     from mapsage.config import config_from_dict
 
-    return config_from_dict(dict(run_config))
+    cfg = dict(run_config)
+    ds = dict(cfg.get("dataset") or {})
+    vm = ds.get("value_map")
+    if isinstance(vm, dict):
+        ds["value_map"] = {int(k) if isinstance(k, str) and k.lstrip("-").isdigit() else k: v for k, v in vm.items()}
+        cfg["dataset"] = ds
+    return config_from_dict(cfg)
 
 
 def corrections_section(run_id: str, run_config: dict, tile: str, lay: Any, left: str, right: str,

@@ -285,7 +285,15 @@ def tile_layers(layers: pd.DataFrame, tile: str, left: str, right: str,
         out.left = path_of(None, left)
     out.right = path_of(None, right)
     if (out.image is None or out.label is None) and run_config:
-        image, label = dataset_tile(run_config, out.split, tile)
+        from mapsage.config import ConfigError
+
+        try:
+            image, label = dataset_tile(run_config, out.split, tile)
+        except ConfigError:
+            # tiles from outside the dataset's splits (``mapsage predict --on FOLDER``): no label to read
+            image, label = None, None
+            if out.image is not None:
+                out.notes.append(f"no label: split `{out.split}` is not a split of the run's dataset")
         if out.image is None:
             out.image = image
             out.notes.append("image read from the run's dataset config (no image artifact)")

@@ -7,8 +7,9 @@ Scores of one tile, from its class probabilities ``[C, H, W]`` (a run's ``<tile>
 * ``margin`` -- mean gap between the two largest probabilities (small: the top two classes are close);
 * ``low_margin_share`` -- share of pixels whose margin is below ``margin_threshold`` (0.1 by default);
 * ``disagreement`` -- share of pixels where the members' masks do not all agree;
-* ``member_entropy`` -- with member probabilities: entropy of the mean minus the mean entropy of the members
-  (mutual information, the BALD score): how much the members disagree in their beliefs.
+* ``member_entropy`` -- with member probabilities: entropy of the members' mean minus the mean entropy of the
+  members, normalised by ``log C`` (mutual information, the BALD score): how much the members disagree in their
+  beliefs.
 
 :func:`review_queue` ranks tiles: unreviewed first, then by the chosen score (most uncertain first: entropy,
 disagreement, low-margin share and member entropy descending, margin ascending), ties by tile id.
@@ -73,8 +74,11 @@ def tile_scores(probs: Optional[np.ndarray] = None, members: Sequence[np.ndarray
             out["low_margin_share"] = float((margin[v] < margin_threshold).mean())
             if len(member_probs) >= 2:
                 mp = [_normalised(m, what) for m in member_probs]
+                if any(m.shape != p.shape for m in mp):
+                    raise ValueError(f"{what}: member probabilities {[m.shape for m in mp]} differ from {p.shape}")
+                ent_of_mean = _entropy(np.mean(mp, axis=0)) / math.log(C)
                 mean_ent = np.mean([_entropy(m) for m in mp], axis=0) / math.log(C)
-                out["member_entropy"] = float((ent - mean_ent)[v].mean())
+                out["member_entropy"] = float((ent_of_mean - mean_ent)[v].mean())
     if len(members) >= 2:
         from .errors_map import disagreement_share
 

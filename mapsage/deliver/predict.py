@@ -78,6 +78,8 @@ def predict_images(predictor: Predictor, inputs, out_dir: Path, *, device, proba
         if predictor.post is not None:
             pred = predictor.post(pred)
         out = writer.write(item.id, pred)
+        if events is not None:                 # the input, so that Review can draw the prediction over it
+            events.artifact("image", item.path, tile=item.id, variant="input", split=split)
         rec = {"id": item.id, "height": int(pred.shape[0]), "width": int(pred.shape[1]),
                "pred": str(out["pred"]), "class_pixels": np.bincount(pred.ravel(), minlength=predictor.num_classes
                                                                      )[:predictor.num_classes].tolist()}
