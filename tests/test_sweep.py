@@ -82,6 +82,51 @@ def test_prepare_names_a_bad_key(tmp_path, monkeypatch):
         sweep.prepare(SWEEP, ["sweep.parameters={train.lrr: [0.1, 0.2]}"])
 
 
+def test_budgets_stop_asking_and_pruners_follow_the_block(tmp_path, monkeypatch):
+    """Trial, wall-clock and GPU-hour budgets (what the driver checks before each new trial), and the pruner each
+    ``sweep.pruner`` builds."""
+    import optuna
+
+    from mapsage.config import load_config
+    from mapsage.sweep.study import make_pruner
+    from mapsage.workspace import run_dir
+    from runners import sweep
+    from runners.scheduler import write_job
+
+    monkeypatch.setenv("MAPSAGE_WORKSPACE", str(tmp_path / "ws"))
+    now = time.time()
+    cfg = load_config(SWEEP, ["sweep.n_trials=3"])
+    state = {"n_trials": 3, "created_at": now - 60, "trials": {"0": {}, "1": {}}}
+    assert sweep._budget_left(cfg, state, now) is None
+    state["trials"]["2"] = {}
+    assert sweep._budget_left(cfg, state, now) == "trial budget spent (3 trials)"
+    cfg = load_config(SWEEP, ["sweep.max_wall_h=0.5"])
+    state = {"n_trials": 20, "created_at": now - 1700, "trials": {}}
+    assert sweep._budget_left(cfg, state, now) is None
+    state["created_at"] = now - 1801
+    assert sweep._budget_left(cfg, state, now) == "wall-clock budget spent (0.5 h)"
+    # GPU-hours: each trial's wall (its job's start to its end, or now) times runtime.gpus, summed
+    cfg = load_config(SWEEP, ["sweep.max_gpu_h=1.0", "runtime.gpus=2"])
+    for rid, started in (("t0_20261205-000000_0000", now - 1200), ("t1_20261205-000000_0001", now - 600)):
+        run_dir(rid).mkdir(parents=True)
+        write_job(rid, started_at=started)
+    state = {"n_trials": 20, "created_at": now - 1200, "trials": {
+        "0": {"run_id": "t0_20261205-000000_0000", "ended_at": now - 300},      # 15 min x 2 GPUs = 0.5 GPU-h
+        "1": {"run_id": "t1_20261205-000000_0001"}}}                            # 10 min x 2 GPUs, running
+    assert sweep._gpu_hours(state, 2, now) == pytest.approx(0.5 + 1 / 3)
+    assert sweep._budget_left(cfg, state, now) is None
+    assert sweep._budget_left(cfg, state, now + 300) == "GPU-hour budget spent (1.0 GPU-h)"   # 0.5 + 0.5
+    # pruners
+    block = load_config(SWEEP, ["sweep.pruner=asha", "sweep.min_epochs=2"]).sweep
+    asha = make_pruner(block)
+    assert isinstance(asha, optuna.pruners.SuccessiveHalvingPruner) and asha._min_resource == 2
+    block = load_config(SWEEP, ["sweep.pruner=median", "sweep.min_epochs=3", "sweep.startup_trials=4"]).sweep
+    median = make_pruner(block)
+    assert isinstance(median, optuna.pruners.MedianPruner)
+    assert (median._n_startup_trials, median._n_warmup_steps) == (4, 2)      # judged from the 3rd epoch (index 2)
+    assert isinstance(make_pruner(load_config(SWEEP, ["sweep.pruner=none"]).sweep), optuna.pruners.NopPruner)
+
+
 @pytest.mark.slow
 def test_tpe_sweep_with_median_pruner_prunes_and_promotes(tmp_path, monkeypatch):
     import torch
