@@ -88,7 +88,7 @@ def group_board(split: str = "val", metric: str = "miou") -> pd.DataFrame:
         got = [x for x in v if x is not None and not pd.isna(x)]
         mean, sd, lo, hi = t_interval(got)
         first = names.get(part["run_id"].iloc[0]) or ""
-        rows.append({"group": gid, "name": re.sub(r"(_f\d+)?(_s\d+)?$", "", first) or first,
+        rows.append({"group": gid, "name": re.sub(r"([-_]f\d+)?([-_]s\d+)?$", "", first) or first,
                      "runs": len(got), "seeds": int(part["cv_repeat"].nunique()),
                      "folds": int(part["cv_folds"].max() or 0) if part["cv_fold"].notna().any() else 0,
                      "mean": mean, "sd": sd, "ci_low": lo, "ci_high": hi, "min": min(got) if got else math.nan,

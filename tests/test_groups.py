@@ -45,7 +45,7 @@ def test_three_fold_group_on_the_board(tmp_path, monkeypatch):
     import torch
 
     import store
-    from mapsage.config import load_config, run_name
+    from mapsage.config import load_config
     from mapsage.workspace import run_dir
     from runners.groups import group_overrides
     from store.groups import group_board, run_links, t_interval
@@ -84,7 +84,8 @@ def test_three_fold_group_on_the_board(tmp_path, monkeypatch):
     figs = store.ranking(run_ids=rids).set_index("run_id")["miou"]
     mean, sd, lo, hi = t_interval(list(figs))
     assert row["runs"] == 3 and row["folds"] == 3 and row["pending"] == 0
-    assert row["name"] == run_name(cfg)                  # the runs' names less their _f<k> suffix
+    names = store.list_runs().set_index("run_id")["name"]
+    assert sorted(names[rids]) == [f"{row['name']}-f{k}" for k in range(3)]   # the runs' names less -f<k>
     assert row["mean"] == pytest.approx(mean) and row["sd"] == pytest.approx(sd)
     assert row["ci_low"] == pytest.approx(lo) and row["ci_high"] == pytest.approx(hi) and lo < mean < hi
 
