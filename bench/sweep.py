@@ -3,7 +3,9 @@
 Both paths go through the real scheduler and a detached worker process: ``jobs.launch`` + ``jobs.wait`` (plain)
 and a one-trial sweep (``runners.sweep.start(..., detach=False)``: Optuna study in the workspace, ask, trial config,
 submit, per-epoch report + pruner check in the trial, tell). The sweep's values are fixed (one-value grid) so both
-train the same config. Prints the wall times of each repetition and the ratio sweep / plain.
+train the same config; the order alternates between repetitions. Prints the wall times of each repetition, the
+ratio sweep / plain, and the sweep's own work: the trial's report time plus the CPU the driver's process took
+beyond what the plain path's launching process took.
 
     PYTHONPATH=$PWD python bench/sweep.py [--reps 2] [--epochs 3] [--steps 4]
 """
@@ -48,26 +50,41 @@ def main() -> int:
                   and r.get("split") == "sweep")
         return st["succeeded"] - st["running"], rep
 
-    rows = []
-    for rep in range(args.reps):
-        t0 = time.perf_counter()
+    def plain() -> tuple[float, float, str]:
+        t0, c0 = time.perf_counter(), time.process_time()
         rid = jobs.launch(CONFIG, common)
         status = jobs.wait(rid)
-        plain_wall = time.perf_counter() - t0
         assert status == "succeeded", (rid, status)
-        plain_run, _ = trial_facts(rid)
-        t0 = time.perf_counter()
+        return time.perf_counter() - t0, time.process_time() - c0, rid
+
+    def swept() -> tuple[float, float, dict]:
+        t0, c0 = time.perf_counter(), time.process_time()
         sid = sweep.start(CONFIG, common + fixed, detach=False)
-        sweep_wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         (t,) = sweep.read_state(sid)["trials"].values()
         assert t["status"] == "succeeded" and t["state"] == "complete", t
+        return wall, cpu, t
+
+    rows = []
+    for rep in range(args.reps):
+        # alternate the order, so a drift in the machine's load does not favour one side
+        if rep % 2 == 0:
+            plain_wall, plain_cpu, rid = plain()
+            sweep_wall, sweep_cpu, t = swept()
+        else:
+            sweep_wall, sweep_cpu, t = swept()
+            plain_wall, plain_cpu, rid = plain()
+        plain_run, _ = trial_facts(rid)
         trial_run, report_s = trial_facts(t["run_id"])
-        machinery = float(t.get("driver_s") or 0.0) + report_s
+        # the sweep's own work: the trial's reports (in the worker) and the driver's CPU beyond what a plain
+        # launch + wait takes in the launching process (both spawn the same worker through the scheduler)
+        machinery = max(0.0, sweep_cpu - plain_cpu) + report_s
         rows.append((plain_wall, sweep_wall, plain_run, trial_run, machinery))
         print(f"rep {rep + 1}: end to end  plain {plain_wall:6.2f} s  sweep {sweep_wall:6.2f} s  ratio "
               f"{sweep_wall / plain_wall:.3f} | run wall  plain {plain_run:6.2f} s  trial {trial_run:6.2f} s | "
-              f"sweep machinery {machinery:.3f} s (driver ask/tell {float(t.get('driver_s') or 0):.3f} s, trial "
-              f"reports {report_s:.3f} s)", flush=True)
+              f"sweep machinery {machinery:.3f} s (launching process CPU plain {plain_cpu:.3f} s, sweep driver "
+              f"{sweep_cpu:.3f} s of which ask/tell {float(t.get('driver_s') or 0):.3f} s; trial reports "
+              f"{report_s:.3f} s)", flush=True)
     med = [statistics.median(c) for c in zip(*rows)]
     print(f"median of {args.reps}: end to end plain {med[0]:.2f} s vs sweep {med[1]:.2f} s, ratio "
           f"{med[1] / med[0]:.3f}; run wall plain {med[2]:.2f} s vs trial {med[3]:.2f} s, ratio "

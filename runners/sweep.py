@@ -209,6 +209,26 @@ def _run_status(rid: str) -> str | None:
     return last_status(rid)[0]
 
 
+class _Follower:
+    """The last status of each trial's run, read incrementally from its event file (the driver polls while the
+    trials train: re-parsing whole event files at every poll would take CPU from them)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[int, str | None]] = {}
+
+    def status(self, rid: str) -> str | None:
+        from mapsage.events import EVENTS_FILE, read_events
+        from mapsage.workspace import run_dir
+
+        offset, status = self.seen.get(rid, (0, None))
+        records, offset = read_events(run_dir(rid) / EVENTS_FILE, offset)
+        for r in records:
+            if r.get("type") == "status":
+                status = r.get("status")
+        self.seen[rid] = (offset, status)
+        return status
+
+
 def _gpu_hours(state: dict, gpus: int, now: float) -> float:
     from .scheduler import read_job
 
@@ -258,10 +278,14 @@ def _tell(study, t: dict, status: str, direction: str) -> tuple[str, float | Non
         return (name if name in ("pruned", "fail") else "fail"), None
 
 
-def drive(sweep_id: str, launcher: Optional[Callable[[Config], str]] = None, poll: float = 0.25,
+def drive(sweep_id: str, launcher: Optional[Callable[[Config], str]] = None, poll: float = 1.0,
           progress: Optional[Callable[[dict], None]] = None) -> dict:
     """Run the sweep to its end; returns the final state. Safe to call again on a sweep whose driver died (it
-    picks up the trials in flight)."""
+    picks up the trials in flight). Between checks it sleeps ``poll`` seconds; it follows the trials' event files
+    incrementally and writes ``sweep.json`` only when something changed, and records its own CPU time
+    (``driver_cpu_s``: what the driver took from the machine the trials run on)."""
+    cpu0 = time.process_time()
+    follow = _Follower()
     launcher = launcher or _default_launcher
     cfg = sweep_config(sweep_id)
     params = parse_space(cfg.sweep.parameters)
@@ -278,6 +302,7 @@ def drive(sweep_id: str, launcher: Optional[Callable[[Config], str]] = None, pol
             pass
     state = read_state(sweep_id)
     state.update(status="running", message="")
+    written = None
     slots = free_slots(cfg)
     from .scheduler import schedule
 
@@ -290,7 +315,7 @@ def drive(sweep_id: str, launcher: Optional[Callable[[Config], str]] = None, pol
             if not t.get("run_id"):          # a driver that died between ask and launch: the trial never ran
                 t.update(state=_tell(study, t, "refused", cfg.sweep.direction)[0], status="refused", ended_at=now)
                 continue
-            status = _run_status(t["run_id"])
+            status = follow.status(t["run_id"])
             if status in FINAL_STATUSES:
                 t["status"] = status
                 t["ended_at"] = now
@@ -318,8 +343,12 @@ def drive(sweep_id: str, launcher: Optional[Callable[[Config], str]] = None, pol
                 study.tell(trial.number, state=TrialState.FAIL)
                 t.update(state="fail", status="refused", message=str(exc), ended_at=now)
             _write_state(sweep_id, state)
+            written = json.dumps(state, sort_keys=True, default=str)
             continue            # fill every free slot before sleeping
-        _write_state(sweep_id, state)
+        now_json = json.dumps(state, sort_keys=True, default=str)
+        if now_json != written:
+            _write_state(sweep_id, state)
+            written = now_json
         if not in_flight and (why is not None):
             state["message"] = why
             break
@@ -336,6 +365,7 @@ def drive(sweep_id: str, launcher: Optional[Callable[[Config], str]] = None, pol
         time.sleep(poll)
     state["status"] = "cancelled" if stop["asked"] else "finished"
     state["ended_at"] = time.time()
+    state["driver_cpu_s"] = float(state.get("driver_cpu_s") or 0.0) + time.process_time() - cpu0
     _write_state(sweep_id, state)
     return state
 

@@ -4,10 +4,13 @@
 ``run_links(run_ids=None)``: per run ``cv_group``, ``cv_repeat``, ``cv_fold``, ``cv_folds``, ``seed``,
 ``sweep_id``, ``sweep_trial``, ``model_params``, ``flops``.
 ``group_board(split="val", metric="miou")``: one row per repeat/fold group -- runs, mean, sd, the 95 % interval
-of the mean (Student t) -- ranked by the mean; each run's figure is its headline evaluation (``store.ranking``)."""
+of the mean (Student t) -- ranked by the mean; each run's figure is its headline evaluation (``store.ranking``).
+``paired_groups(a, b)``: two groups paired on (fold, seed), with the Student-t and the paired bootstrap interval of
+the differences."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Sequence
 
 import pandas as pd
@@ -85,7 +88,7 @@ def group_board(split: str = "val", metric: str = "miou") -> pd.DataFrame:
         got = [x for x in v if x is not None and not pd.isna(x)]
         mean, sd, lo, hi = t_interval(got)
         first = names.get(part["run_id"].iloc[0]) or ""
-        rows.append({"group": gid, "name": first.rsplit("_", 1)[0] if "_" in first else first,
+        rows.append({"group": gid, "name": re.sub(r"([-_]f\d+)?([-_]s\d+)?$", "", first) or first,
                      "runs": len(got), "seeds": int(part["cv_repeat"].nunique()),
                      "folds": int(part["cv_folds"].max() or 0) if part["cv_fold"].notna().any() else 0,
                      "mean": mean, "sd": sd, "ci_low": lo, "ci_high": hi, "min": min(got) if got else math.nan,
@@ -96,9 +99,11 @@ def group_board(split: str = "val", metric: str = "miou") -> pd.DataFrame:
     return df[cols].reset_index(drop=True)
 
 
-def paired_groups(group_a: str, group_b: str, split: str = "val", metric: str = "miou") -> dict:
+def paired_groups(group_a: str, group_b: str, split: str = "val", metric: str = "miou", n_boot: int = 2000,
+                  seed: int = 0) -> dict:
     """Compare two repeat/fold groups run by run: runs are paired on (fold, seed index); the difference B - A of
-    each pair, its mean, sd and Student-t 95 % interval, and how many pairs B won. Pairing removes the fold's and
+    each pair, its mean, sd and Student-t 95 % interval, the paired bootstrap interval over the same pairs
+    (``bootstrap``, see :func:`pair_bootstrap`), and how many pairs B won. Pairing removes the fold's and
     seed's own difficulty from the comparison (the folds of both groups must be the same cut: same dataset,
     ``split.seed`` and k)."""
     from mapsage.errors import UserError
@@ -135,4 +140,20 @@ def paired_groups(group_a: str, group_b: str, split: str = "val", metric: str = 
     mean, sd, lo, hi = t_interval(pairs["diff"].tolist())
     return {"pairs": pairs, "n": len(pairs), "mean_diff": mean, "sd": sd, "ci_low": lo, "ci_high": hi,
             "b_wins": int((pairs["diff"] > 0).sum()), "unpaired": len(set(ka) ^ set(kb)),
-            "significant": bool(len(pairs) > 1 and (lo > 0 or hi < 0))}
+            "significant": bool(len(pairs) > 1 and (lo > 0 or hi < 0)),
+            "bootstrap": pair_bootstrap(pairs, n=n_boot, seed=seed)}
+
+
+def pair_bootstrap(pairs: pd.DataFrame, n: int = 2000, seed: int = 0) -> dict:
+    """The paired bootstrap of B - A over the (fold, seed) pairs (``mapsage.metrics.paired_bootstrap_values``, the
+    same resampling core as the tile bootstrap): ``delta``, ``ci_low``, ``ci_high`` (95 % percentile interval),
+    ``significant``, ``p_value``, ``n_units``, ``n_boot``, ``distinct`` (how many different resamples the pairs
+    allow: with few pairs the percentile interval is coarse). Empty for fewer than two pairs."""
+    if len(pairs) < 2:
+        return {}
+    from mapsage.metrics.bootstrap import paired_bootstrap_values
+
+    out = paired_bootstrap_values(pairs["a"], pairs["b"], n=n, seed=seed)
+    k = len(pairs)
+    out["distinct"] = math.comb(2 * k - 1, k)          # multisets of k pairs drawn from k
+    return out

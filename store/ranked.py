@@ -244,8 +244,8 @@ def _with_class_iou(head: pd.DataFrame) -> pd.DataFrame:
     for rec in rows.itertuples(index=False):
         i = index.get((rec.run_id, int(rec.seq)))
         names, ious = rec.class_names, rec.class_iou
-        if i is None or names is None or ious is None:
-            continue
+        if i is None or names is None or ious is None or names is pd.NA or ious is pd.NA:
+            continue            # an evaluation recorded without per-class rows
         for name, v in zip(list(names), list(ious)):
             col = cols.setdefault(f"iou_{name}", np.full(len(head), np.nan))
             col[i] = np.nan if v is None else float(v)

@@ -84,6 +84,8 @@ def test_three_fold_group_on_the_board(tmp_path, monkeypatch):
     figs = store.ranking(run_ids=rids).set_index("run_id")["miou"]
     mean, sd, lo, hi = t_interval(list(figs))
     assert row["runs"] == 3 and row["folds"] == 3 and row["pending"] == 0
+    names = store.list_runs().set_index("run_id")["name"]
+    assert sorted(names[rids]) == [f"{row['name']}-f{k}" for k in range(3)]   # the runs' names less -f<k>
     assert row["mean"] == pytest.approx(mean) and row["sd"] == pytest.approx(sd)
     assert row["ci_low"] == pytest.approx(lo) and row["ci_high"] == pytest.approx(hi) and lo < mean < hi
 
@@ -125,10 +127,74 @@ def test_paired_groups_pair_folds_and_seeds(tmp_path, monkeypatch, capsys):
     assert board.iloc[0]["mean"] == pytest.approx(sum(figs["B"]) / 3)
     from runners.cli import main
 
+    # the paired bootstrap over the same three (fold, seed) differences [+2, +3, +1] points: every one of the
+    # 27 equally likely ordered resamples, enumerated with numpy, is the exact bootstrap distribution
+    import itertools
+
+    import numpy as np
+
+    bs = out["bootstrap"]
+    diffs = np.array([0.02, 0.03, 0.01])
+    exact = np.array([diffs[list(i)].mean() for i in itertools.product(range(3), repeat=3)])
+    assert bs["n_units"] == 3 and bs["n_boot"] == 2000 and bs["distinct"] == 10
+    assert bs["delta"] == pytest.approx(0.02)
+    step = 0.01 / 3                                   # the gap between neighbouring resample means
+    assert abs(bs["ci_low"] - np.quantile(exact, 0.025)) <= step + 1e-12
+    assert abs(bs["ci_high"] - np.quantile(exact, 0.975)) <= step + 1e-12
+    assert bs["ci_low"] > 0 and bs["significant"]     # every pair favours B: no resample reaches 0
     assert main(["groups", "compare", "grp_A", "grp_B"]) == 0
     assert main(["groups", "list"]) == 0
     text = capsys.readouterr().out
     assert "B - A = +2.00 points over 3 pair(s)" in text and "grp_B  3 run(s)" in text
+    assert (f"paired bootstrap over the 3 (fold, seed) pairs: 95 % [{100 * bs['ci_low']:+.2f}, "
+            f"{100 * bs['ci_high']:+.2f}]") in text and "only 10 distinct resamples" in text
+    # the Runs page's group comparison shows both intervals of the same pairs
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "main.py"), default_timeout=120)
+    at.run()
+    at.switch_page("views/runs.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    md = "\n".join(m.value for m in at.markdown)
+    assert (f"{100 * out['mean_diff']:+.2f} points of mIoU, 95 % interval [{100 * out['ci_low']:+.2f}, "
+            f"{100 * out['ci_high']:+.2f}]") in md
+    assert (f"Paired bootstrap over the same 3 pairs: 95 % interval [{100 * bs['ci_low']:+.2f}, "
+            f"{100 * bs['ci_high']:+.2f}]") in md
+
+
+def test_paired_bootstrap_values_against_numpy():
+    """The groups' bootstrap is the metrics package's resampling core: on one chunk of draws it reproduces a plain
+    numpy bootstrap of the mean paired difference with the same generator exactly; with a different seed and many
+    replicates it agrees with an independent numpy bootstrap within Monte-Carlo error."""
+    import numpy as np
+
+    from mapsage.metrics import paired_bootstrap_values
+
+    rng = np.random.default_rng(3)
+    a = rng.uniform(0.4, 0.6, 15)
+    b = a + rng.normal(0.01, 0.02, 15)
+    diff = b - a
+    got = paired_bootstrap_values(a, b, n=200, seed=7)
+    draws = np.random.default_rng(7).integers(0, 15, size=(200, 15))
+    ref = diff[draws].mean(1)
+    lo, hi = np.quantile(ref, [0.025, 0.975])
+    assert got["delta"] == pytest.approx(diff.mean(), abs=1e-12)
+    assert (got["ci_low"], got["ci_high"]) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
+    assert got["se"] == pytest.approx(ref.std(ddof=1), abs=1e-12)
+    assert got["significant"] == bool(lo > 0 or hi < 0)
+    big = paired_bootstrap_values(a, b, n=20000, seed=1)
+    ind = diff[np.random.default_rng(99).integers(0, 15, size=(20000, 15))].mean(1)
+    sd = ind.std()
+    assert big["ci_low"] == pytest.approx(np.quantile(ind, 0.025), abs=0.05 * sd)
+    assert big["ci_high"] == pytest.approx(np.quantile(ind, 0.975), abs=0.05 * sd)
+    # NaN pairs are dropped; unequal lengths are refused
+    c = paired_bootstrap_values(np.r_[a, np.nan], np.r_[b, 0.5], n=200, seed=7)
+    assert c["n_units"] == 15 and c["ci_low"] == pytest.approx(lo, abs=1e-12)
+    with pytest.raises(ValueError, match="equally long"):
+        paired_bootstrap_values(a, b[:3])
 
 
 def test_launch_group_checks_every_run_then_queues_them(tmp_path, monkeypatch):

@@ -82,6 +82,51 @@ def test_prepare_names_a_bad_key(tmp_path, monkeypatch):
         sweep.prepare(SWEEP, ["sweep.parameters={train.lrr: [0.1, 0.2]}"])
 
 
+def test_budgets_stop_asking_and_pruners_follow_the_block(tmp_path, monkeypatch):
+    """Trial, wall-clock and GPU-hour budgets (what the driver checks before each new trial), and the pruner each
+    ``sweep.pruner`` builds."""
+    import optuna
+
+    from mapsage.config import load_config
+    from mapsage.sweep.study import make_pruner
+    from mapsage.workspace import run_dir
+    from runners import sweep
+    from runners.scheduler import write_job
+
+    monkeypatch.setenv("MAPSAGE_WORKSPACE", str(tmp_path / "ws"))
+    now = time.time()
+    cfg = load_config(SWEEP, ["sweep.n_trials=3"])
+    state = {"n_trials": 3, "created_at": now - 60, "trials": {"0": {}, "1": {}}}
+    assert sweep._budget_left(cfg, state, now) is None
+    state["trials"]["2"] = {}
+    assert sweep._budget_left(cfg, state, now) == "trial budget spent (3 trials)"
+    cfg = load_config(SWEEP, ["sweep.max_wall_h=0.5"])
+    state = {"n_trials": 20, "created_at": now - 1700, "trials": {}}
+    assert sweep._budget_left(cfg, state, now) is None
+    state["created_at"] = now - 1801
+    assert sweep._budget_left(cfg, state, now) == "wall-clock budget spent (0.5 h)"
+    # GPU-hours: each trial's wall (its job's start to its end, or now) times runtime.gpus, summed
+    cfg = load_config(SWEEP, ["sweep.max_gpu_h=1.0", "runtime.gpus=2"])
+    for rid, started in (("t0_20261205-000000_0000", now - 1200), ("t1_20261205-000000_0001", now - 600)):
+        run_dir(rid).mkdir(parents=True)
+        write_job(rid, started_at=started)
+    state = {"n_trials": 20, "created_at": now - 1200, "trials": {
+        "0": {"run_id": "t0_20261205-000000_0000", "ended_at": now - 300},      # 15 min x 2 GPUs = 0.5 GPU-h
+        "1": {"run_id": "t1_20261205-000000_0001"}}}                            # 10 min x 2 GPUs, running
+    assert sweep._gpu_hours(state, 2, now) == pytest.approx(0.5 + 1 / 3)
+    assert sweep._budget_left(cfg, state, now) is None
+    assert sweep._budget_left(cfg, state, now + 300) == "GPU-hour budget spent (1.0 GPU-h)"   # 0.5 + 0.5
+    # pruners
+    block = load_config(SWEEP, ["sweep.pruner=asha", "sweep.min_epochs=2"]).sweep
+    asha = make_pruner(block)
+    assert isinstance(asha, optuna.pruners.SuccessiveHalvingPruner) and asha._min_resource == 2
+    block = load_config(SWEEP, ["sweep.pruner=median", "sweep.min_epochs=3", "sweep.startup_trials=4"]).sweep
+    median = make_pruner(block)
+    assert isinstance(median, optuna.pruners.MedianPruner)
+    assert (median._n_startup_trials, median._n_warmup_steps) == (4, 2)      # judged from the 3rd epoch (index 2)
+    assert isinstance(make_pruner(load_config(SWEEP, ["sweep.pruner=none"]).sweep), optuna.pruners.NopPruner)
+
+
 @pytest.mark.slow
 def test_tpe_sweep_with_median_pruner_prunes_and_promotes(tmp_path, monkeypatch):
     import torch
@@ -172,3 +217,103 @@ def test_ensemble_rules_name_what_is_missing(tmp_path, monkeypatch):
         expand_members(load_config(base, ["ensemble.from_sweep=sweep_x_1", "ensemble.members=[]"]))
     with pytest.raises(ConfigError, match="ensemble.pattern 'nothing\\*' matches no run"):
         expand_members(load_config(base, ["ensemble.pattern=nothing*", "ensemble.members=[]"]))
+
+
+def _cli(env: dict, *args: str, timeout: float = 120) -> str:
+    import subprocess
+    import sys
+
+    got = subprocess.run([sys.executable, "-m", "runners.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=timeout)
+    assert got.returncode == 0, f"mapsage {' '.join(args)} failed:\n{got.stdout}\n{got.stderr}"
+    return got.stdout
+
+
+@pytest.mark.slow
+def test_detached_driver_runs_a_sweep_and_cancel_stops_one(tmp_path, monkeypatch):
+    """As a user runs it: ``mapsage sweep start`` (the driver detached; trials are detached worker processes
+    through the scheduler), ``sweep show`` until it ends, and ``sweep cancel`` of a second sweep while its trial
+    trains."""
+    import optuna
+
+    import store
+    from mapsage.sweep.study import storage as study_storage
+    from runners import sweep
+    from runners.procs import pid_alive
+    from runners.scheduler import read_job
+
+    ws = tmp_path / "ws"
+    env = {**os.environ, "MAPSAGE_WORKSPACE": str(ws), "MAPSAGE_GPUS": "none", "MAPSAGE_CPU_JOBS": "3",
+           "MAPSAGE_CANCEL_GRACE_S": "10", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH",
+                                                                                                  "")])}
+    for k in ("MAPSAGE_WORKSPACE", "MAPSAGE_GPUS", "MAPSAGE_CPU_JOBS", "MAPSAGE_CANCEL_GRACE_S"):
+        monkeypatch.setenv(k, env[k])
+    tiny = ["train.epochs=2", "train.steps_per_epoch=1", "train.batch_size=2", "train.num_workers=0",
+            "dataset.max_samples=2", "eval.mode=whole", "eval.save_predictions=false", "runtime.threads=1",
+            "runtime.device=cpu", "train.ema.enabled=false", "sweep.pruner=none", "sweep.sampler=random",
+            "sweep.parameters={train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}, "
+            "augment.crop_size: [64, 96]}"]
+    sets = [x for o in tiny for x in ("--set", o)]
+    started = []
+    try:
+        done_id = _cli(env, "sweep", "start", str(SWEEP), *sets, "--set", "sweep.n_trials=2",
+                       "--set", "sweep.parallel=2").strip().splitlines()[-1]
+        started.append(done_id)
+        stop_id = _cli(env, "sweep", "start", str(SWEEP), *sets, "--set", "sweep.n_trials=3",
+                       "--set", "sweep.parallel=1").strip().splitlines()[-1]
+        started.append(stop_id)
+        assert {r["sweep_id"] for r in sweep.list_sweeps()} == {done_id, stop_id}
+        # the second sweep's first trial is training: cancel the sweep
+        deadline = time.time() + 240
+        while True:
+            trials = sweep.read_state(stop_id)["trials"]
+            rid = (trials.get("0") or {}).get("run_id")
+            if rid and sweep._run_status(rid) == "running":
+                break
+            assert time.time() < deadline, f"trial 0 of {stop_id} never started: {trials}"
+            time.sleep(0.5)
+        assert _cli(env, "sweep", "cancel", stop_id).strip() == "cancelling"
+        deadline = time.time() + 300
+        while any(sweep.read_state(s)["status"] == "running" for s in started):
+            assert time.time() < deadline, [sweep.read_state(s) for s in started]
+            time.sleep(1)
+    finally:
+        for s in started:                          # never leave a driver or a trial behind a failed test
+            try:
+                if sweep.read_state(s)["status"] == "running":
+                    sweep.cancel(s)
+            except Exception:  # noqa: BLE001
+                pass
+    # the finished sweep: both trials complete with their best epoch's value, listed by `sweep show`
+    state = sweep.read_state(done_id)
+    assert state["status"] == "finished" and state["message"] == "trial budget spent (2 trials)"
+    df = sweep.trials_frame(done_id)
+    assert list(df["state"]) == ["complete", "complete"] and list(df["status"]) == ["succeeded", "succeeded"]
+    assert df["value"].between(0, 1).all() and list(df["epochs"]) == [2, 2]
+    shown = _cli(env, "sweep", "show", done_id)
+    assert f"sweep {done_id}: finished" in shown and "2/2 trials" in shown
+    for row in df.to_dict("records"):
+        line = next(ln for ln in shown.splitlines() if ln.split()[:3] == [str(row["trial"]), "complete",
+                                                                            "succeeded"])
+        assert float(line.split()[3]) == pytest.approx(row["value"], abs=1e-6)
+    top = df.loc[df["value"].idxmax()]
+    assert f"best: trial {top['trial']} value {top['value']:.4f} run {top['run_id']}" in shown
+    # the cancelled sweep: its training trial was stopped and told FAIL (run status cancelled); nothing after it
+    state = sweep.read_state(stop_id)
+    assert state["status"] == "cancelled" and state["message"] == "cancelled on request"
+    assert list(state["trials"]) == ["0"]
+    t0 = state["trials"]["0"]
+    assert (t0["state"], t0["status"]) == ("fail", "cancelled")
+    study = optuna.load_study(study_name=stop_id, storage=study_storage(stop_id))
+    assert [t.state.name for t in study.trials] == ["FAIL"]
+    job = read_job(t0["run_id"])
+    assert job.get("pid") and not pid_alive(int(job["pid"]), job.get("ticks"))
+    drv = state["driver"]
+    assert not pid_alive(int(drv["pid"]), drv.get("ticks"))
+    store.ingest_all()
+    runs = store.list_runs().set_index("run_id")
+    assert runs.loc[t0["run_id"], "status"] == "cancelled"
+    assert set(runs.loc[list(df["run_id"]), "status"]) == {"succeeded"}
+    shown = _cli(env, "sweep", "show", stop_id)
+    assert f"sweep {stop_id}: cancelled (cancelled on request)" in shown and "1/3 trials" in shown
+    assert _cli(env, "sweep", "cancel", stop_id).strip() == "cancelled"

@@ -46,6 +46,17 @@ if flash:
     with st.expander("The same launch from a terminal", expanded=True):
         st.code(flash["command"], language="bash")
 
+sweep_flash = st.session_state.pop("plan_sweep_flash", None)
+if sweep_flash:
+    st.success(f"Started sweep `{sweep_flash['sweep_id']}`: {sweep_flash['n_trials']} trial(s), "
+               f"{sweep_flash['sampler']} sampler, {sweep_flash['pruner']} pruner, over "
+               + ", ".join(f"`{k}`" for k in sweep_flash["keys"]) + ". Its driver runs detached and launches the "
+               "trials as ordinary runs.", icon=":material/tune:")
+    st.page_link("views/sweeps.py", label="Follow it on the Sweeps page", icon=":material/tune:",
+                 query_params={"sweep": sweep_flash["sweep_id"]})
+    with st.expander("The same sweep from a terminal", expanded=False):
+        st.code(sweep_flash["command"], language="bash")
+
 live_jobs()
 cluster.cluster_queue()
 
@@ -142,6 +153,13 @@ for tab, (stage, (name, blurb)) in zip(tabs, templates.STAGES.items()):
                     st.markdown("Overrides: " + (" ".join(f"`--set {o}`" for o in result.overrides) or
                                                  "none (the template as is)") + f" → {summary_line(result)}")
                     st.code(command, language="bash")
+                if result.action == "sweep" and result.error is None:
+                    from app.widgets.sweep_form import start as start_sweep
+
+                    started = start_sweep(t.rel, t.path, result.overrides, result.sweep)
+                    if started:
+                        st.session_state["plan_sweep_flash"] = started
+                        st.rerun()
                 if result.action == "launch" and result.error is None:
                     note = {"command": command, "summary": summary_line(result)}
                     rid = launch(t, result.overrides, flash=note)

@@ -30,7 +30,8 @@ def _start_form() -> None:
     labels = {f"{t['title']} ({t['path']})": t for t in templates}
     pick = st.selectbox("Template", list(labels), key="sweep_template")
     tpl = labels[pick]
-    st.caption("Sweep these knobs over … (dotted config keys; a float/int range or a comma-separated choice)")
+    st.caption("Sweep these knobs over … (dotted config keys; a float/int range or a comma-separated choice). "
+               "The Plan page's knob form of every training template starts one too, with the knobs set there.")
     default = pd.DataFrame([
         {"key": "train.lr", "type": "float", "low": 1e-5, "high": 1e-2, "log": True, "values": ""},
         {"key": "loss.schedule.0.terms.dice", "type": "float", "low": 0.0, "high": 2.5, "log": False, "values": ""},
@@ -50,20 +51,15 @@ def _start_form() -> None:
                           key="sweep_metric")
     if not st.button("Start the sweep", type="primary", key="sweep_start"):
         return
-    params = {}
-    for row in space.dropna(subset=["key"]).to_dict("records"):
-        key = str(row["key"]).strip()
-        if not key:
-            continue
-        if row["type"] == "choice":
-            vals = [json.loads(v) if v.strip()[:1] in "[{0123456789-." else v.strip()
-                    for v in str(row.get("values") or "").split(",") if v.strip()]
-            params[key] = {"type": "choice", "values": vals}
-        else:
-            params[key] = {"type": row["type"], "low": row["low"], "high": row["high"], "log": bool(row["log"])}
-    overrides = [f"sweep.parameters={json.dumps(params)}", f"sweep.n_trials={int(n_trials)}",
-                 f"sweep.sampler={sampler}", f"sweep.pruner={pruner}", f"sweep.min_epochs={int(min_epochs)}",
-                 f"sweep.metric={metric}"] + ([f"sweep.max_wall_h={wall}"] if wall else [])
+    from app.widgets.sweep_form import rows_to_parameters, sweep_overrides
+    from mapsage.errors import UserError
+
+    try:        # the same sweep: block the Plan's knob form and `mapsage sweep start --set` build
+        overrides = sweep_overrides(rows_to_parameters(space.to_dict("records")), n_trials, sampler, pruner,
+                                    min_epochs, metric, wall or None)
+    except UserError as exc:
+        st.error(str(exc))
+        return
     sid = guard(sweeps.start, tpl["abs_path"], overrides, what="Starting the sweep")
     if sid:
         st.query_params["sweep"] = sid

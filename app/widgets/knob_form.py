@@ -17,10 +17,11 @@ from .templates import Template
 
 @dataclass
 class FormResult:
-    action: Optional[str]            # None | "check" | "launch"
+    action: Optional[str]            # None | "check" | "launch" | "sweep"
     overrides: list[str]
     cfg: Optional[Config]            # the resolved config (None when it does not resolve)
     error: Optional[str]
+    sweep: Optional[dict] = None     # the "sweep these knobs" fields (training kinds; action "sweep")
 
 
 def template_key(t: Template) -> str:
@@ -135,11 +136,17 @@ def render(t: Template, checkpoint_runs: list[str]) -> FormResult:
         from .cluster import executor_fields
 
         extra = "\n".join([extra, *executor_fields(key, cfg)])       # where it runs: local or SLURM
+        sweep = None
+        if cfg.stage.kind in knobs.TRAIN_KINDS:
+            from .sweep_form import fields as sweep_fields
+
+            sweep = sweep_fields(key, cfg)                 # "sweep these knobs over …" (its own submit button)
         b1, b2, _ = st.columns([1, 1, 4])
         check = b1.form_submit_button("Check", help="resolve the config with these knobs without launching")
         go = b2.form_submit_button(":material/rocket_launch: Launch", type="primary")
-    action = "launch" if go else "check" if check else None
+    action = "launch" if go else "check" if check else "sweep" if sweep and sweep["go"] else None
     result = _resolve(t, values, extra, action)
+    result.sweep = sweep
     lr_preview(result.cfg or cfg, key)
     from .launch import confirm_pending
     confirm_pending(t)                    # a gated launch of this template waiting for "Launch anyway"

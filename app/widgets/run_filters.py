@@ -215,6 +215,16 @@ def _paired_view(board: pd.DataFrame, split: str, metric: str, label: str) -> No
     st.markdown(f"**B − A, paired on {out['n']} (fold, seed) pair(s):** {100 * out['mean_diff']:+.2f} points of "
                 f"{label}{ci}; B ahead in {out['b_wins']}/{out['n']} — {verdict}"
                 + (f" ({out['unpaired']} run(s) without a partner left out)" if out["unpaired"] else ""))
+    bs = out.get("bootstrap") or {}
+    if bs:
+        st.markdown(f"Paired bootstrap over the same {bs['n_units']} pairs: 95 % interval "
+                    f"[{100 * bs['ci_low']:+.2f}, {100 * bs['ci_high']:+.2f}], p = {bs['p_value']:.3f} — "
+                    + ("significant" if bs["significant"] else "not significant"))
+        st.caption(f"Student t: the interval of the mean difference assuming normal differences. Bootstrap: "
+                   f"{bs['n_boot']} resamples of the pairs with replacement (percentile interval), the same "
+                   f"resampling as the tile bootstrap of Compare."
+                   + (f" {bs['n_units']} pairs allow only {bs['distinct']} distinct resamples, so this interval "
+                      f"is coarse." if bs["distinct"] < 100 else ""))
     p = out["pairs"].assign(a=lambda d: d["a"] * 100, b=lambda d: d["b"] * 100, diff=lambda d: d["diff"] * 100)
     st.dataframe(p, hide_index=True, width="stretch", key="runs_pairs", placeholder="–",
                  column_config={c: st.column_config.NumberColumn(format="%.2f") for c in ("a", "b", "diff")})

@@ -10,12 +10,13 @@
     urban = m.by_tag("domain")["Urban"]
     events.emit("metrics", **res.to_event("val", "all", "ema", epoch))
 """
-from .bootstrap import miou_from_tile_rows, paired_bootstrap, tile_arrays
+from .bootstrap import miou_from_tile_rows, paired_bootstrap, paired_bootstrap_values, tile_arrays
 from .boundary import boundary_width, class_bands
 from .core import MAX_CLASSES, SegMetrics, boundary_iou_per_image, hist2d_u8
 from .names import CLASS_METRICS, METRICS, SELECTABLE, metric_label
 from .result import MetricResult
 
-__all__ = ["SegMetrics", "MetricResult", "miou_from_tile_rows", "paired_bootstrap", "tile_arrays",
+__all__ = ["SegMetrics", "MetricResult", "miou_from_tile_rows", "paired_bootstrap", "paired_bootstrap_values",
+           "tile_arrays",
            "boundary_width", "class_bands", "boundary_iou_per_image", "hist2d_u8", "MAX_CLASSES",
            "METRICS", "CLASS_METRICS", "SELECTABLE", "metric_label"]

@@ -11,7 +11,7 @@ def register(sub) -> None:
     s.add_argument("--split", default="val")
     s.add_argument("--metric", default="miou")
     s.set_defaults(func=_list)
-    s = gs.add_parser("compare", help="B - A paired on (fold, seed)")
+    s = gs.add_parser("compare", help="B - A paired on (fold, seed): Student-t and paired bootstrap interval")
     s.add_argument("group_a")
     s.add_argument("group_b")
     s.add_argument("--split", default="val")
@@ -46,4 +46,11 @@ def _compare(args) -> int:
     ci = f"[{100 * out['ci_low']:+.2f}, {100 * out['ci_high']:+.2f}]" if out["ci_low"] == out["ci_low"] else "–"
     print(f"B - A = {100 * out['mean_diff']:+.2f} points over {out['n']} pair(s), 95 % {ci}, B ahead in "
           f"{out['b_wins']}/{out['n']}" + ("; significant" if out["significant"] else "; not significant"))
+    bs = out.get("bootstrap") or {}
+    if bs:
+        print(f"paired bootstrap over the {bs['n_units']} (fold, seed) pairs: 95 % [{100 * bs['ci_low']:+.2f}, "
+              f"{100 * bs['ci_high']:+.2f}], p = {bs['p_value']:.3f} ({bs['n_boot']} resamples; "
+              f"{'significant' if bs['significant'] else 'not significant'})"
+              + (f"; only {bs['distinct']} distinct resamples of so few pairs: a coarse interval"
+                 if bs["distinct"] < 100 else ""))
     return 0
