@@ -22,7 +22,9 @@ FIGURES = [("miou", "mIoU"), ("mbiou", "Boundary IoU"), ("macc", "mAcc"), ("mf1"
            ("aacc", "aAcc")]
 # the F-scores beyond Dice live in the evaluations' JSON; ranking by one adds its column
 RANK_METRICS = {"mIoU": "miou", "Boundary IoU": "mbiou", "mAcc": "macc", metric_label("mf1"): "mf1",
-                metric_label("mfscore"): "mfscore", metric_label("mfscore_fg"): "mfscore_fg"}
+                metric_label("mfscore"): "mfscore", metric_label("mfscore_fg"): "mfscore_fg",
+                # image classification runs
+                metric_label("top1"): "top1", metric_label("macro_f1"): "macro_f1"}
 
 
 def figure_label(label: str, split: str) -> str:
