@@ -186,10 +186,10 @@ def run(ctx: StageContext) -> dict:
             if ema is not None:
                 ema.update(model)
             global_step += 1
-            tot += float(loss) * len(x)
+            tot += float(loss.detach()) * len(x)
             n_seen += len(x)
             if global_step % max(1, cfg.train.log_every) == 0:
-                ev.scalars({"loss": float(loss), "lr": opt.param_groups[-1]["lr"]}, epoch=epoch, step=global_step)
+                ev.scalars({"loss": float(loss.detach()), "lr": opt.param_groups[-1]["lr"]}, epoch=epoch, step=global_step)
             ctx.progress(epoch=epoch + 1, epochs=epochs, step=i + 1, steps=steps,
                          frac=(epoch + (i + 1) / steps) / epochs, phase="train")
         if stopped:

@@ -35,6 +35,12 @@ def register(sub) -> None:
     s.add_argument("--ids", default=None, metavar="1,2,3", help="known category ids")
     s.add_argument("--config", default=None, metavar="CFG", help="take the known ids from a classification config")
     s.set_defaults(func=_check)
+    s = cs.add_parser("gradcam", help="Grad-CAM of one image under a classification run's kept weights")
+    s.add_argument("ref", metavar="RUN|FILE")
+    s.add_argument("image")
+    s.add_argument("--out", default=None, metavar="PNG", help="default: <image stem>_gradcam.png here")
+    s.add_argument("--class", dest="cls", default=None, help="class name to explain (default: the prediction)")
+    s.set_defaults(func=_gradcam)
     s = cs.add_parser("score", help="top-1 and macro F1 of a submission against an answer key")
     s.add_argument("submission")
     s.add_argument("--labels", required=True, metavar="ANSWERS.csv")
@@ -123,4 +129,30 @@ def _score(args) -> int:
     cfg = load_config(args.config)
     out = score_submission(args.submission, args.labels, category_ids(cfg), cfg.dataset.classes)
     print(f"top-1 {100 * out['top1']:.2f}  macro F1 {100 * out['macro_f1']:.2f}  ({out['n_images']} images)")
+    return 0
+
+
+def _gradcam(args) -> int:
+    import cv2
+
+    from mapsage.classify.data import ClsDataset, ClsSample, load_rgb
+    from mapsage.classify.gradcam import grad_cam, overlay
+    from mapsage.classify.predict import discover, load_member
+    from mapsage.errors import UserError
+
+    mem = discover([args.ref])[0]
+    model, data, cfg = load_member(mem.path)
+    names = list(data["classes"])
+    target = None
+    if args.cls is not None:
+        if args.cls not in names:
+            raise UserError(f"--class {args.cls!r} is not one of {names}")
+        target = names.index(args.cls)
+    img = Path(args.image)
+    ds = ClsDataset([ClsSample(img.name, img, None, img.name)], cfg, False, int(data["img_size"]), data["mean"],
+                    data["std"])
+    cam, cls, p = grad_cam(model, ds[0]["image"], target)
+    out = Path(args.out or f"{img.stem}_gradcam.png")
+    cv2.imwrite(str(out), overlay(load_rgb(img), cam)[:, :, ::-1])
+    print(f"{out}: Grad-CAM of {names[cls]} (p = {p:.3f}) from {mem.path.name}")
     return 0
