@@ -3,6 +3,7 @@ group board by top-1 / macro F1, the fused submission of both folds validated, t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +53,30 @@ def test_fold_group_leaderboard_and_fused_submission(tmp_workspace, tmp_path):
     assert check_submission(out, [p.name for p in images], [1, 2, 3, 4, 5]) == []
     (folder / images[0].name).unlink()
     assert "not a test image" in check_submission(out, [p.name for p in images[1:]], [1, 2, 3, 4, 5])[0]
+
+
+def test_run_detail_and_plan_show_the_classification_track(tmp_workspace):
+    from streamlit.testing.v1 import AppTest
+
+    import store
+
+    rid = run_in_process(TEMPLATE, QUICK + ["dataset.split.folds=5", "dataset.split.fold=2"], name="cls-detail")
+    store.ingest_all(wait=True)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "main.py"), default_timeout=180)
+    at.run()
+    at.query_params["run"] = rid
+    at.switch_page("views/run_detail.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    labels = [m.label for m in at.metric]
+    assert labels[:4] == ["Top-1 (val)", "Macro F1", "Top-5", "ECE"]
+    assert [t.label for t in at.tabs] == ["Curves", "Per class", "Confusion", "Errors", "Grad-CAM", "Calibration",
+                                          "Config", "Log"]
+    text = " ".join(m.value for m in at.markdown)
+    assert "validation images are misclassified" in text and "Temperature **T =" in text
+    assert "Image" in [s.label for s in at.selectbox]          # the Grad-CAM image picker
+    at.switch_page("views/plan.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "timm model" in {w.label for w in at.text_input}
+    assert "Folds (0: one run)" in {w.label for w in at.number_input}

@@ -69,7 +69,8 @@ def experiment_table(runs: pd.DataFrame, board: pd.DataFrame, split: str, rank_b
     order = pd.concat([
         df[ranked].sort_values([rank_by, "run_id"], ascending=[False, True], kind="stable"),
         df[~ranked & has].sort_values([rank_by, "run_id"], ascending=[False, True], kind="stable"),
-        df[~has].sort_values("created_at", ascending=False, kind="stable")])
+        df[~has & ~ranked].sort_values("created_at", ascending=False, kind="stable")])   # a ranked run without
+    # this figure (a classification run ranked by mIoU) is listed once
     df = order
     recs = df.to_dict("records")
     with_fig = df["identity"].notna().to_numpy() if "identity" in df else np.zeros(len(df), bool)
