@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CFG = ROOT / "configs/classification/cls_test-byobnet_dubai-scenes_cpu.yaml"
+CFG = ROOT / "configs/stage1_classification/cls_test-byobnet_dubai-scenes_cpu.yaml"
 SCENES = ROOT / "data/demo/dubai-scenes"
 
 
@@ -206,3 +206,35 @@ def test_grad_cam_on_a_real_patch():
     from mapsage.classify.data import load_rgb
 
     assert overlay(load_rgb(s[0].image_path), cam).shape == load_rgb(s[0].image_path).shape
+
+
+def test_heads_llrd_lr_clamp_and_corrupted_validation():
+    import torch
+
+    from mapsage.classify.data import ClsDataset, normalization, read_samples
+    from mapsage.classify.model import build_classifier, effective_lr, param_groups
+
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    for head in ("cosine", "arcface"):
+        m = build_classifier(_cfg(f"classify.head={head}", "classify.head_scale=10"), 5)
+        m.eval()
+        z = m(x)
+        assert z.shape == (4, 5) and z.abs().max() <= 10 + 1e-4
+        m.train()
+        zt = m(x, y)
+        if head == "arcface":   # the margin lowers the true class's logit in training only
+            assert (zt[torch.arange(4), y] < m(x)[torch.arange(4), y] + 1e-6).all()
+    cfg = _cfg("train.layer_decay=0.7", "classify.model=resnet18")
+    m = build_classifier(cfg, 5)
+    mults = sorted({round(g["lr_mult"], 6) for g in param_groups(m, cfg, 1e-3)})
+    assert len(mults) > 3 and mults[-1] == 1.0 and mults[0] < 0.7 ** 3
+    lr, note = effective_lr(_cfg("train.lr=1e-3", "train.batch_size=64"))
+    assert lr == pytest.approx(2.5e-4) and "64/256" in note
+    lr, note = effective_lr(_cfg("train.lr=1e-2", "train.batch_size=256"))
+    assert lr == pytest.approx(5e-4) and "clamped" in note
+    cfg = _cfg()
+    s = read_samples(cfg)[:1]
+    clean = ClsDataset(s, cfg, False, 64, *normalization(cfg))[0]["image"]
+    noisy = ClsDataset(s, cfg, False, 64, *normalization(cfg), corruption=("gaussian_noise", 3))[0]["image"]
+    assert (clean - noisy).abs().mean() > 0.05

@@ -156,3 +156,11 @@ def _gradcam(args) -> int:
     cv2.imwrite(str(out), overlay(load_rgb(img), cam)[:, :, ::-1])
     print(f"{out}: Grad-CAM of {names[cls]} (p = {p:.3f}) from {mem.path.name}")
     return 0
+
+
+def predict_to_submission(refs: list[str], on: str | None, out: str = "submission.csv") -> int:
+    """``mapsage predict RUN|GROUP [--on FOLDER]`` for classification runs: ``submission.csv`` here, validated."""
+    import argparse
+
+    return _predict(argparse.Namespace(refs=refs, on=on, out=out, scales="1.0", hflip=False, no_calibrate=False,
+                                       two_columns=False, json=False))
