@@ -131,8 +131,6 @@ def assign_splits(cfg, samples: list[ClsSample]) -> list[ClsSample]:
     """``train``/``val`` on every sample: k-fold (``dataset.split.folds``; stratified by label, whole groups,
     near-duplicates joined -- :func:`mapsage.data.folds.assign_folds`) or a seeded group split by ``ratios``."""
     sp = cfg.dataset.split
-    labels = np.array([s.label for s in samples])
-    c = len(cfg.dataset.classes)
     if sp.folds and sp.folds > 1:
         folds = fold_of(cfg, samples)
         for s in samples:
@@ -145,7 +143,6 @@ def assign_splits(cfg, samples: list[ClsSample]) -> list[ClsSample]:
     val = {groups[i] for i in order[:n_val]}
     for s in samples:
         s.split = "val" if s.group in val else "train"
-    del labels, c
     return samples
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -64,7 +63,6 @@ def predict_logits(model, loader, device, tta_hflip: bool = False) -> tuple[np.n
 def run(ctx: StageContext) -> dict:
     from torch.utils.data import DataLoader, WeightedRandomSampler
 
-    from ..config import to_dict
     from ..evalid import stamp, tile_facts
     from ..metrics.classification import classification_metrics, softmax, temperature_scaled
     from ..schedules import build_schedule
@@ -76,6 +74,9 @@ def run(ctx: StageContext) -> dict:
 
     cfg, ev = ctx.cfg, ctx.events
     t_start = time.time()
+    if ctx.resume_from:
+        ev.log(f"classification runs restart from epoch 1 (resume from {ctx.resume_from} is not supported)",
+               level="warning")
     if cfg.runtime.threads:
         torch.set_num_threads(int(cfg.runtime.threads))
     torch.manual_seed(int(cfg.train.seed))
@@ -247,8 +248,11 @@ def run(ctx: StageContext) -> dict:
                 ev.log(f"early stop after epoch {epoch + 1}: no gain of {cfg.train.early_stop.min_delta:g} in "
                        f"{bad_epochs} epoch(s) (best epoch {best['epoch'] + 1})")
                 break
-    if best["path"] is None:
-        return {"best": None, "history": history, "stopped": stopped}
+    if best["path"] is None or stopped == "cancel":
+        if stopped == "cancel":
+            ev.log("stop requested: training ended early; the best checkpoint so far is kept, not calibrated",
+                   level="warning")
+        return {"best": best if best["path"] else None, "history": history, "stopped": stopped}
     # the kept weights: calibration, final evaluation, predictions, error gallery
     data = torch.load(best["path"], map_location="cpu", weights_only=True)
     model.load_state_dict(data["model"])
