@@ -238,3 +238,16 @@ def test_heads_llrd_lr_clamp_and_corrupted_validation():
     clean = ClsDataset(s, cfg, False, 64, *normalization(cfg))[0]["image"]
     noisy = ClsDataset(s, cfg, False, 64, *normalization(cfg), corruption=("gaussian_noise", 3))[0]["image"]
     assert (clean - noisy).abs().mean() > 0.05
+
+
+def test_paired_top1_bootstrap_on_shared_images():
+    from app.widgets.classify_compare import paired_top1
+
+    rng = np.random.default_rng(1)
+    names = [f"img{i}.jpg" for i in range(200)]
+    a = {n: bool(rng.random() < 0.7) for n in names}
+    b = {n: True for n in names}                 # B right everywhere: +30 points, clearly significant
+    got = paired_top1(a, b)
+    assert got["n"] == 200 and got["delta"] == pytest.approx(1 - np.mean(list(a.values())))
+    assert 0 < got["ci_low"] < got["delta"] < got["ci_high"]
+    assert paired_top1(a, {f"other{i}.jpg": True for i in range(200)}) is None   # another fold: no pairing

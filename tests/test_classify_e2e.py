@@ -80,3 +80,4 @@ def test_run_detail_and_plan_show_the_classification_track(tmp_workspace):
     assert not at.exception, [e.message for e in at.exception]
     assert "timm model" in {w.label for w in at.text_input}
     assert "Folds (0: one run)" in {w.label for w in at.number_input}
+    assert "LR (reference, x B/256)" in {w.label for w in at.number_input}

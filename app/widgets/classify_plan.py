@@ -24,7 +24,7 @@ def classification_form(t) -> None:
         a, b, d, e = st.columns(4)
         epochs = a.number_input("Epochs", 1, 500, int(tr.epochs), key=key + "_ep")
         batch = b.number_input("Batch", 1, 1024, int(tr.batch_size), key=key + "_bs")
-        lr = d.number_input("LR (reference, x B/256)", 1e-6, 1.0, float(tr.lr), format="%.5f", key=key + "_lr")
+        lr = d.number_input(f"LR (reference, x B/{tr.base_batch})", 1e-6, 1.0, float(tr.lr), format="%.5f", key=key + "_lr")
         losses = ["lsce", "ce", "focal", "balanced_softmax"]
         loss = e.selectbox("Loss", losses, index=losses.index(c.loss), key=key + "_loss")
         a, b, d, e = st.columns(4)

@@ -213,7 +213,8 @@ class ClsDataset:
             if a.color_jitter_p > 0:
                 b, ct, s, h = (list(a.color_jitter) + [0, 0, 0, 0])[:4]
                 ops.append(A.ColorJitter(brightness=b, contrast=ct, saturation=s, hue=h, p=a.color_jitter_p))
-            self.tf = A.Compose(ops)
+            # seeded per size change (num_workers 0: one stream); with loader workers albumentations reseeds each
+            self.tf = A.Compose(ops, seed=int(self.cfg.train.seed) + self.size)
         else:
             self.tf = A.Compose([A.Resize(self.size, self.size)])
         self.erase_p = float(a.random_erasing_p) if self.train else 0.0

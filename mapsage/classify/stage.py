@@ -191,12 +191,12 @@ def run(ctx: StageContext) -> dict:
             n_seen += len(x)
             if global_step % max(1, cfg.train.log_every) == 0:
                 ev.scalars({"loss": float(loss.detach()), "lr": opt.param_groups[-1]["lr"]}, epoch=epoch, step=global_step)
-            ctx.progress(epoch=epoch + 1, epochs=epochs, step=i + 1, steps=steps,
+            ctx.progress(epoch=epoch, epochs=epochs, step=i + 1, steps=steps,   # progress epochs are 0-based
                          frac=(epoch + (i + 1) / steps) / epochs, phase="train")
         if stopped:
             break
         train_loss = tot / max(1, n_seen)
-        ctx.progress(epoch=epoch + 1, epochs=epochs, frac=(epoch + 1) / epochs, phase="val", force=True)
+        ctx.progress(epoch=epoch, epochs=epochs, frac=(epoch + 1) / epochs, phase="val", force=True)
         row = {"epoch": epoch, "train_loss": train_loss, "epoch_time": time.time() - t0}
         cands = [("raw", model)] + ([("ema", ema.module)] if ema is not None else [])
         scores = {}
