@@ -75,6 +75,11 @@ def test_run_detail_and_plan_show_the_classification_track(tmp_workspace):
     text = " ".join(m.value for m in at.markdown)
     assert "validation images are misclassified" in text and "Temperature **T =" in text
     assert "Image" in [s.label for s in at.selectbox]          # the Grad-CAM image picker
+    at.switch_page("views/home.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    home = " ".join(m.value for m in at.markdown)
+    assert "Best image classification so far" in home and "nan" not in home
     at.switch_page("views/plan.py")
     at.run()
     assert not at.exception, [e.message for e in at.exception]
