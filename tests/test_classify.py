@@ -251,3 +251,22 @@ def test_paired_top1_bootstrap_on_shared_images():
     assert got["n"] == 200 and got["delta"] == pytest.approx(1 - np.mean(list(a.values())))
     assert 0 < got["ci_low"] < got["delta"] < got["ci_high"]
     assert paired_top1(a, {f"other{i}.jpg": True for i in range(200)}) is None   # another fold: no pairing
+
+
+def test_health_checks_pass_on_folds_and_fail_on_a_shared_source_tile():
+    import dataclasses
+
+    from mapsage.classify.data import split_samples
+    from mapsage.classify.health import gate, run_checks
+    from mapsage.events import NullEvents
+    from mapsage.health.result import HealthChecksFailed
+
+    cfg = _cfg("dataset.split.folds=5", "dataset.split.fold=1", "health.sanity_steps=25", "health.sanity_batch=1",
+               "runtime.threads=1")
+    train, val = split_samples(cfg)
+    res = {r.check: r for r in run_checks(cfg, train, val, names=["ids", "splits", "metric", "sanity"])}
+    assert res["splits"].status == "pass" and res["metric"].status == "pass" and res["sanity"].status == "pass"
+    assert res["ids"].status == "warn" and "road" in res["ids"].verdict     # fold 1 trains without road patches
+    leak = [dataclasses.replace(val[0], id="copy_" + val[0].id)]            # a patch of a validation source tile
+    with pytest.raises(HealthChecksFailed, match="splits"):
+        gate(cfg, train + leak, val, NullEvents())

@@ -71,7 +71,7 @@ def test_run_detail_and_plan_show_the_classification_track(tmp_workspace):
     labels = [m.label for m in at.metric]
     assert labels[:4] == ["Top-1 (val)", "Macro F1", "Top-5", "ECE"]
     assert [t.label for t in at.tabs] == ["Curves", "Per class", "Confusion", "Errors", "Grad-CAM", "Calibration",
-                                          "Config", "Log"]
+                                          "Health", "Config", "Log"]
     text = " ".join(m.value for m in at.markdown)
     assert "validation images are misclassified" in text and "Temperature **T =" in text
     assert "Image" in [s.label for s in at.selectbox]          # the Grad-CAM image picker

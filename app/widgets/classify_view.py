@@ -16,7 +16,7 @@ import streamlit as st
 import store
 from mapsage.metrics.names import metric_label
 
-TABS = ["Curves", "Per class", "Confusion", "Errors", "Grad-CAM", "Calibration", "Config", "Log"]
+TABS = ["Curves", "Per class", "Confusion", "Errors", "Grad-CAM", "Calibration", "Health", "Config", "Log"]
 
 
 def _extra(row) -> dict:
@@ -203,11 +203,20 @@ def classification_detail(run: dict) -> None:
                         f"{100 * d['ece_after']:.2f} %**. Predictions use it (`mapsage classify predict`).")
             st.plotly_chart(calibration_figure(d), width="stretch", key="cls_calib")
     with tabs[6]:
+        h = store.health(rid)
+        if h.empty:
+            st.caption("No health checks recorded (classify.health_checks).")
+        else:
+            icon = {"pass": "✅", "warn": "⚠️", "fail": "❌"}
+            st.dataframe(pd.DataFrame({"Check": h["check_name"], "Status": [f"{icon.get(s, '')} {s}" for s in h["status"]],
+                                       "Verdict": h["verdict"]}), hide_index=True, width="stretch", key="cls_health")
+            st.caption("Run at the start of the run (mapsage.classify.health); a failing check fails it.")
+    with tabs[7]:
         try:
             st.json(json.loads(run.get("config_json") or "{}"), expanded=False)
         except ValueError:
             st.caption("No config recorded.")
-    with tabs[7]:
+    with tabs[8]:
         logs = store.logs(rid, tail=200)
         if logs.empty:
             st.caption("No log records.")

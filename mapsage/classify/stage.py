@@ -87,6 +87,9 @@ def run(ctx: StageContext) -> dict:
     ids_map = category_ids(cfg)
     train_s, val_s = split_samples(cfg)
     counts = class_counts(train_s, c)
+    from .health import gate
+
+    gate(cfg, train_s, val_s, ev)            # classify.health_checks: ids, normalisation, splits, metric, sanity
     mean, std = normalization(cfg)
     size0 = _size_at(cfg, 0)
     train_ds = ClsDataset(train_s, cfg, True, size0, mean, std)

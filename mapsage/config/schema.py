@@ -760,6 +760,9 @@ class ClassifyCfg:
     errors_top_k: int = 24                  # most confident mistakes kept for the error gallery
     gradcam_images: int = 8                 # Grad-CAM maps saved for the top mistakes (0: off)
     max_images: Optional[int] = None        # cap of training images (quick runs)
+    # checks run at the start of every classification run (mapsage.classify.health): ids, normalisation, splits,
+    # metric, sanity (overfit one batch; health.sanity_*). A failing check fails the run.
+    health_checks: list[str] = field(default_factory=lambda: ["ids", "normalisation", "splits", "metric"])
 
     def validate(self):
         if self.category_ids and len(set(self.category_ids)) != len(self.category_ids):
