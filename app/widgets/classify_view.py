@@ -207,7 +207,7 @@ def classification_detail(run: dict) -> None:
         if h.empty:
             st.caption("No health checks recorded (classify.health_checks).")
         else:
-            icon = {"pass": "✅", "warn": "⚠️", "fail": "❌"}
+            icon = {"pass": "✓", "warn": "⚠", "fail": "✗"}
             st.dataframe(pd.DataFrame({"Check": h["check_name"], "Status": [f"{icon.get(s, '')} {s}" for s in h["status"]],
                                        "Verdict": h["verdict"]}), hide_index=True, width="stretch", key="cls_health")
             st.caption("Run at the start of the run (mapsage.classify.health); a failing check fails it.")
