@@ -12,7 +12,7 @@ import sys
 
 COMMAND_MODULES = ["config_cmd", "data_cmd", "score_cmd", "run_cmd", "runs_cmd", "report_cmd", "interop_cmd",
                    "export_cmd", "predict_cmd", "submit_cmd", "sweep_cmd", "annotate_cmd", "groups_cmd",
-                   "reliability_cmd", "queue_cmd"]
+                   "reliability_cmd", "queue_cmd", "classify_cmd"]
 
 
 def build_parser() -> argparse.ArgumentParser:

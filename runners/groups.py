@@ -42,7 +42,7 @@ def launch_group(config_path: str | Path, overrides: list[str] | None = None, se
     if gpus is not None:
         overrides.append(f"runtime.gpus={int(gpus)}")
     cfg = load_config(config_path, overrides)
-    if cfg.stage.kind not in ("train", "distill"):
+    if cfg.stage.kind not in ("train", "distill", "classify"):
         raise ConfigError(f"{config_path}: --seeds/--folds repeat training runs; stage.kind is {cfg.stage.kind!r}")
     if folds and cfg.dataset.split.method != "by_group":
         raise ConfigError(f"--folds {folds}: dataset {cfg.dataset.name!r} uses split.method "

@@ -22,6 +22,7 @@ STAGES: dict[str, str] = {
     "predict": "mapsage.deliver.stage:run_predict",
     "lr_find": "mapsage.train.lr_find:run",
     "reliability": "mapsage.reliability.stage:run",
+    "classify": "mapsage.classify.stage:run",
 }
 
 def register(kind: str, target: str) -> None:

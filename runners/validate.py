@@ -108,6 +108,11 @@ def validate_launch(cfg: Config, resume_from: str | Path | None = None) -> None:
 
     trust(cfg.runtime.trust_pickle)
     _check_gpus(cfg)
+    if getattr(cfg, "task", "segmentation") == "classification":   # images + labels CSV/folders, local weights
+        from mapsage.classify.data import check_launch
+
+        check_launch(cfg)
+        return
     if kind not in NO_DATA_KINDS:
         _check_dataset(cfg)
     if resume_from and Path(resume_from).suffix in TORCH_SUFFIXES:

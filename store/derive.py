@@ -169,4 +169,24 @@ def experiment_columns(cfg: dict | None) -> dict:
     if kind in NO_MODEL_KINDS:  # the columns would describe a model the stage never builds
         for k in ("epochs", "arch", "backbone", "pretrain", "loss", "aug", "lr_schedule", "size", "tta", "post"):
             facts[k] = None
+    if cfg.get("task") == "classification":   # image classification: the classify section describes the model
+        facts.update(classification_columns(cfg))
     return facts
+
+
+def classification_columns(cfg: dict) -> dict:
+    c = cfg.get("classify") or {}
+    pre = str(c.get("pretrained") or "none")
+    loss = str(c.get("loss") or "")
+    if loss == "lsce":
+        loss += f" eps{c.get('label_smoothing')}"
+    mix = [f"mixup{c.get('mixup_alpha')}" if c.get("mixup_alpha") else "",
+           f"cutmix{c.get('cutmix_alpha')}" if c.get("cutmix_alpha") else ""]
+    sampler = _g(cfg, "augment", "sampler", "kind", default="uniform")
+    sizes = [str(c.get("img_size"))] + [str(p.get("size")) for p in (c.get("size_schedule") or [])
+                                        if p.get("from_epoch")]
+    return {"arch": "classifier", "backbone": c.get("model"),
+            "pretrain": "none" if pre.lower() in ("", "none") else pre.rsplit("/", 1)[-1],
+            "loss": loss + (f" +{c.get('head')} head" if c.get("head") not in (None, "linear") else ""),
+            "aug": " ".join(x for x in ["rrc", *mix, "" if sampler == "uniform" else sampler] if x),
+            "size": "→".join(sizes), "tta": "off", "post": "off"}

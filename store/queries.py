@@ -19,7 +19,8 @@ from .schema import EVENT_TABLES, ensure_schema
 TIME_COLUMNS = ("created_at", "started_at", "ended_at", "updated_at", "last_heartbeat")
 METRICS = ("miou", "macc", "aacc", "mf1", "mbiou", "per_image_miou")
 # figures kept in an evaluation's extra_json (no column of their own): mmseg mFscore, face-parsing mean F-score
-JSON_METRICS = ("mfscore", "mfscore_fg")
+JSON_METRICS = ("mfscore", "mfscore_fg",
+                "top1", "top5", "macro_f1", "ece")   # image classification (mapsage.metrics.classification)
 
 
 def _metric_sql(metric: str) -> str:

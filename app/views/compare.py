@@ -42,6 +42,11 @@ reference = labels[picked[0]]
 report_button(picked, key="compare", names=[labels[r] for r in picked])
 
 rows = {rid: guard(data.run_row, rid) for rid in picked}
+if all((rows[r] or {}).get("kind") == "classify" for r in picked):   # image classification runs
+    from app.widgets.classify_compare import classification_compare
+
+    guard(classification_compare, picked, labels, rows, what="Comparing classification runs")
+    st.stop()
 bundles = {rid: data.bundle(rid, (rows[rid] or {}).get("n_events")) for rid in picked}
 all_metrics = pd.concat([b["metrics"] for b in bundles.values()], ignore_index=True)
 splits = sorted(all_metrics["split"].dropna().unique(), key=lambda s: (s != "val", s)) if not all_metrics.empty \

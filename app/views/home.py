@@ -64,7 +64,8 @@ else:
         board = guard(data.ranking, split, "miou", default=pd.DataFrame())
         if board is None or board.empty:
             continue
-        top = board[board["rank"] == 1].merge(runs[["run_id", "backbone", "loss"]], on="run_id", how="left")
+        top = board[(board["rank"] == 1) & board["miou"].notna()].merge(   # classification runs have no mIoU
+            runs[["run_id", "backbone", "loss"]], on="run_id", how="left")
         # one best per comparable group: dataset, split and tile set never mixed
         for _, t in top.sort_values(["dataset", "miou"], ascending=[True, False]).iterrows():
             lines.append(f"- `{t['dataset'] or t['run_dataset']}`: **{t['miou'] * 100:.2f}** (split `{split}`) — "
@@ -72,6 +73,17 @@ else:
     if lines:
         st.markdown("Best mIoU so far, per dataset, split and tile set (a run's own result or the variant it "
                     "adopted; subsets and runs in progress left out):\n" + "\n".join(lines))
+    cls_lines = []
+    for split in guard(data.evaluated_splits, default=[]) or []:      # image classification: best top-1
+        board = guard(data.ranking, split, "top1", default=pd.DataFrame())
+        if board is None or board.empty or "top1" not in board:
+            continue
+        for _, t in board[(board["rank"] == 1) & board["top1"].notna()].sort_values(
+                ["dataset", "top1"], ascending=[True, False]).iterrows():
+            cls_lines.append(f"- `{t['dataset'] or t['run_dataset']}`: top-1 **{t['top1'] * 100:.2f}**, macro F1 "
+                             f"{t['macro_f1'] * 100:.2f} (split `{split}`) — `{t['run_name']}` · {t['identity']}")
+    if cls_lines:
+        st.markdown("Best image classification so far, per dataset, split and image set:\n" + "\n".join(cls_lines))
     st.caption(f"{n_runs} run(s) in `{workspace_label()}`.")
     c1, c2, c3 = st.columns(3)
     c1.page_link(PAGE_FILES["plan"], label="Plan board: launch and follow jobs", icon=":material/map:")

@@ -72,7 +72,7 @@ def _best(stage: int) -> pd.Series | None:
     board = guard(data.ranking, "val", "miou", default=pd.DataFrame())
     if board is None or board.empty:
         return None
-    ids = set(runs.loc[runs["plan_stage"] == stage, "run_id"])
+    ids = set(runs.loc[(runs["plan_stage"] == stage) & (runs["kind"] != "classify"), "run_id"])   # mIoU: segmentation
     r = board[board["run_id"].isin(ids) & board["rank"].notna()].copy()
     if r.empty:
         return None
@@ -145,6 +145,11 @@ for tab, (stage, (name, blurb)) in zip(tabs, templates.STAGES.items()):
                     continue
                 if t.summary:
                     st.dataframe(pd.DataFrame([t.summary]), hide_index=True, width="stretch", placeholder="–")
+                if t.cfg is not None and getattr(t.cfg, "task", "segmentation") == "classification":
+                    from app.widgets.classify_plan import classification_form   # the classification track
+
+                    classification_form(t)
+                    continue
                 result = knob_form(t, succeeded_train)
                 command = "mapsage run " + t.rel + "".join(f" \\\n  --set '{o}'" for o in result.overrides)
                 if result.error:

@@ -46,6 +46,11 @@ if not run:
 st.subheader(run.get("name") or rid)
 st.markdown(f"{status_text(run.get('status'))} &nbsp; `{rid}` · stage {run.get('plan_stage')} · `{run.get('kind')}` "
             f"· dataset `{run.get('dataset')}` · figures on split `{run.get('split')}`")
+if run.get("kind") == "classify":          # image classification: its own figures (app/widgets/classify_view.py)
+    from app.widgets.classify_view import classification_detail
+
+    guard(classification_detail, run, what=f"Drawing classification run {rid}")
+    st.stop()
 if run.get("kind") == "health":
     c = st.columns(5)
     import store

@@ -180,6 +180,14 @@ def group_board_view(split: str, metric: str, label: str) -> None:
         "95 % interval": [f"[{100 * lo:.2f}, {100 * hi:.2f}]" if lo == lo else "–"
                           for lo, hi in zip(board["ci_low"], board["ci_high"])],
         "Min": board["min"] * 100, "Max": board["max"] * 100, "Pending": board["pending"], "Id": board["group"]})
+    partner = {"top1": "macro_f1", "macro_f1": "top1"}.get(metric)   # classification: both headline figures
+    if partner:
+        from mapsage.metrics.names import metric_label
+
+        other = group_board(split=split, metric=partner).set_index("group")
+        show.insert(6, f"{metric_label(partner)} ({split}) mean ± sd", [
+            (f"{100 * other.at[g, 'mean']:.2f} ± {100 * other.at[g, 'sd']:.2f}" if other.at[g, "sd"] == other.at[g, "sd"]
+             else f"{100 * other.at[g, 'mean']:.2f}") if g in other.index else "–" for g in board["group"]])
     st.dataframe(show, hide_index=True, width="stretch", key="runs_groups",
                  column_config={"Min": st.column_config.NumberColumn(format="%.2f"),
                                 "Max": st.column_config.NumberColumn(format="%.2f")})

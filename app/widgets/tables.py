@@ -22,7 +22,9 @@ FIGURES = [("miou", "mIoU"), ("mbiou", "Boundary IoU"), ("macc", "mAcc"), ("mf1"
            ("aacc", "aAcc")]
 # the F-scores beyond Dice live in the evaluations' JSON; ranking by one adds its column
 RANK_METRICS = {"mIoU": "miou", "Boundary IoU": "mbiou", "mAcc": "macc", metric_label("mf1"): "mf1",
-                metric_label("mfscore"): "mfscore", metric_label("mfscore_fg"): "mfscore_fg"}
+                metric_label("mfscore"): "mfscore", metric_label("mfscore_fg"): "mfscore_fg",
+                # image classification runs
+                metric_label("top1"): "top1", metric_label("macro_f1"): "macro_f1"}
 
 
 def figure_label(label: str, split: str) -> str:
@@ -67,7 +69,8 @@ def experiment_table(runs: pd.DataFrame, board: pd.DataFrame, split: str, rank_b
     order = pd.concat([
         df[ranked].sort_values([rank_by, "run_id"], ascending=[False, True], kind="stable"),
         df[~ranked & has].sort_values([rank_by, "run_id"], ascending=[False, True], kind="stable"),
-        df[~has].sort_values("created_at", ascending=False, kind="stable")])
+        df[~has & ~ranked].sort_values("created_at", ascending=False, kind="stable")])   # a ranked run without
+    # this figure (a classification run ranked by mIoU) is listed once
     df = order
     recs = df.to_dict("records")
     with_fig = df["identity"].notna().to_numpy() if "identity" in df else np.zeros(len(df), bool)

@@ -13,7 +13,8 @@ from mapsage.config import CONFIGS_DIR, PROJECT_ROOT, Config, load_config
 
 STAGES: dict[int, tuple[str, str]] = {
     0: ("Health checks", "The seven checks and the overfit sanity run; must pass before any training is trusted."),
-    1: ("Baselines", "Reference models (SegFormer-B2 ImageNet 512, CE 0.7 + Dice 0.3, 50 epochs) and tracks."),
+    1: ("Baselines", "Reference models (SegFormer-B2 ImageNet 512, CE 0.7 + Dice 0.3, 50 epochs) and tracks; the "
+                     "image-classification track (task: classification, configs/stage1_classification/)."),
     2: ("Losses, augmentation, distillation", "Loss schedules (Lovász from epoch 20), OHEM, class weights, "
                                                 "multi-scale + CutMix/MixUp, teacher→student distillation."),
     3: ("Inference and TTA", "Sliding window, TTA kept only where it gains ≥ +0.8 mIoU, small-object filter."),

@@ -63,6 +63,9 @@ def run_name(cfg: Config) -> str:
     Stages other than training prefix their kind (``tta-ab_segformer_...``)."""
     if cfg.stage.name:
         return _slug(cfg.stage.name)
+    if getattr(cfg, "task", "segmentation") == "classification":      # cls_{model}_{gpus}xb{batch}-{epochs}e_{data}-{size}
+        return (f"cls_{_slug(cfg.classify.model).replace('_', '-')}_{cfg.runtime.gpus}xb{cfg.train.batch_size}-"
+                f"{cfg.train.epochs}e_{_slug(cfg.dataset.name)}-{cfg.classify.img_size}")
     crop = "x".join(str(c) for c in cfg.augment.crop_size)
     name = (f"{_slug(cfg.model.arch)}_{_slug(cfg.model.encoder).replace('_', '-')}_"
             f"{cfg.runtime.gpus}xb{cfg.train.batch_size}-{cfg.train.epochs}e_{_slug(cfg.dataset.name)}-{crop}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 StageKind = Literal["train", "evaluate", "tta_ab", "health", "refine", "distill", "ensemble", "demo_job", "export", "predict",
-                    "lr_find", "reliability"]
+                    "lr_find", "reliability", "classify"]
 
 
 @dataclass
@@ -718,6 +718,65 @@ class ReliabilityCfg:
 
 
 @dataclass
+class ClsSizePhase:
+    from_epoch: int = 0
+    size: int = 224
+
+
+@dataclass
+class ClassifyCfg:
+    """Image classification (``task: classification``, stage kind ``classify``; :mod:`mapsage.classify`). The
+    dataset section keeps ``root``, ``name``, ``classes`` (class names in index order) and ``split`` (by_group with
+    ``folds``/``fold`` for k-fold CV, ``group_regex`` applied to ``<group column>/<filename>``)."""
+    layout: Literal["csv", "folders"] = "csv"   # csv: labels_csv (filename, category_id); folders: one per class
+    images: str = "train"                   # image folder, relative to dataset.root
+    labels_csv: str = "train_labels.csv"    # csv layout: filename,category_id (other columns kept as data)
+    # category_id of each class in dataset.classes order (kept so submissions carry the original ids; empty:
+    # 0..C-1 for csv, the folder names' order for folders)
+    category_ids: list[int] = field(default_factory=list)
+    group_column: str = "source_tile"       # csv column naming the unit kept whole in one split/fold ("": filename)
+    test_images: str = "test_dataset"       # images `mapsage classify predict` reads by default
+    model: str = "resnet18"                 # a timm model name
+    pretrained: str = "none"                # a local weights file (never downloaded) or none
+    head: Literal["linear", "cosine", "arcface"] = "linear"
+    head_scale: float = 30.0                # cosine / arcface logit scale s
+    arcface_margin: float = 0.2             # additive angular margin m (arcface, hard targets only)
+    drop_rate: float = 0.0
+    drop_path: float = 0.0
+    img_size: int = 224
+    size_schedule: list[ClsSizePhase] = field(default_factory=list)   # progressive resolution: 224 -> 320 -> 448
+    loss: Literal["ce", "lsce", "focal", "balanced_softmax"] = "lsce"
+    label_smoothing: float = 0.05
+    focal_gamma: float = 2.0
+    mixup_alpha: float = 0.2                # timm Mixup/CutMix (0: off)
+    cutmix_alpha: float = 0.8
+    mix_prob: float = 1.0                   # share of batches mixed
+    mix_switch_prob: float = 0.5            # share of mixed batches that use CutMix rather than Mixup
+    rrc_scale: list[float] = field(default_factory=lambda: [0.35, 1.0])   # RandomResizedCrop area range
+    rotate90: bool = True                   # aerial scenes: random 90-degree rotations
+    lr_clamp: list[float] = field(default_factory=lambda: [5e-6, 5e-4])   # after linear scaling (train.base_batch)
+    calibrate: bool = True                  # fit a temperature on validation after training (per fold)
+    calibration_bins: int = 15
+    errors_top_k: int = 24                  # most confident mistakes kept for the error gallery
+    gradcam_images: int = 8                 # Grad-CAM maps saved for the top mistakes (0: off)
+    max_images: Optional[int] = None        # cap of training images (quick runs)
+    # checks run at the start of every classification run (mapsage.classify.health): ids, normalisation, splits,
+    # metric, sanity (overfit one batch; health.sanity_*). A failing check fails the run.
+    health_checks: list[str] = field(default_factory=lambda: ["ids", "normalisation", "splits", "metric"])
+
+    def validate(self):
+        if self.category_ids and len(set(self.category_ids)) != len(self.category_ids):
+            raise ValueError(f"classify.category_ids has repeated ids: {self.category_ids}")
+        lo, hi = (list(self.lr_clamp) + [None, None])[:2]
+        if len(self.lr_clamp) != 2 or not 0 < lo <= hi:
+            raise ValueError(f"classify.lr_clamp must be [min, max] with 0 < min <= max, got {self.lr_clamp}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"classify.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.img_size < 16:
+            raise ValueError(f"classify.img_size must be at least 16, got {self.img_size}")
+
+
+@dataclass
 class Config:
     dataset: DatasetCfg
     stage: StageCfg = field(default_factory=StageCfg)
@@ -740,6 +799,19 @@ class Config:
     cv: CvCfg = field(default_factory=CvCfg)
     reliability: ReliabilityCfg = field(default_factory=ReliabilityCfg)
     meta: dict[str, Any] = field(default_factory=dict)   # free-form notes (not validated)
+    task: Literal["segmentation", "classification"] = "segmentation"
+    classify: ClassifyCfg = field(default_factory=ClassifyCfg)
+
+    def validate(self):
+        if self.stage.kind == "classify" and self.task != "classification":
+            raise ValueError("stage.kind: classify trains an image classifier; set task: classification")
+        if self.task == "classification":
+            if self.stage.kind not in ("classify",):
+                raise ValueError(f"task: classification runs stage.kind classify, not {self.stage.kind!r}")
+            if self.classify.loss == "balanced_softmax" and self.augment.sampler.kind != "uniform":
+                raise ValueError(f"classify.loss: balanced_softmax already corrects for the class prior and "
+                                 f"augment.sampler.kind: {self.augment.sampler.kind} rebalances it again; use one "
+                                 f"(set augment.sampler.kind=uniform or another classify.loss)")
 
     @property
     def ignore_index(self) -> int:

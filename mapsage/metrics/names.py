@@ -14,6 +14,11 @@ METRICS: dict[str, tuple[str, str]] = {
                    "face-parsing mean F-score: per-class F-score (Dice) averaged over the foreground classes"),
     "mbiou": ("mBIoU", "mean Boundary IoU (Cheng et al. 2021, band of eval.boundary_px)"),
     "per_image_miou": ("per-image mIoU", "mean over images of each image's own mIoU (not the dataset mIoU)"),
+    # image classification (mapsage.metrics.classification)
+    "top1": ("Top-1", "share of images whose most probable class is the label"),
+    "top5": ("Top-5", "share of images whose label is among the 5 most probable classes (all, below 5 classes)"),
+    "macro_f1": ("Macro F1", "mean per-class F1 over classes labelled or predicted (scikit-learn macro average)"),
+    "ece": ("ECE", "expected calibration error of the image confidences (15 equal-width bins)"),
 }
 
 # per-class key -> short label

@@ -93,6 +93,10 @@ def predict_command(args) -> int:
     from runners.commands.run_cmd import follow
     from runners.predict_spec import launch_predict
 
+    if _is_classification(args.target):   # image classification: a fused, validated submission.csv
+        from runners.commands.classify_cmd import predict_to_submission
+
+        return predict_to_submission([args.target], args.on)
     run_id = launch_predict(args.target, args.on, options_from_args(args), gpus=args.gpus)
     print(run_id, flush=True)
     if args.no_wait:
@@ -105,3 +109,19 @@ def predict_command(args) -> int:
         from mapsage.workspace import run_dir
         print(f"predictions and manifest: {run_dir(run_id) / 'predictions'}", flush=True)
     return jobs.exit_code(status)
+
+
+def _is_classification(target: str) -> bool:
+    """A classification run (its config says ``task: classification``) or repeat/fold group of them."""
+    import yaml
+
+    from mapsage.classify.predict import _group_runs, _runs_root
+
+    dirs = [_runs_root() / target] if (_runs_root() / target).is_dir() else _group_runs(target)
+    for d in dirs:
+        try:
+            data = yaml.safe_load((d / "config.yaml").read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            return False
+        return data.get("task") == "classification"
+    return False
