@@ -32,7 +32,7 @@ TILES = [ROOT / "tests/data/loveda/Train/Rural/images_png/0.png", ROOT / "tests/
          ROOT / "tests/data/loveda/Val/Rural/images_png/2.png"]
 
 
-def make_raster(path: Path, size: int) -> Path:
+def make_raster(path: Path, size: int, height: int | None = None) -> Path:
     import numpy as np
     import rasterio
     from PIL import Image
@@ -40,14 +40,15 @@ def make_raster(path: Path, size: int) -> Path:
     from rasterio.windows import Window
 
     tiles = [np.moveaxis(np.asarray(Image.open(t).convert("RGB")), -1, 0) for t in TILES]
-    profile = {"driver": "GTiff", "height": size, "width": size, "count": 3, "dtype": "uint8", "crs": "EPSG:32633",
+    height = size if height is None else height
+    profile = {"driver": "GTiff", "height": height, "width": size, "count": 3, "dtype": "uint8", "crs": "EPSG:32633",
                "transform": from_origin(500000.0, 5000000.0, 0.3, 0.3), "tiled": True, "blockxsize": 512,
                "blockysize": 512, "compress": "deflate", "bigtiff": "IF_SAFER"}
     with rasterio.open(path, "w", **profile) as dst:
         k = 0
-        for y in range(0, size, 1024):
+        for y in range(0, height, 1024):
             for x in range(0, size, 1024):
-                h, w = min(1024, size - y), min(1024, size - x)
+                h, w = min(1024, height - y), min(1024, size - x)
                 dst.write(tiles[k % 3][:, :h, :w], window=Window(x, y, w, h))
                 k += 1
     return path
@@ -157,6 +158,9 @@ def measure(mode: str, src: Path, out: Path, kind: str, tile: int = 512, stride:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=16384, help="side of the delivery-path raster (pixels)")
+    ap.add_argument("--height", type=int, default=0,
+                    help="rows of the delivery-path raster (0: --size; the prediction's peak memory depends on the "
+                         "width and the window, so a --size-wide strip measures it in a fraction of the time)")
     ap.add_argument("--inmem-size", type=int, default=4096,
                     help="side of the raster both paths run on for the throughput comparison (0: skip)")
     ap.add_argument("--model", choices=["segformer", "tiny", "pointwise"], default="segformer")
@@ -194,13 +198,14 @@ def main() -> int:
         if args.size and args.size != args.inmem_size:
             n = args.size
             t0 = time.perf_counter()
-            src = make_raster(tmp / f"src_{n}.tif", n)
-            print(f"{n}x{n} ({n * n / 1e6:.1f} Mpixel) source written in {time.perf_counter() - t0:.0f} s")
+            hgt = args.height or n
+            src = make_raster(tmp / f"src_{n}.tif", n, hgt)
+            print(f"{n}x{hgt} ({n * hgt / 1e6:.1f} Mpixel) source written in {time.perf_counter() - t0:.0f} s")
             d = measure("delivery", src, tmp / "d_big", args.model, args.tile, args.stride)
             if "error" in d:
                 print(f"  delivery COG+GPKG failed ({d['error']}), peak {d['peak_rss_gib']:.2f} GiB")
             else:
-                print(f"  delivery COG+GPKG {d['wall_s']:8.1f} s  {n * n / 1e6 / d['wall_s']:7.3f} Mpixel/s  peak "
+                print(f"  delivery COG+GPKG {d['wall_s']:8.1f} s  {n * hgt / 1e6 / d['wall_s']:7.3f} Mpixel/s  peak "
                       f"{d['peak_rss_gib']:.2f} GiB (target < 2.5 GiB)  ({d['polygons']} polygons; predict "
                       f"{d['predict_s']:.1f} s, polygons {d['polygons_s']:.1f} s; {d['joins']} seam joins, "
                       f"at most {d['max_open_parts']} open parts)")

@@ -28,6 +28,7 @@ from .core import _chunks, _flip, _model_device, _pair, forward_padded, model_ou
 from .predictions import palette_array
 
 BLOCK = 256
+FLUSH_ROWS = 256                   # finalised rows turned into classes (and handed to row_sink) per step
 
 
 def _window_scores(model, crops: torch.Tensor, num_classes: int, divisor: int, views) -> torch.Tensor:
@@ -122,17 +123,26 @@ def predict_raster(model: nn.Module, src_path: str | Path, dst_path: str | Path,
                 nonlocal acc, cnt, base, pending_rows, written
                 n = upto - base
                 if n > 0:
-                    scores = acc[:, :n] / cnt[:n]
-                    pred = scores.argmax(dim=0).to(torch.uint8).cpu().numpy()
-                    if nodata is not None:
-                        rgb = src.read(list(bands), window=Window(0, base, W, n))
-                        pred[np.all(rgb == nodata, axis=0)] = 255
-                    if row_sink is not None:
-                        row_sink(base, pred, scores if scores_are_probs else scores.softmax(dim=0))
-                    pending.append(pred)
+                    # finalised rows in runs of at most FLUSH_ROWS: the score/softmax temporaries of a run are
+                    # what the peak memory holds besides the accumulator, not those of the whole band
+                    for r0 in range(0, n, FLUSH_ROWS):
+                        r1 = min(n, r0 + FLUSH_ROWS)
+                        scores = acc[:, r0:r1] / cnt[r0:r1]
+                        pred = scores.argmax(dim=0).to(torch.uint8).cpu().numpy()
+                        if nodata is not None:
+                            rgb = src.read(list(bands), window=Window(0, base + r0, W, r1 - r0))
+                            pred[np.all(rgb == nodata, axis=0)] = 255
+                        if row_sink is not None:
+                            row_sink(base + r0, pred, scores if scores_are_probs else scores.softmax(dim=0))
+                        del scores
+                        pending.append(pred)
                     pending_rows += n
-                    acc = torch.cat([acc[:, n:], acc.new_zeros((num_classes, n, W))], dim=1)
-                    cnt = torch.cat([cnt[n:], cnt.new_zeros((n, W))], dim=0)
+                    keep = acc.shape[1] - n            # rows still open move to the top, in place
+                    if keep > 0:
+                        acc[:, :keep] = acc[:, n:].clone()
+                        cnt[:keep] = cnt[n:].clone()
+                    acc[:, keep:].zero_()
+                    cnt[keep:].zero_()
                     base = upto
                 if pending_rows >= BLOCK or (final and pending_rows):
                     block = np.concatenate(pending, axis=0)
