@@ -2,9 +2,10 @@
 
 health, train (the baseline), distill (logit + feature distillation from the baseline's checkpoint, with its
 no-teacher sibling), evaluate, tta_ab, post (an evaluate run with ``post.enabled``), ensemble (the baseline's raw
-and EMA weights) and refine (raw / crf), each through ``tests.conftest_app.run_in_process`` (the job worker and the
+and EMA weights), refine (raw / crf), lr_find, reliability (two corruptions), export (ONNX FP32), predict (a folder of
+unlabelled tiles) and classify (the scene classifier, one epoch), each through ``tests.conftest_app.run_in_process`` (the job worker and the
 real stage code), on the bundled Dubai tiles with tiny settings (128 px crops, 2 steps, 2-3 whole tiles), then
-ingested. About a minute of one CPU core.
+ingested. About three minutes of one CPU core.
 
 Import it from a test module: ``from tests.conftest_allkinds import allkinds_store  # noqa: F401``.
 ``MAPSAGE_ALLKINDS_WS=/some/dir`` keeps the workspace there and reuses it when it already holds the runs (for
@@ -27,7 +28,11 @@ POST = "configs/stage3_inference/post_demo_segformer_mit-b0_dubai.yaml"
 TTA = "configs/stage3_inference/tta_ab_demo_segformer_mit-b0_dubai.yaml"
 ENSEMBLE = "configs/stage3_inference/ensemble_demo_segformer_mit-b0_dubai.yaml"
 REFINE = "configs/stage4_refine_ensemble/refine_demo_segformer_mit-b0_dubai.yaml"
+RELIABILITY = "configs/stage3_inference/reliability_demo_segformer_mit-b0_dubai.yaml"
+EXPORT = "configs/stage4_refine_ensemble/export_demo_segformer_mit-b0_dubai.yaml"
+CLASSIFY = "configs/stage1_classification/cls_test-byobnet_dubai-scenes_cpu.yaml"
 
+PREDICT_ON = Path(__file__).resolve().parents[1] / "data/demo/dubai-aerial/Semantic segmentation dataset/Tile 2/images"
 INFER = ["dataset.max_samples=3", "eval.mode=whole", "train.num_workers=0", "runtime.threads=1",
          "runtime.device=cpu", "runtime.gpus=0"]
 
@@ -61,6 +66,23 @@ def _make() -> dict[str, str]:
         runs["refine"] = run_in_process(REFINE, INFER + [
             "stage.name=kinds-refine", f"stage.checkpoint={base}", "refine.chains=[raw, crf]",
             "refine.max_tiles=3"])
+        runs["lr_find"] = run_in_process(DEMO, QUICK + [
+            "stage.name=kinds-lr-find", "stage.kind=lr_find", "lr_find.steps=8", "train.ema.enabled=false"])
+        runs["reliability"] = run_in_process(RELIABILITY, INFER + [
+            "stage.name=kinds-reliability", f"stage.checkpoint={base}", "reliability.corruptions=[haze, cloud]",
+            "reliability.severities=[3]", "reliability.max_tiles=2", "reliability.extent_tiles=1",
+            "reliability.n_boot=200"])
+        runs["export"] = run_in_process(EXPORT, INFER + [
+            "stage.name=kinds-export", f"stage.checkpoint={base}", "export.targets=[onnx:fp32]",
+            "export.calib_tiles=2", "export.calib_size=[128,128]", "export.speed_size=[128,128]",
+            "export.speed_repeats=1", "export.speed_threads=1"])
+        from runners.predict_spec import predict_spec
+
+        config, overrides = predict_spec(base, str(PREDICT_ON), INFER + ["stage.name=kinds-predict"])
+        runs["predict"] = run_in_process(str(config), overrides)
+        runs["classify"] = run_in_process(CLASSIFY, [
+            "stage.name=kinds-classify", "train.epochs=1", "classify.img_size=32", "classify.max_images=160",
+            "classify.gradcam_images=2", "classify.errors_top_k=6", "runtime.threads=1"])
     finally:
         torch.set_num_threads(threads)
     import store

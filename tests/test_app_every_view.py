@@ -13,6 +13,8 @@ from tests.conftest_allkinds import allkinds_store  # noqa: F401  (session fixtu
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = str(ROOT / "app" / "main.py")
 KINDS = ["health", "train", "distill", "evaluate", "tta_ab", "post", "ensemble", "refine"]
+# the other stage kinds: their Run detail has tabs of its own (read from the page)
+OTHER_KINDS = ["lr_find", "reliability", "export", "predict", "classify"]
 DETAIL_TABS = ["Curves", "Per class", "Confusion", "Domains", "Health", "A/B", "Config", "Log", "Reliability"]
 
 
@@ -61,7 +63,11 @@ def test_the_workspace_holds_every_stage_kind(ws):
     runs = store.list_runs()
     kinds = dict(zip(runs["run_id"], runs["kind"]))
     assert {role: kinds[rid] for role, rid in ws["runs"].items()} == {k: "evaluate" if k == "post" else k
-                                                                      for k in KINDS}
+                                                                      for k in KINDS + OTHER_KINDS}
+    from typing import get_args
+
+    from mapsage.config.schema import StageKind
+    assert set(get_args(StageKind)) - {"demo_job"} == set(kinds[rid] for rid in ws["runs"].values())
     assert set(runs["status"]) == {"succeeded"}
     assert "post" in set(store.ab_rows(ws["runs"]["post"])["ab_kind"])     # post: an evaluate run with post.enabled
 
@@ -84,6 +90,16 @@ def test_run_detail_every_tab_and_every_evaluation(ws, kind):
                 picker[0].set_value(option)
                 _ok(at.run(), f"{kind} run, tab {tab}, evaluation {option}")
                 picker = [s for s in at.selectbox if s.key == "detail_eval"]
+
+
+@pytest.mark.parametrize("kind", OTHER_KINDS)
+def test_run_detail_every_tab_of_the_other_kinds(ws, kind):
+    at = _open("views/run_detail.py", run=ws["runs"][kind])
+    tabs = [t.label for t in at.tabs]
+    assert tabs and "Config" in tabs and "Log" in tabs
+    for tab in tabs:
+        at.query_params["tab"] = tab
+        _ok(at.run(), f"{kind} run, tab {tab}")
 
 
 def test_home_runs_plan_and_ab_pages(ws):

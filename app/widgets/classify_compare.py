@@ -102,4 +102,4 @@ def classification_compare(picked: list[str], labels: dict[str, str], rows: dict
     if diff.empty:
         st.info("The resolved configs are identical (apart from provenance).")
     else:
-        st.dataframe(diff, hide_index=True, width="stretch")
+        st.dataframe(diff, hide_index=True, width="stretch", placeholder="–")

@@ -145,7 +145,7 @@ def classification_detail(run: dict) -> None:
                                 "Recall": pc["acc"] * 100, "F1": pc["f1"] * 100})
             if support is not None and len(support) == len(tab):
                 tab["Images (label)"] = support
-            st.dataframe(tab, hide_index=True, width="stretch", key="cls_pc",
+            st.dataframe(tab, hide_index=True, width="stretch", key="cls_pc", placeholder="–",
                          column_config={k: st.column_config.NumberColumn(format="%.1f")
                                         for k in ("Precision", "Recall", "F1")})
             st.caption("Precision = right among images predicted as the class; recall = right among images labelled "
@@ -209,7 +209,8 @@ def classification_detail(run: dict) -> None:
         else:
             icon = {"pass": "✓", "warn": "⚠", "fail": "✗"}
             st.dataframe(pd.DataFrame({"Check": h["check_name"], "Status": [f"{icon.get(s, '')} {s}" for s in h["status"]],
-                                       "Verdict": h["verdict"]}), hide_index=True, width="stretch", key="cls_health")
+                                       "Verdict": h["verdict"]}), hide_index=True, width="stretch", key="cls_health",
+                         placeholder="–")
             st.caption("Run at the start of the run (mapsage.classify.health); a failing check fails it.")
     with tabs[7]:
         try:
