@@ -233,10 +233,10 @@ else:
 shown = pd.DataFrame({
     "tile": table["tile"],
     "domain": table["domain"],
-    f"Δ Boundary IoU (pts)": table["d_mbiou"],
+    "Δ Boundary IoU (pts)": table["d_mbiou"],
     f"Boundary IoU {L}": table["mbiou_a"] * 100,
     f"Boundary IoU {R}": table["mbiou_b"] * 100,
-    f"Δ mIoU (pts)": table["d_miou"],
+    "Δ mIoU (pts)": table["d_miou"],
     f"mIoU {R}": table["miou_b"] * 100,
     "metric says": table["metric_says"],
     "verdict": table["verdict"],

@@ -214,9 +214,9 @@ def confusion_drilldown(run_id: str, run: dict, evaluation: pd.Series, matrix: A
         col = cols[i % 4]
         with col:
             try:
-                uri, lit = _thumb(ws, run_id, n_events, str(r.tile), variant, t, p, split, cfg)
+                uri, _lit = _thumb(ws, run_id, n_events, str(r.tile), variant, t, p, split, cfg)
             except (UserError, OSError, ValueError) as exc:
-                uri, lit = None, False
+                uri, _lit = None, False
                 st.caption(f"no thumbnail: {exc}")
             if uri:
                 st.image(uri, width="stretch")

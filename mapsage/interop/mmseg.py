@@ -192,7 +192,7 @@ def _json_lines(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             if i == len(text.splitlines()):
                 continue                      # a torn last line of a run still writing
-            raise DataError(f"{path}, line {i}: not a JSON object; is this an mmsegmentation log?")
+            raise DataError(f"{path}, line {i}: not a JSON object; is this an mmsegmentation log?") from None
         if isinstance(rec, dict):
             out.append(rec)
     return out

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
