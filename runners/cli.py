@@ -31,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from mapsage.errors import UserError
     from mapsage.config import ConfigError
+    from mapsage.errors import UserError
     return (UserError, ConfigError, FileNotFoundError)
 
 

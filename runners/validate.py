@@ -129,7 +129,7 @@ def validate_launch(cfg: Config, resume_from: str | Path | None = None) -> None:
         if ref.checkpoint is not None and ref.run_dir is None:
             check_file(ref.checkpoint, key="stage.checkpoint")
     elif kind == "predict" and cfg.stage.checkpoint and is_exported_model(cfg.stage.checkpoint):
-        from mapsage.export import read_sidecar   # an exported model is read by onnxruntime / torch.jit, never unpickled
+        from mapsage.export import read_sidecar  # an exported model is read by onnxruntime / torch.jit, never unpickled
 
         path = resolve_path(str(cfg.stage.checkpoint))
         if not path.is_file():

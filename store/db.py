@@ -28,8 +28,7 @@ import duckdb
 from mapsage.errors import UserError
 from mapsage.workspace import db_path
 
-from .locks import (LockTimeout, _sleep_backoff, acquire, file_lock, is_held, lock_path,  # noqa: F401
-                    locks_dir, release)
+from .locks import LockTimeout, _sleep_backoff, acquire, file_lock, is_held, lock_path, locks_dir, release  # noqa: F401
 
 DEFAULT_READ_TIMEOUT_S = 30.0
 DEFAULT_WRITE_TIMEOUT_S = 120.0

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from conftest_infer import PROJECT_ROOT, fake_finished_run, write_checkpoint
 from mapsage.config import load_config
 from mapsage.errors import CheckpointError
 from mapsage.events import EventWriter, read_events
 from mapsage.infer.ab import decide, gain_points
 from mapsage.infer.checkpoints import resolve_checkpoint
 from mapsage.stage import StageContext
-from conftest_infer import PROJECT_ROOT, fake_finished_run, write_checkpoint
 
 TEMPLATE = PROJECT_ROOT / "configs" / "stage1_baselines" / "demo_segformer_mit-b0_dubai.yaml"
 TEMPLATE_NAME = "demo_segformer_mit-b0_dubai"

@@ -2,7 +2,6 @@
 schedule, against torch's own scheduler."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 

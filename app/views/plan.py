@@ -6,8 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from app.widgets import cluster, data, templates
-from app.widgets.common import (ACTIVE, PAGE_FILES, duration, guard, isnum, pct, status_text)
-from app.widgets.knob_form import render as knob_form, summary_line
+from app.widgets.common import ACTIVE, PAGE_FILES, duration, guard, isnum, pct, status_text
+from app.widgets.knob_form import render as knob_form
+from app.widgets.knob_form import summary_line
 from app.widgets.launch import cancel, launch, resume
 from app.widgets.live import live_jobs
 from app.widgets.nav import ensure_routed

@@ -17,10 +17,18 @@ import store
 from app.widgets import data
 from app.widgets.common import PAGE_FILES, guard, isnum, query_list, show_error, status_text
 from app.widgets.nav import ensure_routed
-from app.widgets.report_button import report_button
 from app.widgets.palette import high_contrast
-from app.widgets.review_tiles import (LABEL, agreement, class_rows, default_pair, pair_rule, tile_layers,
-                                      tile_table, variant_label)
+from app.widgets.report_button import report_button
+from app.widgets.review_tiles import (
+    LABEL,
+    agreement,
+    class_rows,
+    default_pair,
+    pair_rule,
+    tile_layers,
+    tile_table,
+    variant_label,
+)
 from mapsage.errors import UserError
 from mapsage.workspace import workspace_root
 from store import review_queries

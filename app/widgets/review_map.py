@@ -215,9 +215,10 @@ class Georef:
     @classmethod
     def from_raster(cls, path: Union[str, Path]) -> Optional["Georef"]:
         """The grid of a raster file, or None when it carries no CRS (a plain PNG/JPEG)."""
+        import warnings
+
         import rasterio
         from rasterio.errors import NotGeoreferencedWarning
-        import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -230,7 +231,8 @@ class Georef:
 def _to_mercator(arr: np.ndarray, geo: Georef, categorical: bool):
     """Warp an array on ``geo``'s grid to EPSG:3857. Returns (array, [[south, west], [north, east]])."""
     from rasterio.crs import CRS
-    from rasterio.warp import Resampling, calculate_default_transform, reproject, transform as warp_xy
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+    from rasterio.warp import transform as warp_xy
 
     dst_crs = CRS.from_epsg(3857)
     bands = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)

@@ -191,9 +191,9 @@ def _ensemble_predictor(run_id: str, folder: Path, key: str, device) -> Optional
 
     from ..config import config_from_dict
     from ..events import read_events
+    from ..infer.checkpoints import load_checkpoint_model
     from ..infer.ensemble import Ensemble, default_weights
     from ..infer.stage import _renormalized
-    from ..infer.checkpoints import load_checkpoint_model
 
     cfg_file = folder / "config.yaml"
     if not cfg_file.exists():

@@ -11,8 +11,18 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from .core import (SUFFIX, DeployGraph, ExportedFile, build_sidecar, check_against_eager, convert_onnx_fp16,
-                   export_onnx_fp32, export_torchscript, quantize_onnx_int8, write_sidecar)
+from .core import (
+    SUFFIX,
+    DeployGraph,
+    ExportedFile,
+    build_sidecar,
+    check_against_eager,
+    convert_onnx_fp16,
+    export_onnx_fp32,
+    export_torchscript,
+    quantize_onnx_int8,
+    write_sidecar,
+)
 from .errors import ExportError
 
 

@@ -345,8 +345,7 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path, *, mode: str, crops: Op
 
 def _quantize(src, dst, mode, crops, op_types, per_channel, reduce_range, calib_method, name, log, info,
               want_static) -> dict[str, Any]:
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     if mode == "static" and not crops:
         raise ExportError(f"INT8 static quantisation of {name} needs calibration tiles, and the training split "

@@ -108,8 +108,8 @@ def _encode_label(label: np.ndarray, h: HealthRun) -> Image.Image:
 
 def _probe_dataset(h: HealthRun, sample, label: np.ndarray, tmp: Path):
     """A one-sample copy of the dataset (same layout, real image file, derived mask) with training transforms."""
-    from ..config.schema import SplitCfg
     from ..config import resolve_path
+    from ..config.schema import SplitCfg
 
     cfg = copy.deepcopy(h.cfg)
     d = cfg.dataset

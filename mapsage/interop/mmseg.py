@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import DataError, UserError
-from .names import (MMSEG_TO_CLASS, MMSEG_TO_SUMMARY, STRUCTURE_KEYS, is_metric_key, scalar_from_mmseg)
+from .names import MMSEG_TO_CLASS, MMSEG_TO_SUMMARY, STRUCTURE_KEYS, is_metric_key, scalar_from_mmseg
 
 TIMESTAMP = re.compile(r"(\d{8}_\d{6})")
 

@@ -236,9 +236,9 @@ def build_model(cfg, num_classes: int | None = None, load_pretrained: bool = Tru
                               f"Choose another model.encoder or model.arch") from exc
     model = SegModel(net, arch=arch, encoder_name=mcfg.encoder, num_classes=n_cls,
                      boundary_head=bool(mcfg.boundary_head))
-    from .addons import apply_addons                            # model.addons (before the head's dropout)
+    from .addons import apply_addons  # model.addons (before the head's dropout)
     model.addon_report = apply_addons(model, list(getattr(mcfg, "addons", []) or []), _head_in_channels(net))
-    from .regularise import apply_dropout, apply_drop_path     # model.dropout, model.drop_path
+    from .regularise import apply_drop_path, apply_dropout  # model.dropout, model.drop_path
     apply_dropout(model, getattr(mcfg, "dropout", 0.0))
     apply_drop_path(model, getattr(mcfg, "drop_path", None))
     if mcfg.grad_checkpointing:

@@ -44,6 +44,7 @@ def apply_drop_path(model: nn.Module, rate) -> list[float]:
     if rate is None:
         return []
     from timm.layers import DropPath
+
     from ..config import ConfigError
     rate = float(rate)
     if not 0 <= rate < 1:

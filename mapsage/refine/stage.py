@@ -26,9 +26,9 @@ from typing import Optional
 
 import numpy as np
 
+from ..abrule import decide, rule_text
 from ..config import to_dict
 from ..errors import CheckpointError, UserError
-from ..abrule import decide, rule_text
 from .chains import SAM_CHAINS, Refiner, validate_chains
 from .sam import SamUnavailable
 
@@ -94,11 +94,11 @@ def run(ctx) -> None:
 
     from ..data import build_dataset
     from ..data.normalization import get_normalization, normalize_image
-    from ..infer import infer_probs, resolve_device
-    from ..infer.evaluate import device_name
-    from ..infer.checkpoints import load_checkpoint_model
-    from ..infer.stage import _check_classes, eval_differences
     from ..evalid import model_params, split_size, stamp, stamp_checkpoint, tile_facts
+    from ..infer import infer_probs, resolve_device
+    from ..infer.checkpoints import load_checkpoint_model
+    from ..infer.evaluate import device_name
+    from ..infer.stage import _check_classes, eval_differences
     from ..metrics import SegMetrics
 
     cfg = ctx.cfg

@@ -225,6 +225,7 @@ class CorruptedView:
 
     def __getitem__(self, i: int) -> dict:
         import torch
+
         from ..data.normalization import normalize_image
 
         ds = self.dataset

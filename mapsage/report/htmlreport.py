@@ -13,7 +13,6 @@ import yaml
 from .data import ReportData, is_missing, num
 from .tables import ReportTables, build_tables
 
-
 # --------------------------------------------------------------------------------------------------------------
 # table view models
 

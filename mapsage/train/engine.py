@@ -62,8 +62,8 @@ from ..config import ConfigError, config_hash, to_dict
 from ..errors import CheckpointError, TrainingError
 from ..events import EventWriter, NullEvents
 from ..losses import SegLoss, Targets, describe_mix
-from ..runtime import tune_allocator
 from ..models import FreezeSchedule, build_model, summarize_report
+from ..runtime import tune_allocator
 from . import checkpoint as ck
 from .distributed import DistInfo, all_reduce_max, barrier, init_from_env, is_dist
 from .ema import ModelEma
@@ -196,7 +196,7 @@ class Trainer:
         if cfg.augment.class_aware_sampling:
             counts = cached_sample_class_counts(self.train_set, cfg)
             weights = class_aware_weights(counts, cfg.augment.class_aware_temp)
-        from . import imbalance                 # samplers, class_weights: auto, Balanced Softmax prior
+        from . import imbalance  # samplers, class_weights: auto, Balanced Softmax prior
         self.imbalance = imbalance.prepare(cfg, cached_sample_class_counts(self.train_set, cfg)
                                            if imbalance.needs_counts(cfg) else None)
         if self.imbalance.sample_weights is not None:
@@ -249,7 +249,7 @@ class Trainer:
         self.mixer = BatchMixer(cfg.augment, ignore_index=cfg.loss_ignore_index)
         from .aug_schedule import BatchResizer
         self.resizer = BatchResizer(cfg.augment)                 # progressive resolution / multi-size crops
-        from ..data.gpu_augment import build_batch_augment        # augment.backend: kornia (None otherwise)
+        from ..data.gpu_augment import build_batch_augment  # augment.backend: kornia (None otherwise)
         self.batch_aug = build_batch_augment(cfg, self.device, self.train_set.mean, self.train_set.std,
                                              log=self.events.log)
         self._mix_params: Optional[dict] = None
@@ -614,10 +614,16 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ validation
     def _evaluate(self, net: nn.Module, variant: str, epoch: int):
         """Validate ``net`` through mapsage.infer (sharded over ranks under DDP, areas summed)."""
-        from ..infer.evaluate import (EvalOutcome, domain_results, emit_metrics, evaluate_outcome, make_metrics,
-                                      pick_indices)
         from ..evalid import model_params, split_size, stamp
-        from ..infer.evaluate import device_name
+        from ..infer.evaluate import (
+            EvalOutcome,
+            device_name,
+            domain_results,
+            emit_metrics,
+            evaluate_outcome,
+            make_metrics,
+            pick_indices,
+        )
 
         cfg = self.cfg
         split = self.val_set.split if hasattr(self.val_set, "split") else cfg.dataset.val_split

@@ -39,7 +39,7 @@ def param_groups(model: nn.Module, cfg) -> list[dict]:
 
     Frozen parameters are included: they get no gradient (AdamW skips them) until they are unfrozen."""
     if cfg.train.layer_decay is not None or cfg.train.layer_tiers:
-        from .llrd import llrd_param_groups          # per-block groups (train.layer_decay / layer_tiers)
+        from .llrd import llrd_param_groups  # per-block groups (train.layer_decay / layer_tiers)
         return llrd_param_groups(model, cfg, _no_decay)[0]
     from ..models import unwrap
     m = unwrap(model)
