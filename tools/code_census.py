@@ -32,17 +32,17 @@ USERS = ("tests", "bench", "scripts", "tools")
 OWN = set(PACKAGES)
 
 
-def py_files(*tops: str) -> list[Path]:
+def py_files(*tops: str, root: Path = ROOT) -> list[Path]:
     out: list[Path] = []
     for top in tops:
-        base = ROOT / top
+        base = root / top
         if base.is_dir():
             out.extend(sorted(p for p in base.rglob("*.py") if "__pycache__" not in p.parts))
     return out
 
 
-def module_name(path: Path) -> str:
-    rel = path.relative_to(ROOT).with_suffix("")
+def module_name(path: Path, root: Path = ROOT) -> str:
+    rel = path.relative_to(root).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]
@@ -185,12 +185,12 @@ def private_imports(files: list[Path]) -> list[str]:
     return out
 
 
-def subpackage_graph(top: str = "mapsage") -> dict[str, set[str]]:
+def subpackage_graph(top: str = "mapsage", root: Path = ROOT) -> dict[str, set[str]]:
     """Edges between the first-level parts of ``top`` (``mapsage.train`` -> ``mapsage.infer``), every import in a
-    file counted, wherever it sits."""
+    file counted, wherever it sits (module top, function body, ``if TYPE_CHECKING`` block)."""
     graph: dict[str, set[str]] = defaultdict(set)
-    for path in py_files(top):
-        mod = module_name(path)
+    for path in py_files(top, root=root):
+        mod = module_name(path, root)
         parts = mod.split(".")
         if len(parts) < 2:
             continue
@@ -200,7 +200,7 @@ def subpackage_graph(top: str = "mapsage") -> dict[str, set[str]]:
                 bits = name.split(".")
                 if len(bits) >= 2 and bits[0] == top and bits[1] != src:
                     dst = bits[1]
-                    if (ROOT / top / dst).is_dir() or (ROOT / top / f"{dst}.py").exists():
+                    if (root / top / dst).is_dir() or (root / top / f"{dst}.py").exists():
                         graph[src].add(dst)
     return graph
 

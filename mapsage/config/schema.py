@@ -705,7 +705,7 @@ class ReliabilityCfg:
     combo_max_tiles: Optional[int] = None   # tiles per corrupted validation pass during training (null: all)
 
     def validate(self):
-        from ..reliability.corruptions import CORRUPTIONS, MAX_SEVERITY
+        from ..corruption_levels import CORRUPTIONS, MAX_SEVERITY
         for key in ("corruptions", "combo_corruptions"):
             bad = [c for c in getattr(self, key) if c not in CORRUPTIONS]
             if bad:

@@ -36,7 +36,7 @@ class _Union:
 
 def near_duplicate_links(samples: list[Sample], max_bits: int) -> list[tuple[str, str, int]]:
     """(sample id a, sample id b, bits) for image pairs within ``max_bits`` in pHash and dHash (a != b)."""
-    from ..health.hashing import image_hashes, near_pairs
+    from .hashing import image_hashes, near_pairs
     from .io import load_image
 
     if max_bits < 0 or len(samples) < 2:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..lineage import child_runs, stored_temperature
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -98,33 +99,6 @@ class Predictor:
 # adoption: what the run's A/B stages kept
 
 
-def _child_runs(run_id: str) -> list[tuple[str, Path, dict]]:
-    """(run id, folder, run_info) of succeeded runs whose parent is ``run_id``, oldest first."""
-    from ..events import read_events
-    from ..workspace import runs_dir
-
-    out = []
-    root = runs_dir()
-    if not root.exists():
-        return out
-    for folder in root.iterdir():
-        ev = folder / "events.jsonl"
-        if not folder.is_dir() or not ev.exists():
-            continue
-        records, _ = read_events(ev)
-        info: dict = {}
-        status = None
-        for r in records:
-            if r.get("type") == "run_info":
-                info.update({k: v for k, v in r.items() if v is not None})
-            elif r.get("type") == "status":
-                status = r.get("status")
-        if info.get("parent_run") == run_id and status == "succeeded":
-            out.append((folder.name, folder, {"records": records, **info}))
-    out.sort(key=lambda t: float(t[2].get("created_at") or 0.0))
-    return out
-
-
 def _kept(records: list[dict], ab_kind: str) -> Optional[dict]:
     """The kept non-baseline ``ab`` row of a kind with the highest gain, or None."""
     rows = [r for r in records if r.get("type") == "ab" and r.get("ab_kind") == ab_kind
@@ -145,7 +119,7 @@ def adopted_settings(run_id: Optional[str], cfg, weights: str) -> tuple[Any, Any
     if run_id:
         import yaml
 
-        for rid, folder, info in _child_runs(run_id):
+        for rid, folder, info in child_runs(run_id):
             records = info["records"]
             kind = info.get("kind") or info.get("stage_kind")
             row = _kept(records, "tta") if kind == "tta_ab" else None
@@ -214,7 +188,6 @@ def _ensemble_predictor(run_id: str, folder: Path, key: str, device) -> Optional
     weights = default_weights([m.weight for m in cfg.ensemble.members])
     temps = None
     if cfg.ensemble.calibrate:
-        from ..reliability.calibration import stored_temperature
         temps = [stored_temperature(h["run_id"]) if h["run_id"] else None for h in hashes]
     ens = Ensemble(models, weights, average=cfg.ensemble.average, num_classes=cfg.dataset.num_classes,
                    temperatures=temps)
@@ -261,7 +234,7 @@ def load_predictor(reference: str, weights: str = "auto", *, adopt: bool = True,
     (or ``.pt`` with its sidecar) runs through onnxruntime / TorchScript; ``fallback_cfg`` is the config used
     when no run config sits beside it."""
     from ..infer.checkpoints import resolve_checkpoint
-    from ..train.checkpoint import load_for_inference
+    from ..models.checkpoint import load_for_inference
     from ..workspace import run_dir
 
     if weights not in ("auto", "raw", "ema"):

@@ -285,7 +285,7 @@ def _train_baseline(ctx: StageContext, device, n_arms: int, share: float = 1.0) 
 def _referenced_baseline(cfg):
     """Resolve ``distill.baseline`` naming an existing run/checkpoint and check it had the same budget."""
     from ..infer.checkpoints import resolve_checkpoint
-    from ..train.checkpoint import load_checkpoint
+    from ..models.checkpoint import load_checkpoint
 
     resolved = resolve_checkpoint(cfg.distill.baseline, key="distill.baseline", metric=cfg.train.save_best_by)
     saved = load_checkpoint(resolved.path).get("config") or {}
@@ -306,7 +306,7 @@ def _evaluate_arms(ctx: StageContext, teacher, kd_ckpt: Path, base_ckpt: Path, d
     from ..infer.ab import ab_row
     from ..infer.checkpoints import _weights_for
     from ..infer.evaluate import evaluate_outcome
-    from ..train.checkpoint import load_for_inference
+    from ..models.checkpoint import load_for_inference
 
     cfg = ctx.cfg
     split = cfg.dataset.val_split

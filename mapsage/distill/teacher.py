@@ -317,7 +317,7 @@ def build_timm_teacher(tcfg, device: torch.device, student_mean, student_std) ->
 def build_workbench_teacher(tcfg, device: torch.device, student_mean, student_std, classes: list[str]) -> Teacher:
     from ..data import get_normalization
     from ..infer.checkpoints import resolve_checkpoint
-    from ..train.checkpoint import load_for_inference
+    from ..models.checkpoint import load_for_inference
 
     if not tcfg.weights:
         raise CheckpointError(f"{KEY} is not set: a workbench teacher is a checkpoint this workbench trained; give "

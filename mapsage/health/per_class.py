@@ -134,7 +134,7 @@ def check_per_class(h: HealthRun) -> CheckResult:
                 return CheckResult("per_class", "fail",
                                    f"run {cfg.stage.checkpoint} has no evaluation in its event file and no checkpoint "
                                    f"to evaluate; train or evaluate it first", evidence)
-            from ..train.checkpoint import load_for_inference
+            from ..models.checkpoint import load_for_inference
             model, _ = load_for_inference(ref.checkpoint, weights="auto", device=h.device)
             h.progress("per_class: quick evaluation of the checkpoint")
             rec = _quick_evaluation(h, model, "health-quick")

@@ -186,10 +186,7 @@ SUFFIX_HINTS = (".pth", ".pt", ".ckpt", ".safetensors", ".bin")
 def load_checkpoint_model(reference: Optional[str], key: str = "stage.checkpoint", metric: str = "miou"):
     """Resolve and load for inference: ``(model, cfg_of_the_checkpoint, ResolvedCheckpoint)``."""
     resolved = resolve_checkpoint(reference, key, metric)
-    try:
-        from ..train.checkpoint import load_for_inference
-    except ImportError as exc:  # pragma: no cover - the training engine provides it
-        raise CheckpointError(f"{key}: the training engine's loader (mapsage.train.checkpoint) is not "
-                              f"available: {exc}") from exc
+    from ..models.checkpoint import load_for_inference
+
     model, ckpt_cfg = load_for_inference(resolved.path, weights=resolved.weights)
     return model, ckpt_cfg, resolved

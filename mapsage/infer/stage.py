@@ -299,7 +299,7 @@ def run_ensemble(ctx) -> None:
     ctx.events.eval_identity["ckpt_epoch"] = None
     temps = None
     if cfg.ensemble.calibrate:
-        from ..reliability.calibration import stored_temperature
+        from ..lineage import stored_temperature
         temps = [stored_temperature(r.run_id) if r.run_id else None for r in resolved_all]
         ctx.events.log("ensemble members' temperatures (reliability cards): "
                        + ", ".join(f"{n}: {t if t is not None else 'none'}" for n, t in zip(names, temps)))

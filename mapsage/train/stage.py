@@ -17,10 +17,12 @@ from typing import Callable, Optional
 
 import torch
 
-from ..stage import StageContext
+from ..stage import StageContext, entry_point
 from .engine import Trainer
 
 _EXTRA_LOSS_FACTORIES: list[Callable] = []
+# mapsage.distill imports mapsage.train (its Trainer), so training names the distillation stage instead of importing it
+DISTILL_ENTRY = "mapsage.distill.stage:run"
 
 
 def register_extra_losses(factory: Callable) -> None:
@@ -47,10 +49,9 @@ def run(ctx: StageContext, extra_losses: Optional[dict] = None) -> dict:
     """Train ``ctx.cfg``. Returns the summary (best metrics, epochs done, history)."""
     cfg = ctx.cfg
     if extra_losses is None and not _EXTRA_LOSS_FACTORIES and (cfg.stage.kind == "distill" or cfg.distill.enabled):
-        # issue 11: the distillation stage builds the teacher, its feature cache and the A/B, and trains through
-        # this engine's extra-loss hook (mapsage/distill/stage.py)
-        from ..distill.stage import run as run_distill
-        return run_distill(ctx)
+        # the distillation stage builds the teacher, its feature cache and the A/B, and trains through this
+        # engine's extra-loss hook; it sits above training, so it is reached by name (DISTILL_ENTRY)
+        return entry_point(DISTILL_ENTRY)(ctx)
     if cfg.runtime.threads:
         torch.set_num_threads(int(cfg.runtime.threads))
     if ctx.is_main:                    # budget columns: parameters and FLOPs at the crop size; model.max_params
