@@ -209,7 +209,7 @@ def test_ensemble_of_identical_checkpoints_equals_one_checkpoint(tmp_path, tmp_w
 
 @pytest.mark.parametrize("gain, other, guard, expected", [
     (1.2, -0.4, 0.5, "keep"),      # passes the threshold, the other metric falls within the guard
-    (1.2, -1.13, 0.5, "drop"),     # the refinement case: +1.2 bIoU but -1.13 mIoU is refused
+    (1.2, -1.13, 0.5, "drop"),     # the plan's refinement case: +1.2 bIoU but -1.13 mIoU is refused
     (1.2, -1.13, None, "keep"),    # no guard: the threshold alone
     (0.5, 3.0, 0.5, "drop"),       # below the threshold whatever the other metric does
 ])

@@ -7,7 +7,8 @@ Prints, one figure a line:
 - files longer than 400 lines;
 - dead functions: ``vulture`` (confidence >= 60) over the packages plus ``tests``, ``bench``, ``scripts`` and
   ``tools`` (so a function only a test calls counts as used), restricted to functions and methods defined in the
-  packages; when ``vulture`` is not installed, a plain AST cross-reference (a function whose name appears nowhere
+  packages, less dunder hooks, registry targets named in ``"module:function"`` strings and functions registered by
+  a decorator (methods a library calls by name, e.g. albumentations' or onnxruntime's, still count); when ``vulture`` is not installed, a plain AST cross-reference (a function whose name appears nowhere
   else as a name, attribute or string) stands in;
 - private names (``_x``) imported from another module of the project;
 - import cycles among ``mapsage`` subpackages (imports inside functions included).
@@ -137,11 +138,31 @@ def dead_functions_vulture() -> list[str] | None:
     proc = subprocess.run(
         [exe, *targets, "--min-confidence", "60"], cwd=ROOT, capture_output=True, text=True, check=False
     )
+    named, decorated = _referenced_by_string_or_decorator()
     out = []
     for line in proc.stdout.splitlines():
         if ("unused function" in line or "unused method" in line) and line.split("/")[0] in PACKAGES:
+            name = line.split("'")[1]
+            where = line.split(":")[0] + ":" + line.split(":")[1]
+            if name.startswith("__") or name in named or where in decorated:
+                continue            # dunder hooks, registry targets named in strings, decorator registrations
             out.append(line.split(" (")[0])
     return out
+
+
+def _referenced_by_string_or_decorator() -> tuple[set[str], set[str]]:
+    """Function names that appear in string constants (``"package.module:function"`` registry targets) and the
+    ``file:line`` of decorated functions (registered by their decorator)."""
+    named: set[str] = set()
+    decorated: set[str] = set()
+    for path in py_files(*PACKAGES):
+        for node in ast.walk(parse(path)):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and ":" in node.value:
+                named.add(node.value.rsplit(":", 1)[-1])
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.decorator_list:
+                for line in [node.lineno] + [d.lineno for d in node.decorator_list]:
+                    decorated.add(f"{path.relative_to(ROOT)}:{line}")
+    return named, decorated
 
 
 def dead_functions_ast(files: list[Path], users: list[Path]) -> list[str]:
@@ -258,7 +279,7 @@ def main() -> None:
     longf = long_functions(files)
     bigf = long_files(files)
     dead = dead_functions_vulture()
-    dead_tool = "vulture --min-confidence 60"
+    dead_tool = "vulture --min-confidence 60, registrations excluded"
     if dead is None:
         dead, dead_tool = dead_functions_ast(files, users), "AST cross-reference"
     private = private_imports(files)

@@ -167,7 +167,7 @@ def _ensemble_predictor(run_id: str, folder: Path, key: str, device) -> Optional
     from ..events import read_events
     from ..infer.checkpoints import load_checkpoint_model
     from ..infer.ensemble import Ensemble, default_weights
-    from ..infer.stage import _renormalized
+    from ..infer.stage import renormalized
 
     cfg_file = folder / "config.yaml"
     if not cfg_file.exists():
@@ -182,7 +182,7 @@ def _ensemble_predictor(run_id: str, folder: Path, key: str, device) -> Optional
     models, hashes = [], []
     for i, m in enumerate(cfg.ensemble.members):
         model, mcfg, resolved = load_checkpoint_model(m.checkpoint, key=f"ensemble.members[{i}].checkpoint")
-        models.append(_renormalized(model, mcfg, cfg))
+        models.append(renormalized(model, mcfg, cfg))
         hashes.append({"path": str(resolved.path), "sha256": sha256_file(resolved.path), "weights": resolved.weights,
                        "run_id": resolved.run_id})
     weights = default_weights([m.weight for m in cfg.ensemble.members])

@@ -132,13 +132,13 @@ def _resume_chain(ctx: StageContext) -> list[Path]:
 
 def best_of(folders: list[Path], key: str, metric: str) -> Path:
     """The best checkpoint over ``folders`` (the highest stored score of their best*.pth)."""
-    from ..infer.checkpoints import _best_score
+    from ..infer.checkpoints import best_score
 
     cands = [p for f in folders for p in sorted((f / "checkpoints").glob("best*.pth"))]
     if not cands:
         raise CheckpointError(f"{key}: no checkpoints/best*.pth in {', '.join(str(f) for f in folders)}; the arm "
                               f"has no validated epoch (train.val_every / train.epochs)")
-    scored = [(_best_score(p, metric), p.name != "best.pth", -i, p) for i, p in enumerate(cands)]
+    scored = [(best_score(p, metric), p.name != "best.pth", -i, p) for i, p in enumerate(cands)]
     scored.sort(key=lambda t: (-t[0], t[1], t[2]))
     return scored[0][3]
 
@@ -304,7 +304,7 @@ def _referenced_baseline(cfg):
 def _evaluate_arms(ctx: StageContext, teacher, kd_ckpt: Path, base_ckpt: Path, device, facts: dict) -> dict:
     from ..data import build_dataset
     from ..infer.ab import ab_row
-    from ..infer.checkpoints import _weights_for
+    from ..infer.checkpoints import weights_for
     from ..infer.evaluate import evaluate_outcome
     from ..models.checkpoint import load_for_inference
 
@@ -317,7 +317,7 @@ def _evaluate_arms(ctx: StageContext, teacher, kd_ckpt: Path, base_ckpt: Path, d
             f = float(p.get("frac") or 0.0)
             ctx.progress(**{**p, "phase": "ab", "frac": 1.0 - AB_SHARE + AB_SHARE * (k + f) / 2,
                             "message": f"[A/B] {name}: {p.get('message') or ''}"})
-        model, mcfg = load_for_inference(path, weights=_weights_for(path), device=device)
+        model, mcfg = load_for_inference(path, weights=weights_for(path), device=device)
         if list(mcfg.dataset.classes) != list(cfg.dataset.classes):
             raise CheckpointError(f"{path}: trained for classes {list(mcfg.dataset.classes)}, not "
                                   f"{list(cfg.dataset.classes)}")
@@ -331,8 +331,8 @@ def _evaluate_arms(ctx: StageContext, teacher, kd_ckpt: Path, base_ckpt: Path, d
         return {}
     crit = cfg.train.save_best_by
     variant = f"kd={teacher.name}"
-    arms = {"student+teacher": {"checkpoint": str(kd_ckpt), "weights": _weights_for(kd_ckpt), **facts["kd"]},
-            BASELINE_VARIANT: {"checkpoint": str(base_ckpt), "weights": _weights_for(base_ckpt), **facts["base"]}}
+    arms = {"student+teacher": {"checkpoint": str(kd_ckpt), "weights": weights_for(kd_ckpt), **facts["kd"]},
+            BASELINE_VARIANT: {"checkpoint": str(base_ckpt), "weights": weights_for(base_ckpt), **facts["base"]}}
     ctx.events.emit("ab", **ab_row(ab_kind="distill", variant=BASELINE_VARIANT, baseline=BASELINE_VARIANT,
                                    outcome=base, baseline_outcome=base, threshold=cfg.distill.threshold,
                                    criterion=crit, is_baseline=True, details={"arm": arms[BASELINE_VARIANT]}))

@@ -10,7 +10,7 @@ Two kinds:
   any teacher weight unfilled is refused. Its target is the (normed) patch-token map of block ``teacher.layer``
   as ``[B, D, H/p, W/p]``. It has no segmentation head, so only feature distillation applies.
 * ``workbench`` -- a segmentation checkpoint this workbench trained (a ``.pth`` file, a run id or
-  ``latest:<template>``), loaded with :func:`mapsage.train.checkpoint.load_for_inference`. Its target is encoder
+  ``latest:<template>``), loaded with :func:`mapsage.models.checkpoint.load_for_inference`. Its target is encoder
   stage ``teacher.layer`` and, for logit distillation, its segmentation logits.
 
 The teacher is frozen (``requires_grad`` off for every weight), pinned in eval mode (``train()`` cannot switch it

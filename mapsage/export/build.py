@@ -94,8 +94,8 @@ def export_targets(model: torch.nn.Module, cfg, out_dir: str | Path, targets: Se
             path = out_dir / f"{stem}-onnx-fp32.onnx"
             t0 = time.perf_counter()
             export_onnx_fp32(graph, example, path, opset=ecfg.opset, exporter=ecfg.onnx_exporter)
-            from .core import _ort_session, run_onnx
-            sess = _ort_session(path)
+            from .core import ort_session, run_onnx
+            sess = ort_session(path)
             worst = check_against_eager(graph.name, eager,
                                         lambda x: torch.from_numpy(run_onnx(sess, x.numpy())), [second],
                                         ecfg.parity_atol, kind="onnx")

@@ -174,7 +174,7 @@ def write_sidecar(model_path: str | Path, sidecar: dict) -> Path:
 # ONNX
 
 
-def _ort_session(path: str | Path, threads: Optional[int] = None, providers: Optional[list] = None):
+def ort_session(path: str | Path, threads: Optional[int] = None, providers: Optional[list] = None):
     _, ort = require_onnx("running an ONNX model")
     so = ort.SessionOptions()
     if threads:

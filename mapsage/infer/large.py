@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DataError
-from .core import _chunks, _flip, _model_device, _pair, forward_padded, model_output_stride, tta_views, window_grid
+from .core import _chunks, _flip, _pair, forward_padded, model_device, model_output_stride, tta_views, window_grid
 from .predictions import palette_array
 
 BLOCK = 256
@@ -82,7 +82,7 @@ def predict_raster(model: nn.Module, src_path: str | Path, dst_path: str | Path,
     sh, sw = _pair(eval_cfg.stride, "eval.stride")
     views = tta_views(getattr(eval_cfg, "tta", None))
     divisor = model_output_stride(model)
-    dev = torch.device(device) if device is not None else _model_device(model, torch.device("cpu"))
+    dev = torch.device(device) if device is not None else model_device(model, torch.device("cpu"))
     mean_t = torch.tensor(mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
     per_pass = max(1, int(eval_cfg.window_batch))

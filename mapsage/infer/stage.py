@@ -45,7 +45,7 @@ def _threads(cfg) -> None:
         torch.set_num_threads(int(cfg.runtime.threads))
 
 
-def _check_classes(cfg, ckpt_cfg, where: str) -> None:
+def check_classes(cfg, ckpt_cfg, where: str) -> None:
     if ckpt_cfg is None:
         return
     have, want = list(ckpt_cfg.dataset.classes), list(cfg.dataset.classes)
@@ -76,7 +76,7 @@ def _load(ctx, reference: Optional[str], key: str):
     from ..evalid import model_params, stamp, stamp_checkpoint
 
     model, ckpt_cfg, resolved = load_checkpoint_model(reference, key=key, metric=ctx.cfg.train.save_best_by)
-    _check_classes(ctx.cfg, ckpt_cfg, key)
+    check_classes(ctx.cfg, ckpt_cfg, key)
     stamp_checkpoint(ctx.events, resolved)     # the evaluations that follow measured this checkpoint
     stamp(ctx.events, params=model_params(model))
     return model, ckpt_cfg, resolved
@@ -238,7 +238,7 @@ def _member_name(resolved, i: int) -> str:
     return f"member={i}:{resolved.path.stem}"
 
 
-def _renormalized(model, member_cfg, cfg):
+def renormalized(model, member_cfg, cfg):
     """Wrap a member trained with another input normalisation so it sees what it was trained on."""
     from ..data import get_normalization
     from .ensemble import Renormalize
@@ -269,7 +269,7 @@ def run_ensemble(ctx) -> None:
     models, names, infos, resolved_all, member_ids = [], [], [], [], []
     for i, member in enumerate(members_cfg):
         model, mcfg, resolved = _load(ctx, member.checkpoint, f"ensemble.members[{i}].checkpoint")
-        models.append(_renormalized(model, mcfg, cfg))
+        models.append(renormalized(model, mcfg, cfg))
         names.append(_member_name(resolved, i))
         resolved_all.append(resolved)
         member_ids.append(dict(getattr(ctx.events, "eval_identity", None) or {}))   # stamped by _load

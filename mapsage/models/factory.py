@@ -111,13 +111,6 @@ class SegModel(nn.Module):
     def encoder(self) -> nn.Module:
         return self.net.encoder
 
-    def head_modules(self) -> list[nn.Module]:
-        """Everything that is not the encoder (decoder, heads): the "head" learning-rate group."""
-        mods = [m for name, m in self.net.named_children() if name != "encoder" and m is not None]
-        if self.boundary_head is not None:
-            mods.append(self.boundary_head)
-        return mods
-
     def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         h, w = x.shape[-2:]
         s = self.output_stride
