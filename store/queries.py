@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .db import read_connection
+from .review import VERDICTS
 from .schema import EVENT_TABLES, ensure_schema
 
 TIME_COLUMNS = ("created_at", "started_at", "ended_at", "updated_at", "last_heartbeat")
@@ -395,16 +396,16 @@ def verdict_summary(run_id: str | Sequence[str] | None = None) -> pd.DataFrame:
     """Per run and variant: tiles reviewed and how many were better / worse / same (latest verdict per tile and
     reviewer)."""
     df = verdicts(run_id, latest=True)
-    cols = ["run_id", "variant", "reviewed", "better", "worse", "same"]
+    cols = ["run_id", "variant", "reviewed", *VERDICTS]
     if df.empty:
         return pd.DataFrame(columns=cols)
     df["variant"] = df["variant"].fillna("")
     out = df.pivot_table(index=["run_id", "variant"], columns="verdict", values="tile", aggfunc="count",
                          fill_value=0)
-    for v in ("better", "worse", "same"):
+    for v in VERDICTS:
         if v not in out.columns:
             out[v] = 0
-    out["reviewed"] = out[["better", "worse", "same"]].sum(axis=1)
+    out["reviewed"] = out[list(VERDICTS)].sum(axis=1)
     return out.reset_index()[cols]
 
 

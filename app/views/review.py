@@ -42,7 +42,7 @@ st.caption("Two masks of a run on the map, tile by tile, each named for what it 
            "next tile.")
 
 MAP_HEIGHT = 640
-VERDICTS = ["better", "worse", "same"]
+VERDICTS = list(store.VERDICTS)      # the store's list (store/review.py)
 VERDICT_ICONS = {"better": ":material/thumb_up:", "worse": ":material/thumb_down:", "same": ":material/drag_handle:"}
 VERDICT_KEYS = ("B", "W", "S")   # keyboard shortcuts of the one-key verdicts, in the order of VERDICTS
 

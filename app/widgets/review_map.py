@@ -32,6 +32,8 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
+from mapsage.palette import palette_rgb as class_palette_rgb
+
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static" / "leaflet"
 ArrayOrPath = Union[np.ndarray, str, Path]
 
@@ -160,17 +162,9 @@ def _read_array(value: ArrayOrPath, what: str) -> np.ndarray:
 
 
 def palette_rgb(palette: Sequence[str], num_classes: int) -> np.ndarray:
-    """[num_classes, 3] uint8 from '#RRGGBB' strings (a fixed distinct palette when none is given)."""
-    base = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
-                     [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]], np.uint8)
-    out = np.zeros((num_classes, 3), np.uint8)
-    for i in range(num_classes):
-        if palette and i < len(palette):
-            c = str(palette[i]).lstrip("#")
-            out[i] = [int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)]
-        else:
-            out[i] = base[i % len(base)]
-    return out
+    """[num_classes, 3] uint8 from '#RRGGBB' strings (:func:`mapsage.palette.palette_rgb`: the workbench's
+    fallback colours where the dataset names none)."""
+    return class_palette_rgb(palette, num_classes)
 
 
 def colorize_rgba(ids: np.ndarray, palette: np.ndarray, ignore_index: int = 255) -> np.ndarray:

@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..palette import palette_rgb
 from .context import HealthRun
 from .result import CheckResult
 
@@ -173,11 +174,7 @@ def _grid(panels: list[np.ndarray], cols: int = 4) -> np.ndarray:
 
 def _palette(h: HealthRun) -> np.ndarray:
     d = h.cfg.dataset
-    pal = np.zeros((max(1, d.num_classes), 3), np.uint8)
-    for k, text in enumerate(d.palette[: d.num_classes]):
-        v = int(str(text).lstrip("#"), 16)
-        pal[k] = ((v >> 16) & 255, (v >> 8) & 255, v & 255)
-    return pal
+    return palette_rgb(d.palette, max(1, d.num_classes))
 
 
 def check_alignment(h: HealthRun) -> CheckResult:
