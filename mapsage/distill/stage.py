@@ -42,9 +42,16 @@ import torch
 import yaml
 
 from ..config import ConfigError, config_hash, git_commit, run_name, save_resolved, to_dict
+from ..data import build_dataset
 from ..errors import CheckpointError, UserError
 from ..events import FINAL_STATUSES, EventWriter, NullEvents, read_events
+from ..infer.ab import ab_row
+from ..infer.checkpoints import best_score, resolve_checkpoint, weights_for
+from ..infer.evaluate import evaluate_outcome
+from ..models.checkpoint import load_checkpoint, load_for_inference
 from ..stage import StageContext
+from ..train import Trainer
+from ..train.distributed import cleanup, init_from_env
 from .build import build_distill_losses, check_distill_config
 from .targets import cache_rule
 from .teacher import build_teacher, teacher_speed_note
@@ -132,8 +139,6 @@ def _resume_chain(ctx: StageContext) -> list[Path]:
 
 def best_of(folders: list[Path], key: str, metric: str) -> Path:
     """The best checkpoint over ``folders`` (the highest stored score of their best*.pth)."""
-    from ..infer.checkpoints import best_score
-
     cands = [p for f in folders for p in sorted((f / "checkpoints").glob("best*.pth"))]
     if not cands:
         raise CheckpointError(f"{key}: no checkpoints/best*.pth in {', '.join(str(f) for f in folders)}; the arm "
@@ -181,8 +186,6 @@ def _teacher_checksum(teacher) -> tuple:
 
 
 def _train_distilled(ctx: StageContext, teacher, device, n_arms: int, share: float = 1.0) -> dict:
-    from ..data import build_dataset
-    from ..train import Trainer
     from .data import TeacherViewDataset
 
     cfg = ctx.cfg
@@ -239,8 +242,6 @@ def _reuse_or_resume_child(ctx: StageContext) -> tuple[Optional[Path], Optional[
 
 def _train_baseline(ctx: StageContext, device, n_arms: int, share: float = 1.0) -> tuple[Path, dict]:
     """The no-teacher arm as the sibling run ``<run_id>__no-teacher``. Returns (its folder, its summary)."""
-    from ..train import Trainer
-
     cfg = ctx.cfg
     reuse, resume = _reuse_or_resume_child(ctx)
     events = ctx.events if ctx.is_main else NullEvents()
@@ -284,9 +285,6 @@ def _train_baseline(ctx: StageContext, device, n_arms: int, share: float = 1.0) 
 
 def _referenced_baseline(cfg):
     """Resolve ``distill.baseline`` naming an existing run/checkpoint and check it had the same budget."""
-    from ..infer.checkpoints import resolve_checkpoint
-    from ..models.checkpoint import load_checkpoint
-
     resolved = resolve_checkpoint(cfg.distill.baseline, key="distill.baseline", metric=cfg.train.save_best_by)
     saved = load_checkpoint(resolved.path).get("config") or {}
     diffs = budget_differences(cfg, saved)
@@ -302,12 +300,6 @@ def _referenced_baseline(cfg):
 
 
 def _evaluate_arms(ctx: StageContext, teacher, kd_ckpt: Path, base_ckpt: Path, device, facts: dict) -> dict:
-    from ..data import build_dataset
-    from ..infer.ab import ab_row
-    from ..infer.checkpoints import weights_for
-    from ..infer.evaluate import evaluate_outcome
-    from ..models.checkpoint import load_for_inference
-
     cfg = ctx.cfg
     split = cfg.dataset.val_split
     dataset = build_dataset(cfg, split, train=False)
@@ -361,8 +353,6 @@ def _arm_facts(summary: dict) -> dict[str, Any]:
 
 def run(ctx: StageContext) -> dict:
     """The distillation stage (see the module doc). Returns the distilled arm's training summary (plus ``ab``)."""
-    from ..train.distributed import cleanup, init_from_env
-
     cfg = ctx.cfg
     if cfg.runtime.threads:
         torch.set_num_threads(int(cfg.runtime.threads))

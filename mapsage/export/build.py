@@ -11,6 +11,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from ..data import build_dataset
+from ..infer.evaluate import pick_indices
 from .core import (
     SUFFIX,
     DeployGraph,
@@ -37,8 +39,6 @@ def calibration_crops(cfg, n: int, size: Sequence[int], multiple: int, split: Op
                       ) -> tuple[list[np.ndarray], list[str]]:
     """``n`` training tiles (spread evenly over the split), each cropped at its centre to ``size`` (rounded up to
     ``multiple``, zero-padded where the tile is smaller): normalised float32 ``[3,h,w]`` arrays and their ids."""
-    from ..data import build_dataset
-    from ..infer.evaluate import pick_indices
     from .core import example_input
 
     try:

@@ -35,6 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import get_normalization
+from ..infer.core import seg_logits
+from ..models.factory import unwrap
 from .errors import ExportError, TracingFrozen, UnsupportedOperator, require_onnx
 
 SIDECAR_VERSION = 1
@@ -64,7 +67,6 @@ class DeployGraph(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        from ..models.factory import unwrap
 
         self.model = unwrap(model)
         self.name = _describe(self.model)
@@ -82,7 +84,6 @@ class DeployGraph(nn.Module):
                 decoded = net.decoder(net.encoder(x))
             logits = net.segmentation_head(decoded)
         else:
-            from ..infer.core import seg_logits
             logits = seg_logits(m(x))
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
@@ -132,8 +133,6 @@ def _versions() -> dict[str, str]:
 def build_sidecar(cfg, *, fmt: str, precision: str, multiple: int, source: dict, extra: Optional[dict] = None
                   ) -> dict[str, Any]:
     """The sidecar of an exported file (see module doc); ``cfg`` is the checkpoint's config."""
-    from ..data import get_normalization
-
     mean, std = get_normalization(cfg)
     ds = cfg.dataset
     return {

@@ -21,9 +21,12 @@ from typing import Any
 import torch
 
 from ..config.schema import TTACfg
+from ..data import build_dataset
 from ..errors import UserError
 from ..infer.ab import ab_row
+from ..infer.checkpoints import load_checkpoint_model
 from ..infer.evaluate import emit_metrics, resolve_device
+from ..infer.stage import check_classes
 from .build import calibration_crops, export_targets, parse_target
 from .core import example_input, file_sha256
 from .runtime import load_exported, onnx_providers
@@ -54,10 +57,6 @@ def _variant_device(fmt: str, precision: str, device: torch.device) -> torch.dev
 
 def run(ctx) -> None:
     """Export, then parity and speed with keep/drop decisions (see module doc)."""
-    from ..data import build_dataset
-    from ..infer.checkpoints import load_checkpoint_model
-    from ..infer.stage import check_classes
-
     if not ctx.is_main:
         return
     cfg = ctx.cfg

@@ -23,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import DataError
+from ..config import ConfigError, config_from_dict, to_dict
+from ..config.core import apply_overrides
+from ..errors import DataError, UserError
 from .core import _chunks, _flip, _pair, forward_padded, model_device, model_output_stride, tta_views, window_grid
 from .predictions import palette_array
 
@@ -181,10 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from ..config import ConfigError, config_from_dict, to_dict
-    from ..config.core import apply_overrides
     from ..data import get_normalization
-    from ..errors import UserError
     from .checkpoints import load_checkpoint_model
     from .evaluate import resolve_device
 

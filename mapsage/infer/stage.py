@@ -27,6 +27,8 @@ import torch
 from ..config import to_dict
 from ..config.schema import TTACfg
 from ..errors import CheckpointError, UserError
+from ..evalid import model_params, stamp, stamp_checkpoint
+from ..lineage import stored_temperature
 from .ab import ab_row
 from .checkpoints import load_checkpoint_model
 from .core import tta_views
@@ -73,8 +75,6 @@ def _save_dir(ctx):
 
 
 def _load(ctx, reference: Optional[str], key: str):
-    from ..evalid import model_params, stamp, stamp_checkpoint
-
     model, ckpt_cfg, resolved = load_checkpoint_model(reference, key=key, metric=ctx.cfg.train.save_best_by)
     check_classes(ctx.cfg, ckpt_cfg, key)
     stamp_checkpoint(ctx.events, resolved)     # the evaluations that follow measured this checkpoint
@@ -299,7 +299,6 @@ def run_ensemble(ctx) -> None:
     ctx.events.eval_identity["ckpt_epoch"] = None
     temps = None
     if cfg.ensemble.calibrate:
-        from ..lineage import stored_temperature
         temps = [stored_temperature(r.run_id) if r.run_id else None for r in resolved_all]
         ctx.events.log("ensemble members' temperatures (reliability cards): "
                        + ", ".join(f"{n}: {t if t is not None else 'none'}" for n, t in zip(names, temps)))

@@ -20,11 +20,11 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ..config import ConfigError
 from ..data.transforms import crop_pair, max_crop  # noqa: F401  (max_crop: part of this module's API)
 
 
 def validate(aug) -> None:
-    from ..config import ConfigError
     if aug.crop_schedule and aug.crop_sizes:
         raise ConfigError("augment.crop_schedule and augment.crop_sizes both set the batch size of crops; keep one "
                           "(a schedule by epoch, or sizes drawn per batch)")

@@ -17,6 +17,8 @@ from typing import Callable, Optional
 
 import torch
 
+from ..config import ConfigError
+from ..models.budget import check_max_params, model_facts
 from ..stage import StageContext, entry_point
 from .engine import Trainer
 
@@ -38,7 +40,6 @@ def _extra_losses(ctx: StageContext) -> dict:
         if got:
             out.update(got)
     if (ctx.cfg.distill.enabled or ctx.cfg.stage.kind == "distill") and not out:
-        from ..config import ConfigError
         raise ConfigError("distillation was asked for (distill.enabled / stage.kind: distill) but no distillation "
                           "loss is registered in this installation (mapsage.train.stage.register_extra_losses); "
                           "set distill.enabled=false and stage.kind=train")
@@ -55,7 +56,6 @@ def run(ctx: StageContext, extra_losses: Optional[dict] = None) -> dict:
     if cfg.runtime.threads:
         torch.set_num_threads(int(cfg.runtime.threads))
     if ctx.is_main:                    # budget columns: parameters and FLOPs at the crop size; model.max_params
-        from ..models.budget import check_max_params, model_facts
         facts = model_facts(cfg)
         ctx.events.emit("run_info", **facts)
         check_max_params(cfg, facts["model_params"])
