@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from ..metric_names import SELECTABLE
+
 StageKind = Literal["train", "evaluate", "tta_ab", "health", "refine", "distill", "ensemble", "demo_job", "export", "predict",
                     "lr_find", "reliability"]
 
@@ -315,7 +317,7 @@ class TrainCfg:
     val_every: int = 1
     # best checkpoints and early stopping: miou | mbiou | mf1 (Dice) | mfscore (mmseg) | mfscore_fg (face parsing:
     # mean F-score over the foreground classes) | macc | aacc
-    save_best_by: Literal["miou", "mbiou", "mf1", "mfscore", "mfscore_fg", "macc", "aacc"] = "miou"
+    save_best_by: Literal[SELECTABLE] = "miou"      # the metric registry (mapsage/metric_names.py)
     lr_schedule: Literal["cosine", "poly", "step", "cosine_restarts", "onecycle", "constant"] = "cosine"
     poly_power: float = 1.0
     lr_steps: list[float] = field(default_factory=list)     # step: epochs at which the LR is multiplied by lr_gamma
