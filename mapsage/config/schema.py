@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from ..metric_names import SELECTABLE
+from ..registries import ARCH_NAMES, LOSS_TERMS
 
 StageKind = Literal["train", "evaluate", "tta_ab", "health", "refine", "distill", "ensemble", "demo_job", "export", "predict",
                     "lr_find", "reliability"]
@@ -151,7 +152,7 @@ class FreezeCfg:
 @dataclass
 class ModelCfg:
     # dpt: smp's ViT decoder, the architecture for plain-ViT encoders (tu-vit_*_dinov3 and the like)
-    arch: Literal["segformer", "unet", "unetplusplus", "deeplabv3plus", "upernet", "fpn", "dpt"] = "segformer"
+    arch: Literal[ARCH_NAMES] = "segformer"     # the registry: mapsage/registries.py
     encoder: str = "mit_b2"
     pretrained: str = "none"                # "none" or a local weights file; "imagenet" etc. fail with a hint
     pretrained_min_loaded: float = 0.9      # refuse a checkpoint that fills less than this share of the encoder
@@ -197,7 +198,7 @@ class LossCfg:
     lovasz_guard_epochs: int = 10           # the guard's milestone spacing and postponement (epochs)
 
     def validate(self):
-        known = {"ce", "ohem", "dice", "lovasz", "focal", "boundary", "bsce"}
+        known = set(LOSS_TERMS)
         for phase in self.schedule:
             bad = set(phase.terms) - known
             if bad:

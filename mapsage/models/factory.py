@@ -22,16 +22,9 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..config import ConfigError
+from ..registries import ARCHITECTURES
 
-ARCHS = {
-    "segformer": "Segformer",
-    "unet": "Unet",
-    "unetplusplus": "UnetPlusPlus",
-    "deeplabv3plus": "DeepLabV3Plus",
-    "upernet": "UPerNet",
-    "fpn": "FPN",
-    "dpt": "DPT",
-}
+ARCHS = ARCHITECTURES          # model.arch -> smp class (the registry: mapsage/registries.py)
 
 
 def _decoder_kwargs(arch: str, channels: int | None) -> dict[str, Any]:
