@@ -22,6 +22,7 @@ from pathlib import Path
 
 from mapsage.config import CONFIGS_DIR, ConfigError, load_config, run_name, to_dict
 from mapsage.errors import UserError
+from mapsage.registries import EXPERIMENT_COLUMNS
 from mapsage.workspace import run_dir as _run_dir
 
 from . import jobs, scheduler
@@ -210,8 +211,7 @@ def list_templates(root: str | Path | None = None) -> list[dict]:
             item.update(plan_stage=cfg.stage.plan_stage, kind=cfg.stage.kind, title=cfg.stage.title or path.stem,
                         description=cfg.stage.description, run_name=run_name(cfg), knobs=_knobs(d),
                         summary={k: v for k, v in experiment_columns(d).items()
-                                 if k in ("backbone", "pretrain", "loss", "aug", "lr_schedule", "size", "tta",
-                                          "post")})
+                                 if k in EXPERIMENT_COLUMNS})
         except (ConfigError, UserError) as exc:
             item["error"] = str(exc)
         out.append(item)

@@ -13,6 +13,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from mapsage.registries import EXPERIMENT_COLUMNS as _EXPERIMENT_COLUMNS
+
 from .db import read_connection
 from .review import VERDICTS
 from .schema import EVENT_TABLES, ensure_schema
@@ -29,7 +31,7 @@ def _metric_sql(metric: str) -> str:
     return f"e.{metric}"
 
 # the experiment table's columns, in the plan's order
-EXPERIMENT_COLUMNS = ["backbone", "pretrain", "loss", "aug", "lr_schedule", "size", "tta", "post"]
+EXPERIMENT_COLUMNS = list(_EXPERIMENT_COLUMNS)
 LIST_COLUMNS = ["run_id", "name", "kind", "plan_stage", "title", "status", "progress_frac", "progress_epoch",
                 "progress_epochs", "progress_phase", "progress_message", "split", "best_val_miou",
                 "best_val_mbiou", "best_epoch", "best_variant", "best_seq", "best_role", "last_val_miou", "fps", "arch",

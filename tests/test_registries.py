@@ -44,3 +44,13 @@ def test_metric_and_corruption_and_verdict_registries():
     assert ReliabilityCfg().corruptions and set(ReliabilityCfg().corruptions) <= set(corruption_levels.CORRUPTIONS)
     assert tuple(store.VERDICTS) == ("better", "worse", "same")
     assert palette.FALLBACK is class_palette.FALLBACK and palette.fallback_color is class_palette.fallback_color
+
+
+def test_experiment_columns_come_from_the_registry():
+    from mapsage.report import tables
+    from runners import api
+    from store import queries
+
+    assert queries.EXPERIMENT_COLUMNS == tables.EXPERIMENT_COLUMNS == list(registries.EXPERIMENT_COLUMNS)
+    template = next(t for t in api.list_templates() if not t["error"] and t["kind"] == "train")
+    assert set(template["summary"]) <= set(registries.EXPERIMENT_COLUMNS) and template["summary"]
