@@ -68,3 +68,12 @@ def test_the_walker_sees_imports_inside_functions(census, tmp_path):
     graph = census.subpackage_graph("pkg", root=tmp_path)
     assert graph == {"a": {"b"}, "b": {"c"}, "c": {"a"}}
     assert census.cycles(graph) == [["a", "b", "c"]]
+
+
+def test_training_reaches_the_distillation_stage_by_name():
+    """Training hands distillation configs up by name instead of importing mapsage.distill."""
+    import mapsage.distill.stage
+    from mapsage.stage import entry_point
+    from mapsage.train.stage import DISTILL_ENTRY
+
+    assert entry_point(DISTILL_ENTRY) is mapsage.distill.stage.run
