@@ -11,7 +11,6 @@ import json
 
 import streamlit as st
 from starlette.middleware import Middleware
-
 from streamlit import config as _config
 
 MAIN = "main.py"

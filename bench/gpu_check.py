@@ -123,7 +123,7 @@ def train_steps(model, batches, device, mode: str, lr: float = 6e-4):
     scaler = torch.amp.GradScaler(device.type, enabled=(mode == "fp16"))
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
     losses, times = [], []
-    for i, (x, y) in enumerate(batches):
+    for _i, (x, y) in enumerate(batches):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         sync(device)
         t0 = time.perf_counter()
@@ -187,7 +187,6 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     added = _add_wheels(Path(args.wheels))
 
-    import numpy as np
     import torch
 
     try:

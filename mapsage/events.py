@@ -54,7 +54,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 EVENTS_FILE = "events.jsonl"
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "died", "pruned")
@@ -104,11 +104,6 @@ def read_events(path: str | Path, start_offset: int = 0) -> tuple[list[dict], in
         except json.JSONDecodeError:
             continue  # a corrupt line in the middle (e.g. a crash mid-write then a new writer): skipped
     return records, offset
-
-
-def iter_events(path: str | Path) -> Iterator[dict]:
-    records, _ = read_events(path)
-    yield from records
 
 
 class EventWriter:

@@ -6,12 +6,13 @@ It writes its numbers through ``ctx.events``, reports progress with ``ctx.progre
 ``ctx.resume_from`` (a checkpoint path) when given. The runner writes the final ``status`` record."""
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from .config import Config
 from .events import EventWriter
@@ -65,3 +66,10 @@ class StageContext:
     @property
     def pid(self) -> int:
         return os.getpid()
+
+
+def entry_point(target: str) -> Callable:
+    """The stage function a ``"package.module:function"`` target names, imported on first use (the form of
+    ``runners/stages.py``); lets a lower package hand a run to a higher one without importing it."""
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)

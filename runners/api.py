@@ -3,15 +3,14 @@
 Jobs
     ``launch(config_path, overrides=None, gpus=None) -> run_id``; ``cancel(run_id, grace_s=None, wait=False)``;
     ``resume(run_id, overrides=None, gpus=None) -> new run_id``; ``wait(run_id, timeout=None)``;
-    ``list_templates()``; ``settings()`` / ``save_settings(...)``.
+    ``list_templates()``; ``settings()``.
 Status
     ``refresh(ingest=True | "background" | False)`` runs the scheduler (finds dead jobs, escalates pending
     cancels, starts queued ones) and ingests new events (never waiting for another process's ingest;
     ``"background"``: in a thread); throttled to once per ``min_interval`` seconds per process.
     ``status(run_id)``: the live state from the run's event file (fresh, cheap: for progress bars).
-    ``list_runs(...)``, ``run(run_id)``, and every other read (``scalars``, ``metrics``, ``per_class``,
-    ``confusion``, ``tiles``, ``ab_rows``, ``artifacts``, ``health``, ``verdicts``, ``leaderboard``) delegate to
-    ``store`` after a ``refresh()``.
+    ``list_runs(...)``, ``run(run_id)`` and ``scalars(run_id, ...)`` delegate to ``store`` after a ``refresh()``;
+    pages read everything else from ``store`` directly.
     ``logs(run_id, lines=200)``: the tail of the run's ``stdout.log``.
 """
 from __future__ import annotations
@@ -23,11 +22,11 @@ from pathlib import Path
 
 from mapsage.config import CONFIGS_DIR, ConfigError, load_config, run_name, to_dict
 from mapsage.errors import UserError
+from mapsage.registries import EXPERIMENT_COLUMNS
 from mapsage.workspace import run_dir as _run_dir
 
 from . import jobs, scheduler
 from .settings import Settings, load_settings
-from .settings import save_settings as _save_settings
 
 _last_refresh = 0.0
 _bg_ingest: threading.Thread | None = None
@@ -121,22 +120,12 @@ def settings() -> Settings:
     return load_settings()
 
 
-def save_settings(**changes) -> Settings:
-    return _save_settings(**changes)
-
-
 def find_checkpoint(run_id: str) -> Path | None:
     return jobs.find_checkpoint(run_id)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # store reads, after a refresh; a run id is checked first (mapsage.runids): never a path
-
-
-def _check_optional(run_id) -> None:
-    for r in ([run_id] if isinstance(run_id, str) else list(run_id or [])):
-        _run_dir(r)
-
 
 
 def _store():
@@ -158,50 +147,6 @@ def run(run_id: str):
 def scalars(run_id, **kw):
     _run_dir(run_id)          # RunIdError for a path, '..' or a symlink out of workspace/runs
     return _store().scalars(run_id, **kw)
-
-
-def metrics(run_id=None, **kw):
-    _check_optional(run_id)
-    return _store().metrics(run_id, **kw)
-
-
-def per_class(run_id, **kw):
-    _run_dir(run_id)          # RunIdError for a path, '..' or a symlink out of workspace/runs
-    return _store().per_class(run_id, **kw)
-
-
-def confusion(run_id, **kw):
-    _run_dir(run_id)          # RunIdError for a path, '..' or a symlink out of workspace/runs
-    return _store().confusion(run_id, **kw)
-
-
-def tiles(run_id, **kw):
-    _run_dir(run_id)          # RunIdError for a path, '..' or a symlink out of workspace/runs
-    return _store().tiles(run_id, **kw)
-
-
-def ab_rows(run_id=None, **kw):
-    _check_optional(run_id)
-    return _store().ab_rows(run_id, **kw)
-
-
-def artifacts(run_id, **kw):
-    _run_dir(run_id)          # RunIdError for a path, '..' or a symlink out of workspace/runs
-    return _store().artifacts(run_id, **kw)
-
-
-def health(run_id=None, **kw):
-    _check_optional(run_id)
-    return _store().health(run_id, **kw)
-
-
-def verdicts(run_id=None, **kw):
-    _check_optional(run_id)
-    return _store().verdicts(run_id, **kw)
-
-
-def leaderboard(**kw):
-    return _store().leaderboard(**kw)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -266,8 +211,7 @@ def list_templates(root: str | Path | None = None) -> list[dict]:
             item.update(plan_stage=cfg.stage.plan_stage, kind=cfg.stage.kind, title=cfg.stage.title or path.stem,
                         description=cfg.stage.description, run_name=run_name(cfg), knobs=_knobs(d),
                         summary={k: v for k, v in experiment_columns(d).items()
-                                 if k in ("backbone", "pretrain", "loss", "aug", "lr_schedule", "size", "tta",
-                                          "post")})
+                                 if k in EXPERIMENT_COLUMNS})
         except (ConfigError, UserError) as exc:
             item["error"] = str(exc)
         out.append(item)
@@ -275,6 +219,5 @@ def list_templates(root: str | Path | None = None) -> list[dict]:
     return out
 
 
-__all__ = ["refresh", "launch", "cancel", "resume", "wait", "status", "logs", "settings", "save_settings",
-           "find_checkpoint", "list_runs", "run", "scalars", "metrics", "per_class", "confusion", "tiles",
-           "ab_rows", "artifacts", "health", "verdicts", "leaderboard", "list_templates"]
+__all__ = ["refresh", "launch", "check_launch", "predict", "cancel", "resume", "wait", "status", "logs", "settings",
+           "find_checkpoint", "list_runs", "run", "scalars", "list_templates"]

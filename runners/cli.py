@@ -20,20 +20,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"runners.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"runners.commands.{name}":
-                continue  # command group not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"runners.commands.{name}").register(sub)
     return parser
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from mapsage.errors import UserError
-    from mapsage.config import ConfigError
-    return (UserError, ConfigError, FileNotFoundError)
+    return (UserError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

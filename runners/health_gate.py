@@ -65,6 +65,7 @@ def _same_dataset(a: dict, cfg) -> bool:
 def health_runs(cfg) -> list[Path]:
     """Run folders of health runs on ``cfg``'s dataset, newest first."""
     import yaml
+
     from mapsage.workspace import runs_dir
     root = runs_dir()
     if not root.is_dir():

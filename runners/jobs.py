@@ -20,8 +20,17 @@ from typing import Callable
 
 import yaml
 
-from mapsage.config import (Config, ConfigError, config_from_dict, config_hash, git_commit, load_config,
-                            resolve_path, run_name, save_resolved)
+from mapsage.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_hash,
+    git_commit,
+    load_config,
+    resolve_path,
+    run_name,
+    save_resolved,
+)
 from mapsage.config.core import apply_overrides
 from mapsage.errors import CheckpointError, UserError
 from mapsage.events import EVENTS_FILE, FINAL_STATUSES, EventWriter, read_events

@@ -88,18 +88,6 @@ def wait_group_gone(pgid: int | None, timeout: float, poll: float = 0.05) -> boo
     return not group_members(pgid)
 
 
-def kill_group(pgid: int | None, grace_s: float) -> str:
-    """SIGTERM the group, SIGKILL after ``grace_s``. Returns 'gone', 'terminated' or 'killed'."""
-    if not group_members(pgid):
-        return "gone"
-    signal_group(pgid, signal.SIGTERM)
-    if wait_group_gone(pgid, grace_s):
-        return "terminated"
-    signal_group(pgid, signal.SIGKILL)
-    wait_group_gone(pgid, 10.0)
-    return "killed"
-
-
 def cmdline(pid: int | None) -> list[str]:
     """The process's command line (empty when it is gone or unreadable)."""
     if not pid:

@@ -56,8 +56,8 @@ def state_path() -> Path:
 
 @contextlib.contextmanager
 def scheduler_lock(timeout: float = 60.0) -> Iterator[None]:
-    from store.locks import LockTimeout, file_lock, lock_path
     from mapsage.errors import UserError
+    from store.locks import LockTimeout, file_lock, lock_path
 
     try:
         with file_lock(lock_path("scheduler"), exclusive=True, timeout=timeout):
@@ -280,8 +280,9 @@ def _start_queued(state: dict, settings: Settings) -> list[str]:
         if status != "queued":
             continue  # cancelled (or otherwise finished) while queued
         if read_job(rid).get("executor", "local") != "local":   # a cluster job: submitted, no local slot
-            from .executors import for_run
             from mapsage.errors import UserError
+
+            from .executors import for_run
 
             try:
                 state["active"][rid] = for_run(rid).start(rid, settings)

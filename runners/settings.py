@@ -28,7 +28,7 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 from mapsage.errors import UserError
 from mapsage.workspace import workspace_root
@@ -157,7 +157,3 @@ def save_settings(**changes) -> Settings:
     tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
     os.replace(tmp, path)
     return load_settings()
-
-
-def as_dict(s: Settings) -> dict:
-    return asdict(s)

@@ -309,7 +309,7 @@ def drive(sweep_id: str, launcher: Optional[Callable[[Config], str]] = None, pol
     while True:
         now = time.time()
         # settle the trials in flight
-        for key, t in state["trials"].items():
+        for _key, t in state["trials"].items():
             if t.get("state") not in (None, "running"):
                 continue
             if not t.get("run_id"):          # a driver that died between ask and launch: the trial never ran

@@ -55,7 +55,7 @@ def _check_checkpoint_ref(ref, key: str) -> None:
 
 
 def _check_dataset(cfg: Config) -> None:
-    from mapsage.data.dataset import _resolve_split, available_splits
+    from mapsage.data.dataset import available_splits, resolve_split
     from mapsage.data.samples import dataset_root, discover_samples
 
     ds = cfg.dataset
@@ -76,7 +76,7 @@ def _check_dataset(cfg: Config) -> None:
         if not split:
             continue
         try:
-            name = _resolve_split(ds, split)
+            name = resolve_split(ds, split)
         except (ConfigError, DataError, ValueError) as exc:
             raise DataError(f"{key}: {exc}") from None
         if not counts.get(name, 0):
@@ -134,7 +134,7 @@ def validate_launch(cfg: Config, resume_from: str | Path | None = None) -> None:
         if ref.checkpoint is not None and ref.run_dir is None:
             check_file(ref.checkpoint, key="stage.checkpoint")
     elif kind == "predict" and cfg.stage.checkpoint and is_exported_model(cfg.stage.checkpoint):
-        from mapsage.export import read_sidecar   # an exported model is read by onnxruntime / torch.jit, never unpickled
+        from mapsage.export import read_sidecar  # an exported model is read by onnxruntime / torch.jit, never unpickled
 
         path = resolve_path(str(cfg.stage.checkpoint))
         if not path.is_file():

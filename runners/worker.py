@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(tune_allocator(cfg.runtime.keep_freed_memory))
         fn = resolve(cfg.stage.kind)
         if not job.get("parent_run") and cfg.stage.kind not in ("train", "distill") and cfg.stage.checkpoint:
-            from .jobs import run_of_checkpoint   # a stage working on another run's checkpoint: link the two
+            from .jobs import run_of_checkpoint  # a stage working on another run's checkpoint: link the two
 
             parent = run_of_checkpoint(cfg.stage.checkpoint)
             if parent:

@@ -57,8 +57,29 @@ def __dir__():
 if TYPE_CHECKING:  # pragma: no cover
     from .db import StoreBusy, StoreError, read_connection, write_connection  # noqa: F401
     from .ingest import IngestReport, ingest_all, ingest_run, rebuild  # noqa: F401
-    from .queries import (EXPERIMENT_COLUMNS, LIST_COLUMNS, ab_rows, artifacts, confusion,  # noqa: F401
-                          confusion_matrix, event_counts, evaluations, events, health, leaderboard, list_runs, logs,
-                          metrics, per_class, run, scalars, statuses, table_counts, tiles, verdict_summary, verdicts)
+    from .queries import (  # noqa: F401
+        EXPERIMENT_COLUMNS,
+        LIST_COLUMNS,
+        ab_rows,
+        artifacts,
+        confusion,
+        confusion_matrix,
+        evaluations,
+        event_counts,
+        events,
+        health,
+        leaderboard,
+        list_runs,
+        logs,
+        metrics,
+        per_class,
+        run,
+        scalars,
+        statuses,
+        table_counts,
+        tiles,
+        verdict_summary,
+        verdicts,
+    )
     from .review import VERDICTS, add_verdict  # noqa: F401
     from .schema import ensure_schema, latest_version, migrate  # noqa: F401

@@ -28,8 +28,7 @@ import duckdb
 from mapsage.errors import UserError
 from mapsage.workspace import db_path
 
-from .locks import (LockTimeout, _sleep_backoff, acquire, file_lock, is_held, lock_path,  # noqa: F401
-                    locks_dir, release)
+from .locks import LockTimeout, acquire, file_lock, is_held, lock_path, locks_dir, release, sleep_backoff  # noqa: F401
 
 DEFAULT_READ_TIMEOUT_S = 30.0
 DEFAULT_WRITE_TIMEOUT_S = 120.0
@@ -74,7 +73,7 @@ def _open(path: Path, read_only: bool, deadline: float) -> duckdb.DuckDBPyConnec
             if time.monotonic() >= deadline:
                 raise StoreBusy(f"{path}: the database is locked by another program ({exc}); close that program "
                                 f"(e.g. a duckdb shell on the file) or raise MAPSAGE_STORE_TIMEOUT_S") from exc
-            delay = _sleep_backoff(delay)
+            delay = sleep_backoff(delay)
 
 
 def _forget_half_created(path: Path, exc: BaseException) -> None:

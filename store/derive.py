@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-
 NO_MODEL_KINDS = {"demo_job"}
 
 

@@ -30,7 +30,7 @@ from mapsage.events import EVENTS_FILE, FINAL_STATUSES, read_events
 from mapsage.runids import RunIdError, run_path
 from mapsage.workspace import db_path, runs_dir
 
-from .db import LockTimeout, StoreBusy, file_lock, lock_path, read_connection, write_connection, _timeout
+from .db import LockTimeout, StoreBusy, _timeout, file_lock, lock_path, read_connection, write_connection
 from .derive import experiment_columns
 from .ranked import best_sql, tile_set_sql
 from .schema import EVENT_TABLES, RUN_COLUMNS, ensure_schema

@@ -29,7 +29,7 @@ class LockTimeout(TimeoutError):
     pass
 
 
-def _sleep_backoff(delay: float) -> float:
+def sleep_backoff(delay: float) -> float:
     time.sleep(delay * (0.5 + random.random()))
     return min(delay * 2.0, 0.05)
 
@@ -55,7 +55,7 @@ def acquire(path: Path, exclusive: bool = True, timeout: float | None = 30.0) ->
                     raise
                 if deadline is not None and time.monotonic() >= deadline:
                     raise LockTimeout(f"{path}: still locked after {timeout:.1f} s") from None
-                delay = _sleep_backoff(delay)
+                delay = sleep_backoff(delay)
     except BaseException:
         os.close(fd)
         raise

@@ -13,7 +13,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from mapsage.registries import EXPERIMENT_COLUMNS as _EXPERIMENT_COLUMNS
+
 from .db import read_connection
+from .review import VERDICTS
 from .schema import EVENT_TABLES, ensure_schema
 
 TIME_COLUMNS = ("created_at", "started_at", "ended_at", "updated_at", "last_heartbeat")
@@ -29,7 +32,7 @@ def _metric_sql(metric: str) -> str:
     return f"e.{metric}"
 
 # the experiment table's columns, in the plan's order
-EXPERIMENT_COLUMNS = ["backbone", "pretrain", "loss", "aug", "lr_schedule", "size", "tta", "post"]
+EXPERIMENT_COLUMNS = list(_EXPERIMENT_COLUMNS)
 LIST_COLUMNS = ["run_id", "name", "kind", "plan_stage", "title", "status", "progress_frac", "progress_epoch",
                 "progress_epochs", "progress_phase", "progress_message", "split", "best_val_miou",
                 "best_val_mbiou", "best_epoch", "best_variant", "best_seq", "best_role", "last_val_miou", "fps", "arch",
@@ -396,16 +399,16 @@ def verdict_summary(run_id: str | Sequence[str] | None = None) -> pd.DataFrame:
     """Per run and variant: tiles reviewed and how many were better / worse / same (latest verdict per tile and
     reviewer)."""
     df = verdicts(run_id, latest=True)
-    cols = ["run_id", "variant", "reviewed", "better", "worse", "same"]
+    cols = ["run_id", "variant", "reviewed", *VERDICTS]
     if df.empty:
         return pd.DataFrame(columns=cols)
     df["variant"] = df["variant"].fillna("")
     out = df.pivot_table(index=["run_id", "variant"], columns="verdict", values="tile", aggfunc="count",
                          fill_value=0)
-    for v in ("better", "worse", "same"):
+    for v in VERDICTS:
         if v not in out.columns:
             out[v] = 0
-    out["reviewed"] = out[["better", "worse", "same"]].sum(axis=1)
+    out["reviewed"] = out[list(VERDICTS)].sum(axis=1)
     return out.reset_index()[cols]
 
 

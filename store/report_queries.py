@@ -16,8 +16,21 @@ from typing import Any, Sequence
 import pandas as pd
 
 from .db import StoreError
-from .queries import (_ids, _pylist, _query, _sql_where, _where, ab_rows, artifacts, health, metrics, run, scalars,
-                      tiles, verdicts)
+from .queries import (
+    _ids,
+    _pylist,
+    _query,
+    _sql_where,
+    _where,
+    ab_rows,
+    artifacts,
+    health,
+    metrics,
+    run,
+    scalars,
+    tiles,
+    verdicts,
+)
 
 # artifact kinds a report can draw thumbnails from
 THUMBNAIL_KINDS = ("image", "label", "pred", "pred_color", "refined")
@@ -137,8 +150,9 @@ def reliability_cards(run_ids: Sequence[str]) -> dict[str, dict]:
 
 def _attach_external(runs: list[dict]) -> None:
     """Each run's latest external (benchmark) mIoU, the test split's first, and its gap to the best val mIoU."""
-    from .queries import _with_external
     import pandas as pd
+
+    from .queries import _with_external
 
     if not runs:
         return

@@ -109,7 +109,7 @@ def annotations(run_ids: Sequence[str] | None = None) -> pd.DataFrame:
             return pd.DataFrame(columns=["run_id", "tags", "tags_text", "note"])
         where = f" WHERE run_id IN ({', '.join('?' * len(ids))})"
         params = ids
-    sql = f"""
+    sql = """
         WITH t AS (SELECT run_id, list(tag ORDER BY tag) AS tags FROM run_tags GROUP BY run_id),
              ids AS (SELECT run_id FROM t UNION SELECT run_id FROM run_notes)
         SELECT ids.run_id, coalesce(t.tags, []) AS tags, n.note

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 from PIL import Image
+from scipy import ndimage
 
 from conftest_data import DUBAI_ROOT, LOVEDA_ROOT
 from conftest_metrics import IGN, decode_dubai, dubai_masks
-from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
 FACE_TEMPLATE = ROOT / "configs/stage1_baselines/faceparsing_segformer_mit-b0_celebamask-hq.yaml"

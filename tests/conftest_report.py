@@ -132,7 +132,7 @@ def write_lab_run(name: str, evaluations: list[dict], overrides: list[str] | Non
     results = {}
     for e in evaluations:
         m = SegMetrics(len(names), ignore_index=255, class_names=names, boundary_px=3, keep_tiles=True)
-        for tile, image_path, image, label in tiles:
+        for tile, _image_path, _image, label in tiles:
             pred = model_like_error(label, e["shift"], e.get("thin", 1))
             m.update(pred, label, tags={"domain": "Rural"}, tile=tile)
             if artifacts:
@@ -147,7 +147,7 @@ def write_lab_run(name: str, evaluations: list[dict], overrides: list[str] | Non
         m.write_events(ev, split=e.get("split", "val"), variant=e["variant"], epoch=e.get("epoch"))
         results[e["variant"]] = m.result()
     if artifacts:
-        for tile, image_path, image, label in tiles:
+        for tile, _image_path, image, label in tiles:
             d = rdir / "predictions" / "lab" / "label"
             d.mkdir(parents=True, exist_ok=True)
             img_path = d / (tile.replace("/", "_") + "_image.png")

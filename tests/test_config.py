@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mapsage.config import (CONFIGS_DIR, ConfigError, config_hash, load_config, run_name, save_resolved, to_dict)
+from conftest_data import DUBAI_CONFIG, LOVEDA_CONFIG
+from mapsage.config import CONFIGS_DIR, ConfigError, config_hash, load_config, run_name, save_resolved, to_dict
 from mapsage.config import core as config_core
 from mapsage.config.schema import Config
-
-from conftest_data import DUBAI_CONFIG, LOVEDA_CONFIG
 
 DATASET_YAML = """
 dataset:
@@ -295,6 +294,7 @@ def test_cli_output_into_a_closed_pipe_is_quiet(tmp_path):
     # `mapsage config show ... | head -1`: the reader leaves early; no BrokenPipeError traceback, exit 0
     import subprocess
     import sys
+
     from mapsage.config import CONFIGS_DIR as _C
     root = _C.parent
     code = (f"import sys; sys.argv = ['mapsage', 'config', 'show', {str(DUBAI_CONFIG)!r}]; "

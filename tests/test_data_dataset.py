@@ -10,13 +10,24 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest_data import DUBAI_ROOT, LOVEDA_CLASSES, copy_dubai_tiles, copy_loveda, dubai_cfg, loveda_cfg
 from mapsage.config import ConfigError
-from mapsage.data import (SPLIT_FILE, Sample, assign_splits, build_dataset, denormalize, discover_samples,
-                          get_normalization, load_image, load_split, normalization_info, save_split, split_table)
+from mapsage.data import (
+    SPLIT_FILE,
+    Sample,
+    assign_splits,
+    build_dataset,
+    denormalize,
+    discover_samples,
+    get_normalization,
+    load_image,
+    load_split,
+    normalization_info,
+    save_split,
+    split_table,
+)
 from mapsage.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from mapsage.errors import DataError
-
-from conftest_data import (DUBAI_ROOT, LOVEDA_CLASSES, copy_dubai_tiles, copy_loveda, dubai_cfg, loveda_cfg)
 
 torch.set_num_threads(1)
 

@@ -6,14 +6,35 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest_data import (
+    DUBAI_COLOURS,
+    DUBAI_README_IGNORED,
+    DUBAI_README_SHARES,
+    DUBAI_ROOT,
+    LOVEDA_CLASSES,
+    LOVEDA_ROOT,
+    copy_dubai_tiles,
+    dubai_cfg,
+    dubai_full_scan,
+    loveda_cfg,
+)
 from mapsage.config import ConfigError
-from mapsage.data import (ColorMaskDecoder, IndexMaskDecoder, build_dataset, class_pixel_counts, color_hex,
-                          decoder_for, load_mask, load_mask_with_stats, pack_rgb, parse_color, read_color_mask,
-                          sample_class_counts, summarize)
+from mapsage.data import (
+    ColorMaskDecoder,
+    IndexMaskDecoder,
+    build_dataset,
+    class_pixel_counts,
+    color_hex,
+    decoder_for,
+    load_mask,
+    load_mask_with_stats,
+    pack_rgb,
+    parse_color,
+    read_color_mask,
+    sample_class_counts,
+    summarize,
+)
 from mapsage.errors import DataError
-
-from conftest_data import (DUBAI_COLOURS, DUBAI_README_IGNORED, DUBAI_README_SHARES, DUBAI_ROOT, LOVEDA_CLASSES,
-                           LOVEDA_ROOT, copy_dubai_tiles, dubai_cfg, dubai_full_scan, loveda_cfg)
 
 
 def test_all_72_dubai_pairs_decode_with_the_readme_shares():

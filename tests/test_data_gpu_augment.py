@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from mapsage.data import decoder_for, load_mask, read_color_mask
-from mapsage.data.gpu_augment import KorniaAugment, build_loader_transform, window_size
-from mapsage.data.transforms import build_train_transform
-
 from conftest_data import DUBAI_ROOT, boundary_band, dubai_cfg
 from conftest_train import one_thread, tiny_cfg  # noqa: F401 - fixture
+from mapsage.data import decoder_for, load_mask, read_color_mask
+from mapsage.data.gpu_augment import KorniaAugment, window_size
+from mapsage.data.transforms import build_train_transform
 
 torch.set_num_threads(1)
 

@@ -7,11 +7,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest_data import (
+    DUBAI_CONFIG,
+    DUBAI_README_SHARES,
+    LOVEDA_CLASSES,
+    LOVEDA_CONFIG,
+    copy_dubai_tiles,
+    copy_loveda,
+    dubai_full_scan,
+)
 from mapsage.data import summarize
 from runners.cli import main
-
-from conftest_data import (DUBAI_CONFIG, DUBAI_README_SHARES, LOVEDA_CLASSES, LOVEDA_CONFIG, copy_dubai_tiles,
-                           copy_loveda, dubai_full_scan)
 
 
 def run_cli(capsys, *args):

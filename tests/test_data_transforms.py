@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest_data import DUBAI_ROOT, LOVEDA_ROOT, boundary_band, dubai_cfg, loveda_cfg
 from mapsage.data import build_dataset, decoder_for, load_image, load_mask, read_color_mask
 from mapsage.data.transforms import build_train_transform
-
-from conftest_data import DUBAI_ROOT, LOVEDA_ROOT, boundary_band, dubai_cfg, loveda_cfg
 
 torch.set_num_threads(1)
 

@@ -138,10 +138,10 @@ def test_submit_without_test_predictions_says_what_to_run(tmp_path, capsys):
 
 
 def _child_run(name: str, parent: str, kind: str, rows: list[dict], config_overrides=None) -> None:
+    from conftest_deliver import LOVEDA_CONFIG
     from mapsage.config import load_config, save_resolved
     from mapsage.events import EventWriter
     from mapsage.workspace import run_dir
-    from conftest_deliver import LOVEDA_CONFIG
 
     rdir = run_dir(name)
     save_resolved(load_config(LOVEDA_CONFIG, config_overrides or []), rdir)
@@ -175,10 +175,10 @@ def test_predictor_adopts_what_the_ab_runs_kept():
 
 
 def test_sources_name_the_problem(tmp_path):
+    from conftest_deliver import LOVEDA_CONFIG
     from mapsage.config import load_config
     from mapsage.deliver.sources import resolve_source
     from mapsage.errors import DataError
-    from conftest_deliver import LOVEDA_CONFIG
 
     cfg = load_config(LOVEDA_CONFIG)
     with pytest.raises(DataError, match=r"predict.source: split 'test' of loveda-samples has no samples"):

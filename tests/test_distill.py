@@ -12,17 +12,26 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest_train import DUBAI_CFG, one_thread, tiny_cfg  # noqa: F401 - fixture
 from mapsage.config import ConfigError, load_config
-from mapsage.distill import (FEAT, LOGIT, TeacherViewDataset, attention_transfer, build_distill_losses,
-                             build_teacher, cache_rule, feature_l2, kd_kl, make_random_teacher)
+from mapsage.distill import (
+    FEAT,
+    LOGIT,
+    TeacherViewDataset,
+    attention_transfer,
+    build_distill_losses,
+    build_teacher,
+    cache_rule,
+    feature_l2,
+    kd_kl,
+    make_random_teacher,
+)
 from mapsage.distill.stage import BASELINE_VARIANT, CHILD_SUFFIX, budget_differences
 from mapsage.distill.targets import VIEW_KEY, TeacherTargets
 from mapsage.errors import CheckpointError, UserError
 from mapsage.events import EventWriter, read_events
 from mapsage.stage import StageContext
 from mapsage.train import collate
-
-from conftest_train import DUBAI_CFG, one_thread, tiny_cfg  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -389,9 +398,9 @@ def test_budget_differences_and_a_mismatched_baseline_reference(teacher_file, tm
     other["train"]["epochs"] = 7
     other["model"]["encoder"] = "mit_b1"
     assert set(budget_differences(cfg, other)) == {"train.epochs", "model.encoder"}
+    from mapsage.config import config_from_dict
     from mapsage.models import build_model
     from mapsage.train.checkpoint import save_checkpoint
-    from mapsage.config import config_from_dict
     ocfg = config_from_dict(other)
     ckpt = save_checkpoint(tmp_path / "b" / "checkpoints" / "best.pth",
                            {"model": build_model(ocfg).state_dict(), "ema": None, "epoch": 0, "config": other})

@@ -14,11 +14,11 @@ import pytest
 import torch
 from torch import nn
 
+from conftest_infer import PROJECT_ROOT, fake_finished_run, write_checkpoint
 from mapsage.config import load_config
 from mapsage.config.schema import ExportCfg
 from mapsage.events import EventWriter, read_events
 from mapsage.stage import StageContext
-from conftest_infer import PROJECT_ROOT, fake_finished_run, write_checkpoint
 
 pytest.importorskip("onnxruntime")
 
@@ -315,12 +315,13 @@ def test_targets_and_cli_options(trained_run):
 
 
 def test_predict_runs_an_exported_model_like_its_checkpoint(tmp_path, cfg, trained_run):
+    import argparse
+
     from mapsage.data import build_dataset
     from mapsage.deliver.model_source import load_predictor
     from mapsage.deliver.predict import predict_images
     from runners.commands.predict_cmd import register
     from runners.validate import validate_launch
-    import argparse
 
     model, ckpt_cfg, ds = _model_and_data(cfg, trained_run)
     [f] = _export(model, ckpt_cfg, ds, trained_run / "export", ["onnx:fp32"])

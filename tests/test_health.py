@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from conftest_health import DUBAI_ROOT, dubai_cfg, health_run, loveda_cfg, one_thread  # noqa: F401
+from mapsage.data.hashing import content_hash, hamming, image_hashes
 from mapsage.events import EventWriter, read_events
 from mapsage.health import CHECKS, CheckResult, format_table, run_check, run_checks
 from mapsage.health.alignment import correlation_ratio, derive_label, offset_scan
 from mapsage.health.eval_consistency import eval_fingerprint, fingerprint_diff
-from mapsage.health.hashing import content_hash, hamming, image_hashes
 from mapsage.health.result import health_records
 
 

@@ -7,7 +7,7 @@ import torch
 
 from conftest_formats import isprs_style_layout, mmseg_loveda_layout
 from mapsage.config import load_config
-from mapsage.data import inspect_config, format_report
+from mapsage.data import format_report, inspect_config
 from mapsage.health import HealthRun, run_check
 
 torch.set_num_threads(1)

@@ -5,11 +5,24 @@ import numpy as np
 import pytest
 import torch
 
-from mapsage.infer import (InferenceError, infer_logits, infer_probs, model_output_stride, slide_windows,
-                           tta_views, window_grid)
-from conftest_infer import (LowResModel, PointwiseModel, SymmetricConvModel, WindowMeanModel, dubai_tensor,
-                                  eval_cfg, tiny_segformer)
-
+from conftest_infer import (
+    LowResModel,
+    PointwiseModel,
+    SymmetricConvModel,
+    WindowMeanModel,
+    dubai_tensor,
+    eval_cfg,
+    tiny_segformer,
+)
+from mapsage.infer import (
+    InferenceError,
+    infer_logits,
+    infer_probs,
+    model_output_stride,
+    slide_windows,
+    tta_views,
+    window_grid,
+)
 
 # ----------------------------------------------------------------------------------------------------------------
 # the window grid

@@ -6,13 +6,13 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest_infer import DUBAI_CONFIG, PROJECT_ROOT, PointwiseModel, SymmetricConvModel
 from mapsage.config import load_config
 from mapsage.errors import DataError
 from mapsage.events import EventWriter, read_events
 from mapsage.infer import evaluate, evaluate_outcome, infer_probs
 from mapsage.infer.evaluate import pick_indices
 from mapsage.metrics import SegMetrics
-from conftest_infer import DUBAI_CONFIG, PROJECT_ROOT, PointwiseModel, SymmetricConvModel
 
 LOVEDA_CONFIG = PROJECT_ROOT / "configs" / "stage1_baselines" / "demo_segformer_mit-b0_loveda-samples.yaml"
 

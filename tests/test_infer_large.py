@@ -7,10 +7,10 @@ import rasterio
 import torch
 from affine import Affine
 
+from conftest_infer import MEAN, STD, SymmetricConvModel, dubai_rgb, eval_cfg, normalise, tiny_segformer
 from mapsage.errors import DataError
 from mapsage.infer import infer_probs
 from mapsage.infer.large import predict_raster
-from conftest_infer import MEAN, STD, SymmetricConvModel, dubai_rgb, eval_cfg, normalise, tiny_segformer
 
 DUBAI_PALETTE = ["#E2A929", "#8429F6", "#6EC1E4", "#3C1098", "#FEDD3A"]
 # UTM zone 40N (Dubai), 0.5 m pixels: a plausible georeference for the demo tile
@@ -90,11 +90,11 @@ def test_geotiff_errors(tmp_path):
 
 
 def test_raster_command_with_a_workbench_checkpoint(tmp_path, capsys):
+    from conftest_infer import DUBAI_CONFIG, write_checkpoint
     from mapsage.config import load_config
     from mapsage.data import get_normalization
     from mapsage.infer.large import main
     from mapsage.train.checkpoint import load_for_inference
-    from conftest_infer import DUBAI_CONFIG, write_checkpoint
 
     cfg = load_config(DUBAI_CONFIG)
     ckpt = write_checkpoint(cfg, tmp_path / "ck" / "best.pth", seed=0)

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from conftest_infer import DUBAI_CONFIG, MEAN, STD, PointwiseModel, dubai_tensor, eval_cfg, tiny_segformer
 from mapsage.config import load_config
 from mapsage.config.schema import PostCfg
 from mapsage.errors import UserError
 from mapsage.infer import infer_logits, infer_probs
 from mapsage.infer.ensemble import Ensemble, Renormalize, default_weights
 from mapsage.infer.post import PostProcessor, small_components, thin_parts
-from conftest_infer import DUBAI_CONFIG, MEAN, STD, PointwiseModel, dubai_tensor, eval_cfg, tiny_segformer
 
 CLASSES = ["water", "land", "road", "building", "vegetation"]
 

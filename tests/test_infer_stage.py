@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from conftest_infer import PROJECT_ROOT, fake_finished_run, write_checkpoint
 from mapsage.config import load_config
 from mapsage.errors import CheckpointError
 from mapsage.events import EventWriter, read_events
 from mapsage.infer.ab import decide, gain_points
 from mapsage.infer.checkpoints import resolve_checkpoint
 from mapsage.stage import StageContext
-from conftest_infer import PROJECT_ROOT, fake_finished_run, write_checkpoint
 
 TEMPLATE = PROJECT_ROOT / "configs" / "stage1_baselines" / "demo_segformer_mit-b0_dubai.yaml"
 TEMPLATE_NAME = "demo_segformer_mit-b0_dubai"
@@ -209,7 +209,7 @@ def test_ensemble_of_identical_checkpoints_equals_one_checkpoint(tmp_path, tmp_w
 
 @pytest.mark.parametrize("gain, other, guard, expected", [
     (1.2, -0.4, 0.5, "keep"),      # passes the threshold, the other metric falls within the guard
-    (1.2, -1.13, 0.5, "drop"),     # the refinement case: +1.2 bIoU but -1.13 mIoU is refused
+    (1.2, -1.13, 0.5, "drop"),     # the plan's refinement case: +1.2 bIoU but -1.13 mIoU is refused
     (1.2, -1.13, None, "keep"),    # no guard: the threshold alone
     (0.5, 3.0, 0.5, "drop"),       # below the threshold whatever the other metric does
 ])

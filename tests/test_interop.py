@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest_interop import (MMSEG_CLASSES, expected_miou, train_lines, write_mmseg0_logjson,
-                              write_mmseg1_workdir)
+from conftest_interop import MMSEG_CLASSES, expected_miou, train_lines, write_mmseg0_logjson, write_mmseg1_workdir
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest_train import loveda_mask_crop, one_thread, tiny_cfg  # noqa: F401 - fixture
 from mapsage.config import ConfigError
 from mapsage.losses import SegLoss, Targets, TermContext, label_edges
 from mapsage.losses.terms import boundary_loss, ce_loss, dice_loss, focal_loss, lovasz_loss, ohem_loss
-
-from conftest_train import loveda_mask_crop, one_thread, tiny_cfg  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

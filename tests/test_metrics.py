@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest_metrics import IGN, LOVEDA_CLASSES, assert_close, loveda_masks, derived_predictions
+from conftest_metrics import IGN, LOVEDA_CLASSES, assert_close, derived_predictions, loveda_masks
 from mapsage.errors import DataError
 from mapsage.events import EventWriter, read_events
 from mapsage.metrics import MetricResult, SegMetrics, hist2d_u8, miou_from_tile_rows

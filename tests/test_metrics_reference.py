@@ -6,8 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest_metrics import (IGN, assert_close, derived_predictions, dubai_colour_map, dubai_masks, loveda_masks,
-                              mask_to_boundary_reference, plain_band, plain_metrics)
+from conftest_metrics import (
+    IGN,
+    assert_close,
+    derived_predictions,
+    dubai_colour_map,
+    dubai_masks,
+    loveda_masks,
+    mask_to_boundary_reference,
+    plain_band,
+    plain_metrics,
+)
 from mapsage.metrics import SegMetrics, class_bands
 
 

@@ -7,12 +7,11 @@ from collections import OrderedDict
 import pytest
 import torch
 
+from conftest_train import one_thread, tiny_cfg  # noqa: F401 - fixture
 from mapsage.config import ConfigError
 from mapsage.errors import CheckpointError
 from mapsage.models import FreezeSchedule, build_model, encoder_units
 from mapsage.models.pretrained import mmseg_mit_to_nvidia
-
-from conftest_train import one_thread, tiny_cfg  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

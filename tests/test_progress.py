@@ -29,10 +29,9 @@ def test_view_is_100_percent_when_succeeded_and_reads_alike():
 
 
 def test_cli_list_and_show_agree_with_the_app_on_a_finished_run(tmp_path, monkeypatch, capsys):
-    from mapsage.events import EventWriter
     import store
-    from runners.commands import runs_cmd
     from app.widgets.common import progress_fraction
+    from mapsage.events import EventWriter
 
     monkeypatch.setenv("MAPSAGE_WORKSPACE", str(tmp_path))
     ev = EventWriter(tmp_path / "runs" / "r-done")

@@ -7,9 +7,14 @@ import re
 import numpy as np
 import pytest
 
+from app.widgets.review_map import (
+    OfflineAssetError,
+    build_review_map,
+    external_references,
+    render_offline,
+    review_map_html,
+)
 from conftest_refine import LOVEDA, LOVEDA_CLASSES, LOVEDA_PALETTE, loveda_tile
-from app.widgets.review_map import (OfflineAssetError, build_review_map, external_references, render_offline,
-                                    review_map_html)
 
 IMAGE = LOVEDA / "Val" / "Rural" / "images_png" / "2.png"
 

@@ -12,8 +12,18 @@ import torch
 from conftest_refine import DUBAI_CONFIG, ROOT, blurred_probs, dubai_pair, loveda_tile, tiny_sam
 from mapsage.config import ConfigError, load_config
 from mapsage.config.schema import SAMCfg
-from mapsage.refine import (EfficientSamPredictor, MaskMerger, Refiner, SamUnavailable, SegmentAnythingPredictor,
-                            component_prompts, merge_masks, refine_tile, register_predictor, sam_refine)
+from mapsage.refine import (
+    EfficientSamPredictor,
+    MaskMerger,
+    Refiner,
+    SamUnavailable,
+    SegmentAnythingPredictor,
+    component_prompts,
+    merge_masks,
+    refine_tile,
+    register_predictor,
+    sam_refine,
+)
 from mapsage.refine.sam import _mask_iou
 
 LOVEDA_CONFIG = ROOT / "configs" / "_base_" / "datasets" / "loveda_samples.yaml"

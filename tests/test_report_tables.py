@@ -15,8 +15,16 @@ from PIL import Image
 import store
 from mapsage.errors import UserError
 from mapsage.metrics import paired_bootstrap
-from mapsage.report import (ReportData, build_tables, csv_safe, md_escape, render_html, render_markdown,
-                            tile_scores, tile_thumbnails, write_report)
+from mapsage.report import (
+    ReportData,
+    build_tables,
+    csv_safe,
+    md_escape,
+    render_html,
+    tile_scores,
+    tile_thumbnails,
+    write_report,
+)
 from runners import cli
 from store import schema as store_schema
 from store.report_queries import UnknownRuns, report_frames

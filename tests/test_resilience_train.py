@@ -6,11 +6,10 @@ import os
 import pytest
 import torch
 
+from conftest_train import one_thread, tiny_cfg  # noqa: F401 - fixture
 from mapsage.events import EventWriter, read_events
 from mapsage.train import Trainer
 from mapsage.train import checkpoint as ck
-
-from conftest_train import one_thread, tiny_cfg  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

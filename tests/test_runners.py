@@ -38,7 +38,7 @@ def rws(tmp_workspace, monkeypatch):
     store_schema.forget_checked()
     api._last_refresh = 0.0
     yield tmp_workspace
-    for rid, entry in scheduler.load_state()["active"].items():
+    for _rid, entry in scheduler.load_state()["active"].items():
         procs.signal_group(entry.get("pgid"), signal.SIGKILL)
 
 

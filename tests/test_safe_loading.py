@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mapsage.errors import CheckpointError
-
 from conftest_train import one_thread, tiny_cfg  # noqa: F401 - fixture
+from mapsage.errors import CheckpointError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest_data import DUBAI_COLOURS, DUBAI_ROOT
 from conftest_formats import mmseg_loveda_layout
-from conftest_metrics import IGN, decode_dubai, derived_predictions
+from conftest_metrics import decode_dubai, derived_predictions
 from mapsage.infer.predictions import PredictionWriter
 from mapsage.metrics import SegMetrics
 from runners.cli import main

@@ -7,10 +7,10 @@ the app; the job processes are SLURM's (sbatch through submitit), not this proce
 from __future__ import annotations
 
 import contextlib
-import re
 import io
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path

@@ -21,8 +21,7 @@ from mapsage.workspace import db_path, run_dir
 from store import schema as store_schema
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest_store import (LOVEDA_CLASSES, ROOT, loveda_metrics, make_run,  # noqa: E402
-                            write_training)
+from conftest_store import LOVEDA_CLASSES, ROOT, loveda_metrics, make_run, write_training  # noqa: E402
 
 
 @pytest.fixture

@@ -9,15 +9,23 @@ import pytest
 import torch
 import torch.nn as nn
 
+from conftest_train import one_thread, tiny_cfg  # noqa: F401 - fixture
 from mapsage.errors import CheckpointError, TrainingError
 from mapsage.events import EventWriter, read_events
 from mapsage.stage import StageContext
-from mapsage.train import (BatchMixer, EpochSampler, ModelEma, Trainer, WarmupCosine, build_optimizer,
-                           class_aware_weights, effective_lr, load_for_inference)
+from mapsage.train import (
+    BatchMixer,
+    EpochSampler,
+    ModelEma,
+    Trainer,
+    WarmupCosine,
+    build_optimizer,
+    class_aware_weights,
+    effective_lr,
+    load_for_inference,
+)
 from mapsage.train.checkpoint import load_checkpoint
 from mapsage.train.mixing import cutmix_partners
-
-from conftest_train import one_thread, tiny_cfg  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

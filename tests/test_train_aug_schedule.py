@@ -92,6 +92,7 @@ def test_cutmix_alpha_shapes_the_box_share():
 
 def test_random_erasing_and_elastic_in_the_pipeline():
     import albumentations as A
+
     from mapsage.data.transforms import build_train_transform
     cfg = tiny_cfg("augment.random_erasing_p=1.0", "augment.elastic_p=1.0")
     t = build_train_transform(cfg, seed=0)

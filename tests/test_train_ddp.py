@@ -10,9 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from mapsage.events import read_events
-
 from conftest_train import LOVEDA_CFG, PROJECT_ROOT, TINY, one_thread, tiny_cfg  # noqa: F401 - fixture
+from mapsage.events import read_events
 
 
 @pytest.mark.slow

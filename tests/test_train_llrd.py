@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from conftest_train import one_thread, tiny_cfg  # noqa: F401 - fixture
 

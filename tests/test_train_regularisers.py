@@ -25,6 +25,7 @@ def test_head_dropout_active_in_training_only(one_thread):
 
 def test_drop_path_rates_rise_over_blocks(one_thread):
     from timm.layers import DropPath
+
     from mapsage.models import build_model
     model = build_model(tiny_cfg("model.drop_path=0.3"))
     enc = model.encoder

@@ -2,8 +2,6 @@
 schedule, against torch's own scheduler."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 

@@ -7,6 +7,7 @@ import torch
 
 from conftest_train import DUBAI_CFG, one_thread, tiny_cfg  # noqa: F401 - fixture
 
+
 class Payload:
     """An arbitrary object: a file holding one needs full unpickling."""
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.widgets import charts, compare, data
 import store
+from app.widgets import charts, compare, data
 from app.widgets.common import PAGE_FILES, guard, isnum, query_list
-from app.widgets.report_button import report_button
 from app.widgets.nav import ensure_routed
+from app.widgets.report_button import report_button
 
 ensure_routed()
 st.title(":material/compare_arrows: Compare runs")

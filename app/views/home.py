@@ -8,8 +8,8 @@ from app.widgets import data, templates
 from app.widgets.common import PAGE_FILES, STATUS_ICONS, guard, workspace_label
 from app.widgets.dataset_card import dataset_card
 from app.widgets.launch import launch_many
-from app.widgets.palette import swatches_html
 from app.widgets.nav import ensure_routed
+from app.widgets.palette import swatches_html
 
 
 @st.cache_data(show_spinner=False)

@@ -6,8 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from app.widgets import cluster, data, templates
-from app.widgets.common import (ACTIVE, PAGE_FILES, duration, guard, isnum, pct, status_text)
-from app.widgets.knob_form import render as knob_form, summary_line
+from app.widgets.common import ACTIVE, PAGE_FILES, duration, guard, isnum, pct, status_text
+from app.widgets.knob_form import render as knob_form
+from app.widgets.knob_form import summary_line
 from app.widgets.launch import cancel, launch, resume
 from app.widgets.live import live_jobs
 from app.widgets.nav import ensure_routed
@@ -96,7 +97,7 @@ def _health_summary() -> str | None:
 
 
 cols = st.columns(5)
-for col, (stage, (name, blurb)) in zip(cols, templates.STAGES.items()):
+for col, (stage, (name, _blurb)) in zip(cols, templates.STAGES.items()):
     with col.container(border=True):
         st.markdown(f"**{stage} · {name}**")
         n_t = len(board.get(stage, []))
@@ -126,7 +127,7 @@ if not runs.empty:
 tab_names = [f"{s} · {name}" for s, (name, _) in templates.STAGES.items()]
 # lazy tabs: only the open stage's forms are built (a stage can hold many templates)
 tabs = st.tabs(tab_names, default=tab_names[1], key="plan_stage_tab", on_change="rerun")
-for tab, (stage, (name, blurb)) in zip(tabs, templates.STAGES.items()):
+for tab, (stage, (_name, blurb)) in zip(tabs, templates.STAGES.items()):
     if tab.open is False:
         continue
     with tab:

@@ -17,10 +17,18 @@ import store
 from app.widgets import data
 from app.widgets.common import PAGE_FILES, guard, isnum, query_list, show_error, status_text
 from app.widgets.nav import ensure_routed
-from app.widgets.report_button import report_button
 from app.widgets.palette import high_contrast
-from app.widgets.review_tiles import (LABEL, agreement, class_rows, default_pair, pair_rule, tile_layers,
-                                      tile_table, variant_label)
+from app.widgets.report_button import report_button
+from app.widgets.review_tiles import (
+    LABEL,
+    agreement,
+    class_rows,
+    default_pair,
+    pair_rule,
+    tile_layers,
+    tile_table,
+    variant_label,
+)
 from mapsage.errors import UserError
 from mapsage.workspace import workspace_root
 from store import review_queries
@@ -34,7 +42,7 @@ st.caption("Two masks of a run on the map, tile by tile, each named for what it 
            "next tile.")
 
 MAP_HEIGHT = 640
-VERDICTS = ["better", "worse", "same"]
+VERDICTS = list(store.VERDICTS)      # the store's list (store/review.py)
 VERDICT_ICONS = {"better": ":material/thumb_up:", "worse": ":material/thumb_down:", "same": ":material/drag_handle:"}
 VERDICT_KEYS = ("B", "W", "S")   # keyboard shortcuts of the one-key verdicts, in the order of VERDICTS
 
@@ -239,10 +247,10 @@ else:
 shown = pd.DataFrame({
     "tile": table["tile"],
     "domain": table["domain"],
-    f"Δ Boundary IoU (pts)": table["d_mbiou"],
+    "Δ Boundary IoU (pts)": table["d_mbiou"],
     f"Boundary IoU {L}": table["mbiou_a"] * 100,
     f"Boundary IoU {R}": table["mbiou_b"] * 100,
-    f"Δ mIoU (pts)": table["d_miou"],
+    "Δ mIoU (pts)": table["d_miou"],
     f"mIoU {R}": table["miou_b"] * 100,
     "metric says": table["metric_says"],
     "verdict": table["verdict"],

@@ -11,12 +11,24 @@ import streamlit as st
 import yaml
 
 from app.widgets import charts, data, evals, interop
-from app.widgets.common import (ACTIVE, PAGE_FILES, ago, duration, guard, isnum, pct, progress_fraction,
-                                progress_text, query_list, refresh, status_text)
-from app.widgets.launch import cancel, resume
-from app.widgets.report_button import report_button
+from app.widgets.common import (
+    ACTIVE,
+    PAGE_FILES,
+    ago,
+    duration,
+    guard,
+    isnum,
+    pct,
+    progress_fraction,
+    progress_text,
+    query_list,
+    refresh,
+    status_text,
+)
 from app.widgets.deliver import deliver_section
+from app.widgets.launch import cancel, resume
 from app.widgets.nav import ensure_routed
+from app.widgets.report_button import report_button
 from mapsage.metrics.names import evaluation_warnings, metric_label
 
 ensure_routed()

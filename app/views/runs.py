@@ -5,10 +5,10 @@ import pandas as pd
 import streamlit as st
 
 from app.widgets import data
-from app.widgets.common import PAGE_FILES, guard
-from app.widgets.tables import RANK_METRICS, column_config, experiment_table, filter_runs
-from app.widgets.nav import ensure_routed
 from app.widgets import run_filters as rf
+from app.widgets.common import PAGE_FILES, guard
+from app.widgets.nav import ensure_routed
+from app.widgets.tables import RANK_METRICS, column_config, experiment_table, filter_runs
 
 ensure_routed()
 st.title(":material/table_chart: Runs")

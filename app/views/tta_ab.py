@@ -10,8 +10,8 @@ import streamlit as st
 
 from app.widgets import charts, data, decisions
 from app.widgets.common import PAGE_FILES, guard
-from app.widgets.report_button import report_button
 from app.widgets.nav import ensure_routed
+from app.widgets.report_button import report_button
 
 ensure_routed()
 st.title(":material/science: TTA A/B")

@@ -118,10 +118,6 @@ def pct(v: Any, digits: int = 2) -> str:
     return f"{float(v) * 100:.{digits}f}" if isnum(v) else "–"
 
 
-def signed_pct(v: Any, digits: int = 2) -> str:
-    return f"{float(v) * 100:+.{digits}f}" if isnum(v) else "–"
-
-
 def duration(seconds: Any) -> str:
     if not isnum(seconds):
         return "–"

@@ -42,16 +42,6 @@ def config_diff(configs: dict[str, Optional[dict]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["key", *flat])
 
 
-def latest_eval(metrics: pd.DataFrame, split: str, variant: str) -> Optional[pd.Series]:
-    if metrics is None or metrics.empty:
-        return None
-    df = metrics[(metrics["split"] == split) & (metrics["variant"] == variant)
-                 & (metrics["domain"].fillna("all") == "all")]
-    if df.empty:
-        return None
-    return df.sort_values("seq").iloc[-1]
-
-
 def metric_deltas(evals: dict[str, Optional[pd.Series]], reference: str) -> pd.DataFrame:
     """One row per run: mIoU, Boundary IoU, mAcc, Dice (points) and their deltas against ``reference``."""
     from mapsage.metrics.names import metric_label

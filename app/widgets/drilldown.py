@@ -115,9 +115,9 @@ def _layers(ws: str, run_id: str, n: int) -> pd.DataFrame:
 def _thumb(ws: str, run_id: str, n: int, tile: str, variant: str, t: int, p: int, split: str,
            run_config: dict) -> tuple[Optional[str], bool]:
     """(thumbnail data URI or None, whether the cell's pixels are drawn on it)."""
+    from app.widgets.review_map import _read_array
     from app.widgets.review_tiles import LABEL, tile_layers
     from mapsage.analysis.errors_map import cell_mask
-    from app.widgets.review_map import _read_array
 
     lay = tile_layers(_layers(ws, run_id, n), tile, LABEL, variant, run_config=run_config, split=split)
     if lay.image is None:
@@ -214,9 +214,9 @@ def confusion_drilldown(run_id: str, run: dict, evaluation: pd.Series, matrix: A
         col = cols[i % 4]
         with col:
             try:
-                uri, lit = _thumb(ws, run_id, n_events, str(r.tile), variant, t, p, split, cfg)
+                uri, _lit = _thumb(ws, run_id, n_events, str(r.tile), variant, t, p, split, cfg)
             except (UserError, OSError, ValueError) as exc:
-                uri, lit = None, False
+                uri, _lit = None, False
                 st.caption(f"no thumbnail: {exc}")
             if uri:
                 st.image(uri, width="stretch")

@@ -134,7 +134,7 @@ def parse_scales(text: str, key: str) -> list[float]:
     try:
         scales = [float(s) for s in str(text).replace(";", ",").split(",") if s.strip()]
     except ValueError:
-        raise KnobError(f"{key}: scales must be numbers separated by commas, e.g. 0.75, 1.0, 1.25; got {text!r}")
+        raise KnobError(f"{key}: scales must be numbers separated by commas, e.g. 0.75, 1.0, 1.25; got {text!r}") from None
     if not scales or any(s <= 0 or s > 4 for s in scales):
         raise KnobError(f"{key}: scales must be positive and at most 4, e.g. 0.75, 1.0, 1.25; got {text!r}")
     return scales

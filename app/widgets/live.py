@@ -14,8 +14,18 @@ import streamlit as st
 from mapsage.errors import UserError
 
 from . import data
-from .common import (ACTIVE, PAGE_FILES, ago, duration, isnum, pct, progress_fraction, progress_text, refresh,
-                     status_text)
+from .common import (
+    ACTIVE,
+    PAGE_FILES,
+    ago,
+    duration,
+    isnum,
+    pct,
+    progress_fraction,
+    progress_text,
+    refresh,
+    status_text,
+)
 from .launch import cancel
 
 LIVE_EVERY_S = 2.0

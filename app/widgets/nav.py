@@ -16,7 +16,6 @@ import streamlit as st
 
 from .common import PAGE_FILES
 
-APP_DIR = Path(__file__).resolve().parents[1]
 _state = threading.local()
 
 
@@ -33,9 +32,7 @@ def navigation():
             st.Page(PAGE_FILES["tta"], title="TTA A/B", icon=":material/science:"),
         ],
     }
-    # The map review page (refinement review).
-    if (APP_DIR / "views" / "review.py").exists():
-        pages["Results"].append(st.Page("views/review.py", title="Review", icon=":material/layers:"))
+    pages["Results"].append(st.Page("views/review.py", title="Review", icon=":material/layers:"))
     pages["Results"].append(st.Page("views/sweeps.py", title="Sweeps", icon=":material/tune:"))
     return st.navigation(pages)
 

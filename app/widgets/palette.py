@@ -5,44 +5,11 @@ The palette comes from the run's resolved config (``dataset.classes`` / ``datase
 distinguishable fallback so that the same class keeps the same colour across pages."""
 from __future__ import annotations
 
-import colorsys
 import html
-import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-_HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
-
-# Okabe-Ito plus extra distinguishable colours: used only where a dataset names no palette.
-FALLBACK = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
-            "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF"]
-
-
-# A high-contrast choice for masks over aerial imagery: saturated, mutually distinct colours (Sasha Trubetskoy's
-# "20 simple, distinct colours", the most distinct first); the Review page offers it beside the dataset's colours.
-HIGH_CONTRAST = ["#E6194B", "#3CB44B", "#FFE119", "#4363D8", "#F58231", "#911EB4", "#42D4F4", "#F032E6",
-                 "#BFEF45", "#FABED4", "#469990", "#DCBEFF", "#9A6324", "#FFFAC8", "#800000", "#AAFFC3",
-                 "#808000", "#FFD8B1", "#000075", "#A9A9A9"]
-
-
-def high_contrast(n: int) -> list[str]:
-    """``n`` high-contrast class colours (:data:`HIGH_CONTRAST`, then :func:`fallback_color` beyond 20)."""
-    return [HIGH_CONTRAST[i] if i < len(HIGH_CONTRAST) else fallback_color(i) for i in range(max(0, int(n)))]
-
-
-def normalise_hex(text: str) -> str:
-    m = _HEX.match(str(text).strip())
-    if not m:
-        raise ValueError(f"not a #RRGGBB colour: {text!r}")
-    return "#" + m.group(1).upper()
-
-
-def fallback_color(i: int) -> str:
-    if i < len(FALLBACK):
-        return FALLBACK[i]
-    h = (i * 0.618033988749895) % 1.0
-    r, g, b = colorsys.hsv_to_rgb(h, 0.65, 0.85)
-    return "#{:02X}{:02X}{:02X}".format(int(r * 255), int(g * 255), int(b * 255))
+from mapsage.palette import FALLBACK, HIGH_CONTRAST, fallback_color, high_contrast, normalise_hex  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -58,9 +25,6 @@ class ClassPalette:
             return self.colors[self.names.index(str(name_or_id))]
         except ValueError:
             return "#888888"
-
-    def as_map(self) -> dict[str, str]:
-        return dict(zip(self.names, self.colors))
 
     def __len__(self) -> int:
         return len(self.names)

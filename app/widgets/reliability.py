@@ -156,7 +156,7 @@ def metric_curves(evals: pd.DataFrame, split: str = "val", title: str = "Validat
     if "domain" in df.columns:
         df = df[df["domain"].fillna("all") == "all"]
     colors = {"raw": "#1f77b4", "ema": "#2ca02c"}
-    for i, (c, label) in enumerate(cols):
+    for i, (c, _label) in enumerate(cols):
         for variant, s in df.sort_values("epoch").groupby("variant"):
             if c in s.columns and s[c].notna().any():
                 fig.add_trace(go.Scatter(x=s["epoch"] + 1, y=s[c] * PCT, mode="lines+markers", name=variant,

@@ -32,6 +32,8 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
+from mapsage.palette import palette_rgb as class_palette_rgb
+
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static" / "leaflet"
 ArrayOrPath = Union[np.ndarray, str, Path]
 
@@ -160,17 +162,9 @@ def _read_array(value: ArrayOrPath, what: str) -> np.ndarray:
 
 
 def palette_rgb(palette: Sequence[str], num_classes: int) -> np.ndarray:
-    """[num_classes, 3] uint8 from '#RRGGBB' strings (a fixed distinct palette when none is given)."""
-    base = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
-                     [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]], np.uint8)
-    out = np.zeros((num_classes, 3), np.uint8)
-    for i in range(num_classes):
-        if palette and i < len(palette):
-            c = str(palette[i]).lstrip("#")
-            out[i] = [int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)]
-        else:
-            out[i] = base[i % len(base)]
-    return out
+    """[num_classes, 3] uint8 from '#RRGGBB' strings (:func:`mapsage.palette.palette_rgb`: the workbench's
+    fallback colours where the dataset names none)."""
+    return class_palette_rgb(palette, num_classes)
 
 
 def colorize_rgba(ids: np.ndarray, palette: np.ndarray, ignore_index: int = 255) -> np.ndarray:
@@ -215,9 +209,10 @@ class Georef:
     @classmethod
     def from_raster(cls, path: Union[str, Path]) -> Optional["Georef"]:
         """The grid of a raster file, or None when it carries no CRS (a plain PNG/JPEG)."""
+        import warnings
+
         import rasterio
         from rasterio.errors import NotGeoreferencedWarning
-        import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -230,7 +225,8 @@ class Georef:
 def _to_mercator(arr: np.ndarray, geo: Georef, categorical: bool):
     """Warp an array on ``geo``'s grid to EPSG:3857. Returns (array, [[south, west], [north, east]])."""
     from rasterio.crs import CRS
-    from rasterio.warp import Resampling, calculate_default_transform, reproject, transform as warp_xy
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+    from rasterio.warp import transform as warp_xy
 
     dst_crs = CRS.from_epsg(3857)
     bands = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)

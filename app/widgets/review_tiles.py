@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from mapsage.errors import DataError, UserError
+from store.review import VERDICTS
 
 LABEL = "label"
 # a tile is "same" when its Boundary IoU moved by less than this (a fraction: 0.01 points), as the refinement
@@ -222,8 +223,8 @@ def agreement(table: pd.DataFrame, verdicts: pd.DataFrame) -> dict:
     Returns ``reviewed`` (tiles with a verdict and a metric reading), ``agree``, counts of the reviewers'
     better / worse / same and of the metric's on the same tiles, and ``disagreements`` (tile, verdict, metric,
     d_mbiou) to look at."""
-    out = {"reviewed": 0, "agree": 0, "reviewer": {"better": 0, "worse": 0, "same": 0},
-           "metric": {"better": 0, "worse": 0, "same": 0}, "disagreements": []}
+    out = {"reviewed": 0, "agree": 0, "reviewer": dict.fromkeys(VERDICTS, 0), "metric": dict.fromkeys(VERDICTS, 0),
+           "disagreements": []}
     if table is None or table.empty or verdicts is None or verdicts.empty:
         return out
     m = verdicts[["tile", "verdict"]].merge(table[["tile", "metric_says", "d_mbiou"]], on="tile", how="inner")

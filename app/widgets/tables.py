@@ -15,7 +15,6 @@ import pandas as pd
 
 from mapsage.metrics.names import metric_label
 
-
 DESCRIPTIVE = [("backbone", "Backbone"), ("pretrain", "Pretrain"), ("loss", "Loss"), ("aug", "Aug"),
                ("lr_schedule", "LR schedule"), ("size", "Size"), ("tta", "TTA"), ("post", "Post")]
 FIGURES = [("miou", "mIoU"), ("mbiou", "Boundary IoU"), ("macc", "mAcc"), ("mf1", metric_label("mf1")),

@@ -101,10 +101,3 @@ def demo_plan(board: dict[int, list[Template]]) -> list[Template]:
             if t.is_demo and t.error is None and not t.needs_checkpoint:
                 out.append(t)
     return out
-
-
-def demo_baseline(board: dict[int, list[Template]]) -> Optional[Template]:
-    for t in board.get(1, []):
-        if t.is_demo and t.error is None and t.kind == "train":
-            return t
-    return None

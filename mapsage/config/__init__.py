@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from .core import ConfigError, apply_overrides, git_commit, load_raw, to_dict, _build
+from .core import ConfigError, _build, apply_overrides, git_commit, load_raw, to_dict
 from .core import config_hash as _raw_hash
 from .schema import Config
 

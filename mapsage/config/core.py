@@ -25,12 +25,15 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from ..errors import UserError
+
 BASE_KEY = "_base_"
 REPLACE_KEY = "_replace_"
 
 
-class ConfigError(ValueError):
-    """A configuration problem, with the file and key path it concerns and how to fix it."""
+class ConfigError(UserError, ValueError):
+    """A configuration problem, with the file and key path it concerns and how to fix it (a ``ValueError`` too,
+    for callers that validate values)."""
 
 
 # --------------------------------------------------------------------------------------------------------------

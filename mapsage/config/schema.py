@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from ..metric_names import SELECTABLE
+from ..registries import ARCH_NAMES, LOSS_TERMS
+
 StageKind = Literal["train", "evaluate", "tta_ab", "health", "refine", "distill", "ensemble", "demo_job", "export", "predict",
                     "lr_find", "reliability", "classify"]
 
@@ -149,7 +152,7 @@ class FreezeCfg:
 @dataclass
 class ModelCfg:
     # dpt: smp's ViT decoder, the architecture for plain-ViT encoders (tu-vit_*_dinov3 and the like)
-    arch: Literal["segformer", "unet", "unetplusplus", "deeplabv3plus", "upernet", "fpn", "dpt"] = "segformer"
+    arch: Literal[ARCH_NAMES] = "segformer"     # the registry: mapsage/registries.py
     encoder: str = "mit_b2"
     pretrained: str = "none"                # "none" or a local weights file; "imagenet" etc. fail with a hint
     pretrained_min_loaded: float = 0.9      # refuse a checkpoint that fills less than this share of the encoder
@@ -195,7 +198,7 @@ class LossCfg:
     lovasz_guard_epochs: int = 10           # the guard's milestone spacing and postponement (epochs)
 
     def validate(self):
-        known = {"ce", "ohem", "dice", "lovasz", "focal", "boundary", "bsce"}
+        known = set(LOSS_TERMS)
         for phase in self.schedule:
             bad = set(phase.terms) - known
             if bad:
@@ -315,7 +318,7 @@ class TrainCfg:
     val_every: int = 1
     # best checkpoints and early stopping: miou | mbiou | mf1 (Dice) | mfscore (mmseg) | mfscore_fg (face parsing:
     # mean F-score over the foreground classes) | macc | aacc
-    save_best_by: Literal["miou", "mbiou", "mf1", "mfscore", "mfscore_fg", "macc", "aacc"] = "miou"
+    save_best_by: Literal[SELECTABLE] = "miou"      # the metric registry (mapsage/metric_names.py)
     lr_schedule: Literal["cosine", "poly", "step", "cosine_restarts", "onecycle", "constant"] = "cosine"
     poly_power: float = 1.0
     lr_steps: list[float] = field(default_factory=list)     # step: epochs at which the LR is multiplied by lr_gamma
@@ -705,7 +708,7 @@ class ReliabilityCfg:
     combo_max_tiles: Optional[int] = None   # tiles per corrupted validation pass during training (null: all)
 
     def validate(self):
-        from ..reliability.corruptions import CORRUPTIONS, MAX_SEVERITY
+        from ..corruption_levels import CORRUPTIONS, MAX_SEVERITY
         for key in ("corruptions", "combo_corruptions"):
             bad = [c for c in getattr(self, key) if c not in CORRUPTIONS]
             if bad:

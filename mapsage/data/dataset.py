@@ -247,7 +247,7 @@ def _leaks(sample: Sample, names: set[str]) -> bool:
     return bool({sample.id, sample.group, p.name, p.stem} & names)
 
 
-def _resolve_split(ds: DatasetCfg, split: str) -> str:
+def resolve_split(ds: DatasetCfg, split: str) -> str:
     names = split_names(ds)
     for n in names:
         if n == split or n.lower() == str(split).lower():
@@ -262,7 +262,7 @@ def build_dataset(cfg: Config, split: str, train: bool = False, *, domain: str |
 
     ``samples`` lets a caller that already listed the dataset (:func:`discover_samples`) skip the listing."""
     ds = cfg.dataset
-    name = _resolve_split(ds, split)
+    name = resolve_split(ds, split)
     all_samples = discover_samples(ds) if samples is None else samples
     assignment = assign_splits(all_samples, ds)
     chosen = [s if s.split == assignment[s.id] else _with_split(s, assignment[s.id])

@@ -36,7 +36,7 @@ class _Union:
 
 def near_duplicate_links(samples: list[Sample], max_bits: int) -> list[tuple[str, str, int]]:
     """(sample id a, sample id b, bits) for image pairs within ``max_bits`` in pHash and dHash (a != b)."""
-    from ..health.hashing import image_hashes, near_pairs
+    from .hashing import image_hashes, near_pairs
     from .io import load_image
 
     if max_bits < 0 or len(samples) < 2:
@@ -123,14 +123,3 @@ def assign_folds(samples: list[Sample], dataset_cfg, k: int, seed: int = 0, near
     if presence is None and links is None:
         _CACHE[key] = dict(out)
     return out
-
-
-def fold_report(samples: list[Sample], folds: dict[str, int], presence: np.ndarray, class_names) -> list[dict]:
-    """Per fold: images, groups, and per class the number of images containing it."""
-    rows = []
-    k = max(folds.values()) + 1 if folds else 0
-    for f in range(k):
-        idx = [i for i, s in enumerate(samples) if folds[s.id] == f]
-        rows.append({"fold": f, "images": len(idx), "groups": sorted({samples[i].group for i in idx}),
-                     **{f"has_{c}": int(presence[idx, j].sum()) for j, c in enumerate(class_names)}})
-    return rows

@@ -120,20 +120,6 @@ class PartMaskDecoder(MaskDecoder):
         return mask, MaskStats(class_counts=counts, total=int(mask.size))
 
 
-def write_part_masks(label: np.ndarray, out_stem: Path, parts: dict[str, int]) -> list[Path]:
-    """Write one binary PNG (0/255) per part present in ``label`` as ``<out_stem>_<part>.png`` (the inverse of
-    the decoder for non-overlapping parts; used to export and to build test layouts)."""
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    for part, cls in parts.items():
-        on = label == cls
-        if on.any():
-            f = out_stem.parent / f"{out_stem.name}_{part}.png"
-            Image.fromarray((on * 255).astype(np.uint8), mode="L").save(f)
-            written.append(f)
-    return written
-
-
 def fit_to_image(mask: np.ndarray, image_hw: tuple[int, int], path) -> np.ndarray:
     """Scale a merged part label up to its image by a whole factor (nearest neighbour): CelebAMask-HQ ships
     512² part masks for 1024² images. Any other size difference is left for the caller's size check."""

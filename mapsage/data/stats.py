@@ -187,8 +187,8 @@ def inspect_config(cfg: Config, splits: list[str] | None = None, verify_images: 
     samples = discover_samples(ds)
     counts = available_splits(cfg, samples)
     if splits:
-        from .dataset import _resolve_split
-        wanted = [_resolve_split(ds, s) for s in splits]
+        from .dataset import resolve_split
+        wanted = [resolve_split(ds, s) for s in splits]
     else:
         wanted = list(counts)
     present = [s for s in wanted if counts.get(s, 0) > 0]

@@ -62,8 +62,26 @@ class CatMaxRatioCrop(BaseCrop):
         return ("height", "width", "cat_max_ratio", "ignore_index", "attempts")
 
 
+def crop_pair(size, key: str) -> tuple[int, int]:
+    """``[height, width]`` in pixels from a size given as one side or two (ConfigError names ``key``)."""
+    vals = [int(v) for v in (size if isinstance(size, (list, tuple)) else [size])]
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2 or min(vals) <= 0:
+        raise ConfigError(f"{key} must be [height, width] in pixels (or one side), got {size}")
+    return vals[0], vals[1]
+
+
+def max_crop(aug) -> Optional[tuple[int, int]]:
+    """The crop the dataset takes when sizes change in training (None: no schedule, ``augment.crop_size``)."""
+    sizes = [crop_pair(p.size, "augment.crop_schedule.size") for p in aug.crop_schedule] + \
+        [(int(s), int(s)) for s in aug.crop_sizes]
+    if not sizes:
+        return None
+    return max(h for h, _ in sizes), max(w for _, w in sizes)
+
+
 def _crop_size(cfg: Config) -> tuple[int, int]:
-    from ..train.aug_schedule import max_crop
     biggest = max_crop(cfg.augment)          # crop_schedule / crop_sizes: the batch is cut to size later
     if biggest is not None:
         return biggest

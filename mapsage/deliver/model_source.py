@@ -22,7 +22,19 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from ..config import config_from_dict, load_config, to_dict
+from ..config.schema import TTACfg
+from ..data import get_normalization
 from ..errors import CheckpointError
+from ..events import read_events
+from ..export import load_exported
+from ..infer.checkpoints import load_checkpoint_model, resolve_checkpoint
+from ..infer.ensemble import Ensemble, default_weights
+from ..infer.post import PostProcessor
+from ..infer.stage import renormalized
+from ..lineage import child_runs, stored_temperature
+from ..models.checkpoint import load_for_inference
+from ..workspace import run_dir
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -71,13 +83,11 @@ class Predictor:
         return list(self.cfg.dataset.classes)
 
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        from ..data import get_normalization
         mean, std = get_normalization(self.cfg)
         return tuple(mean), tuple(std)
 
     def identity(self) -> dict:
         """The evaluation identity of the predictions this predictor makes."""
-        from ..config import to_dict
         ev = to_dict(self.eval_cfg)
         return {"run": self.checkpoint.get("run_id"), "checkpoint": self.checkpoint.get("path"),
                 "checkpoint_sha256": self.checkpoint.get("sha256"), "epoch": self.checkpoint.get("epoch"),
@@ -98,33 +108,6 @@ class Predictor:
 # adoption: what the run's A/B stages kept
 
 
-def _child_runs(run_id: str) -> list[tuple[str, Path, dict]]:
-    """(run id, folder, run_info) of succeeded runs whose parent is ``run_id``, oldest first."""
-    from ..events import read_events
-    from ..workspace import runs_dir
-
-    out = []
-    root = runs_dir()
-    if not root.exists():
-        return out
-    for folder in root.iterdir():
-        ev = folder / "events.jsonl"
-        if not folder.is_dir() or not ev.exists():
-            continue
-        records, _ = read_events(ev)
-        info: dict = {}
-        status = None
-        for r in records:
-            if r.get("type") == "run_info":
-                info.update({k: v for k, v in r.items() if v is not None})
-            elif r.get("type") == "status":
-                status = r.get("status")
-        if info.get("parent_run") == run_id and status == "succeeded":
-            out.append((folder.name, folder, {"records": records, **info}))
-    out.sort(key=lambda t: float(t[2].get("created_at") or 0.0))
-    return out
-
-
 def _kept(records: list[dict], ab_kind: str) -> Optional[dict]:
     """The kept non-baseline ``ab`` row of a kind with the highest gain, or None."""
     rows = [r for r in records if r.get("type") == "ab" and r.get("ab_kind") == ab_kind
@@ -134,10 +117,6 @@ def _kept(records: list[dict], ab_kind: str) -> Optional[dict]:
 
 def adopted_settings(run_id: Optional[str], cfg, weights: str) -> tuple[Any, Any, list[dict], str]:
     """``(eval_cfg, post_processor | None, adopted facts, variant)`` for predictions with ``run_id``'s model."""
-    from ..config import config_from_dict
-    from ..config.schema import TTACfg
-    from ..infer.post import PostProcessor
-
     eval_cfg = copy.deepcopy(cfg.eval)
     post = None
     adopted: list[dict] = []
@@ -145,7 +124,7 @@ def adopted_settings(run_id: Optional[str], cfg, weights: str) -> tuple[Any, Any
     if run_id:
         import yaml
 
-        for rid, folder, info in _child_runs(run_id):
+        for rid, folder, info in child_runs(run_id):
             records = info["records"]
             kind = info.get("kind") or info.get("stage_kind")
             row = _kept(records, "tta") if kind == "tta_ab" else None
@@ -189,12 +168,6 @@ def _ensemble_predictor(run_id: str, folder: Path, key: str, device) -> Optional
     """The ensemble of an ``ensemble`` run whose ensemble was kept, or None for another kind of run."""
     import yaml
 
-    from ..config import config_from_dict
-    from ..events import read_events
-    from ..infer.ensemble import Ensemble, default_weights
-    from ..infer.stage import _renormalized
-    from ..infer.checkpoints import load_checkpoint_model
-
     cfg_file = folder / "config.yaml"
     if not cfg_file.exists():
         return None
@@ -208,13 +181,12 @@ def _ensemble_predictor(run_id: str, folder: Path, key: str, device) -> Optional
     models, hashes = [], []
     for i, m in enumerate(cfg.ensemble.members):
         model, mcfg, resolved = load_checkpoint_model(m.checkpoint, key=f"ensemble.members[{i}].checkpoint")
-        models.append(_renormalized(model, mcfg, cfg))
+        models.append(renormalized(model, mcfg, cfg))
         hashes.append({"path": str(resolved.path), "sha256": sha256_file(resolved.path), "weights": resolved.weights,
                        "run_id": resolved.run_id})
     weights = default_weights([m.weight for m in cfg.ensemble.members])
     temps = None
     if cfg.ensemble.calibrate:
-        from ..reliability.calibration import stored_temperature
         temps = [stored_temperature(h["run_id"]) if h["run_id"] else None for h in hashes]
     ens = Ensemble(models, weights, average=cfg.ensemble.average, num_classes=cfg.dataset.num_classes,
                    temperatures=temps)
@@ -230,9 +202,6 @@ def _exported_predictor(path: Path, fallback_cfg, device) -> Predictor:
     """An exported ONNX / TorchScript file (``mapsage export``) run through the same inference code. Its config
     is the export run's (the ``config.yaml`` of the run folder the file sits in), else ``fallback_cfg`` (the
     predict job's own); the sidecar's class table must match it."""
-    from ..config import load_config
-    from ..export import load_exported
-
     model = load_exported(path, device=device)
     cfg = None
     for folder in (path.parent, path.parent.parent):
@@ -260,10 +229,6 @@ def load_predictor(reference: str, weights: str = "auto", *, adopt: bool = True,
     reference names: a run's best checkpoint, ``*ema*`` files as EMA), ``raw`` or ``ema``. An exported ``.onnx``
     (or ``.pt`` with its sidecar) runs through onnxruntime / TorchScript; ``fallback_cfg`` is the config used
     when no run config sits beside it."""
-    from ..infer.checkpoints import resolve_checkpoint
-    from ..train.checkpoint import load_for_inference
-    from ..workspace import run_dir
-
     if weights not in ("auto", "raw", "ema"):
         raise CheckpointError(f"predict.weights must be auto, raw or ema, got {weights!r}")
     ref = str(reference or "").strip()

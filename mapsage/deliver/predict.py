@@ -17,7 +17,10 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from ..data import load_image
 from ..errors import DataError
+from ..infer import infer_probs
+from ..infer.predictions import PredictionWriter
 from .model_source import Predictor, sha256_file
 from .sources import Source
 
@@ -52,10 +55,6 @@ def predict_images(predictor: Predictor, inputs, out_dir: Path, *, device, proba
     import copy
 
     from tqdm import tqdm
-
-    from ..data import load_image
-    from ..infer import infer_probs
-    from ..infer.predictions import PredictionWriter
 
     mean, std = predictor.normalization()
     eval_cfg = copy.deepcopy(predictor.eval_cfg)

@@ -63,7 +63,7 @@ def run_predict(ctx) -> None:
     if rasters:
         from .geo import predict_geotiff
 
-        for k, item in enumerate(rasters):
+        for _k, item in enumerate(rasters):
             if ctx.should_stop():
                 break
             with warnings.catch_warnings(record=True) as caught:

@@ -14,8 +14,16 @@ Importing this package imports torch (it is only used by training processes).
 """
 from .build import build_distill_losses, check_distill_config, check_stages, student_channels
 from .data import TeacherViewDataset
-from .losses import (FEAT, LOGIT, FeatureDistillLoss, LogitDistillLoss, attention_map, attention_transfer,
-                     feature_l2, kd_kl)
+from .losses import (
+    FEAT,
+    LOGIT,
+    FeatureDistillLoss,
+    LogitDistillLoss,
+    attention_map,
+    attention_transfer,
+    feature_l2,
+    kd_kl,
+)
 from .targets import TeacherTargets, cache_rule
 from .teacher import Teacher, build_teacher, make_random_teacher
 

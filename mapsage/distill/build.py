@@ -6,6 +6,7 @@ from typing import Optional
 import torch
 
 from ..config import ConfigError
+from ..models import build_model
 from .losses import FEAT, LOGIT, FeatureDistillLoss, LogitDistillLoss
 from .targets import TeacherTargets, cache_rule, uses_features, uses_logits
 from .teacher import Teacher
@@ -13,8 +14,6 @@ from .teacher import Teacher
 
 def student_channels(cfg) -> list[int]:
     """Channels of every encoder feature map the student returns (``forward(x, return_features=True)``)."""
-    from ..models import build_model
-
     with torch.random.fork_rng(devices=[]):
         model = build_model(cfg, load_pretrained=False)
     model.eval()

@@ -42,9 +42,16 @@ import torch
 import yaml
 
 from ..config import ConfigError, config_hash, git_commit, run_name, save_resolved, to_dict
+from ..data import build_dataset
 from ..errors import CheckpointError, UserError
 from ..events import FINAL_STATUSES, EventWriter, NullEvents, read_events
+from ..infer.ab import ab_row
+from ..infer.checkpoints import best_score, resolve_checkpoint, weights_for
+from ..infer.evaluate import evaluate_outcome
+from ..models.checkpoint import load_checkpoint, load_for_inference
 from ..stage import StageContext
+from ..train import Trainer
+from ..train.distributed import cleanup, init_from_env
 from .build import build_distill_losses, check_distill_config
 from .targets import cache_rule
 from .teacher import build_teacher, teacher_speed_note
@@ -132,13 +139,11 @@ def _resume_chain(ctx: StageContext) -> list[Path]:
 
 def best_of(folders: list[Path], key: str, metric: str) -> Path:
     """The best checkpoint over ``folders`` (the highest stored score of their best*.pth)."""
-    from ..infer.checkpoints import _best_score
-
     cands = [p for f in folders for p in sorted((f / "checkpoints").glob("best*.pth"))]
     if not cands:
         raise CheckpointError(f"{key}: no checkpoints/best*.pth in {', '.join(str(f) for f in folders)}; the arm "
                               f"has no validated epoch (train.val_every / train.epochs)")
-    scored = [(_best_score(p, metric), p.name != "best.pth", -i, p) for i, p in enumerate(cands)]
+    scored = [(best_score(p, metric), p.name != "best.pth", -i, p) for i, p in enumerate(cands)]
     scored.sort(key=lambda t: (-t[0], t[1], t[2]))
     return scored[0][3]
 
@@ -181,8 +186,6 @@ def _teacher_checksum(teacher) -> tuple:
 
 
 def _train_distilled(ctx: StageContext, teacher, device, n_arms: int, share: float = 1.0) -> dict:
-    from ..data import build_dataset
-    from ..train import Trainer
     from .data import TeacherViewDataset
 
     cfg = ctx.cfg
@@ -239,8 +242,6 @@ def _reuse_or_resume_child(ctx: StageContext) -> tuple[Optional[Path], Optional[
 
 def _train_baseline(ctx: StageContext, device, n_arms: int, share: float = 1.0) -> tuple[Path, dict]:
     """The no-teacher arm as the sibling run ``<run_id>__no-teacher``. Returns (its folder, its summary)."""
-    from ..train import Trainer
-
     cfg = ctx.cfg
     reuse, resume = _reuse_or_resume_child(ctx)
     events = ctx.events if ctx.is_main else NullEvents()
@@ -284,9 +285,6 @@ def _train_baseline(ctx: StageContext, device, n_arms: int, share: float = 1.0) 
 
 def _referenced_baseline(cfg):
     """Resolve ``distill.baseline`` naming an existing run/checkpoint and check it had the same budget."""
-    from ..infer.checkpoints import resolve_checkpoint
-    from ..train.checkpoint import load_checkpoint
-
     resolved = resolve_checkpoint(cfg.distill.baseline, key="distill.baseline", metric=cfg.train.save_best_by)
     saved = load_checkpoint(resolved.path).get("config") or {}
     diffs = budget_differences(cfg, saved)
@@ -302,12 +300,6 @@ def _referenced_baseline(cfg):
 
 
 def _evaluate_arms(ctx: StageContext, teacher, kd_ckpt: Path, base_ckpt: Path, device, facts: dict) -> dict:
-    from ..data import build_dataset
-    from ..infer.ab import ab_row
-    from ..infer.checkpoints import _weights_for
-    from ..infer.evaluate import evaluate_outcome
-    from ..train.checkpoint import load_for_inference
-
     cfg = ctx.cfg
     split = cfg.dataset.val_split
     dataset = build_dataset(cfg, split, train=False)
@@ -317,7 +309,7 @@ def _evaluate_arms(ctx: StageContext, teacher, kd_ckpt: Path, base_ckpt: Path, d
             f = float(p.get("frac") or 0.0)
             ctx.progress(**{**p, "phase": "ab", "frac": 1.0 - AB_SHARE + AB_SHARE * (k + f) / 2,
                             "message": f"[A/B] {name}: {p.get('message') or ''}"})
-        model, mcfg = load_for_inference(path, weights=_weights_for(path), device=device)
+        model, mcfg = load_for_inference(path, weights=weights_for(path), device=device)
         if list(mcfg.dataset.classes) != list(cfg.dataset.classes):
             raise CheckpointError(f"{path}: trained for classes {list(mcfg.dataset.classes)}, not "
                                   f"{list(cfg.dataset.classes)}")
@@ -331,8 +323,8 @@ def _evaluate_arms(ctx: StageContext, teacher, kd_ckpt: Path, base_ckpt: Path, d
         return {}
     crit = cfg.train.save_best_by
     variant = f"kd={teacher.name}"
-    arms = {"student+teacher": {"checkpoint": str(kd_ckpt), "weights": _weights_for(kd_ckpt), **facts["kd"]},
-            BASELINE_VARIANT: {"checkpoint": str(base_ckpt), "weights": _weights_for(base_ckpt), **facts["base"]}}
+    arms = {"student+teacher": {"checkpoint": str(kd_ckpt), "weights": weights_for(kd_ckpt), **facts["kd"]},
+            BASELINE_VARIANT: {"checkpoint": str(base_ckpt), "weights": weights_for(base_ckpt), **facts["base"]}}
     ctx.events.emit("ab", **ab_row(ab_kind="distill", variant=BASELINE_VARIANT, baseline=BASELINE_VARIANT,
                                    outcome=base, baseline_outcome=base, threshold=cfg.distill.threshold,
                                    criterion=crit, is_baseline=True, details={"arm": arms[BASELINE_VARIANT]}))
@@ -361,8 +353,6 @@ def _arm_facts(summary: dict) -> dict[str, Any]:
 
 def run(ctx: StageContext) -> dict:
     """The distillation stage (see the module doc). Returns the distilled arm's training summary (plus ``ab``)."""
-    from ..train.distributed import cleanup, init_from_env
-
     cfg = ctx.cfg
     if cfg.runtime.threads:
         torch.set_num_threads(int(cfg.runtime.threads))

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.io import image_size
 from .teacher import Teacher
 
 VIEW_KEY = "teacher_view"          # the per-sample tile-coordinate map added by TeacherViewDataset
@@ -58,7 +59,6 @@ def deterministic_views(cfg, dataset) -> bool:
     """True when every training sample always yields the same input (augmentation off, tiles within the crop)."""
     if cfg.augment.enabled or dataset is None:
         return False
-    from ..data.io import image_size
     size = list(cfg.augment.crop_size)
     ch, cw = (size * 2)[:2] if len(size) == 1 else size[:2]
     for s in dataset.samples:
@@ -82,8 +82,6 @@ def run_crop_pixels(cfg, dataset=None) -> int:
 
 def tile_pixels(dataset, window: int) -> int:
     """Pixels of all training tiles padded to whole ``window`` squares (what the tile cache computes once)."""
-    from ..data.io import image_size
-
     win = max(1, int(window))
     total = 0
     for s in dataset.samples:

@@ -10,7 +10,7 @@ Two kinds:
   any teacher weight unfilled is refused. Its target is the (normed) patch-token map of block ``teacher.layer``
   as ``[B, D, H/p, W/p]``. It has no segmentation head, so only feature distillation applies.
 * ``workbench`` -- a segmentation checkpoint this workbench trained (a ``.pth`` file, a run id or
-  ``latest:<template>``), loaded with :func:`mapsage.train.checkpoint.load_for_inference`. Its target is encoder
+  ``latest:<template>``), loaded with :func:`mapsage.models.checkpoint.load_for_inference`. Its target is encoder
   stage ``teacher.layer`` and, for logit distillation, its segmentation logits.
 
 The teacher is frozen (``requires_grad`` off for every weight), pinned in eval mode (``train()`` cannot switch it
@@ -34,7 +34,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ConfigError, resolve_path
+from ..data import get_normalization
 from ..errors import CheckpointError
+from ..infer.checkpoints import resolve_checkpoint
+from ..models.checkpoint import load_for_inference
+from ..safeload import load_file
 
 KEY = "distill.teacher.weights"
 
@@ -215,8 +219,6 @@ def _load_weights_file(path: Path) -> dict:
     """A timm / safetensors / original DINO weights file -> its state dict, loaded without unpickling code
     (:func:`mapsage.safeload.load_file`); unwraps ``state_dict`` / ``model`` and strips ``module.`` as timm's
     ``load_state_dict`` does."""
-    from ..safeload import load_file
-
     obj = load_file(path, what="teacher weights", key=KEY)
     if isinstance(obj, dict):
         for wrapper in ("state_dict", "model"):
@@ -315,10 +317,6 @@ def build_timm_teacher(tcfg, device: torch.device, student_mean, student_std) ->
 
 
 def build_workbench_teacher(tcfg, device: torch.device, student_mean, student_std, classes: list[str]) -> Teacher:
-    from ..data import get_normalization
-    from ..infer.checkpoints import resolve_checkpoint
-    from ..train.checkpoint import load_for_inference
-
     if not tcfg.weights:
         raise CheckpointError(f"{KEY} is not set: a workbench teacher is a checkpoint this workbench trained; give "
                               f"a .pth file, a run id or latest:<template> (e.g. latest:demo_segformer_mit-b0_dubai)")
@@ -357,8 +355,6 @@ def build_workbench_teacher(tcfg, device: torch.device, student_mean, student_st
 
 def build_teacher(cfg, device: torch.device | str = "cpu") -> Teacher:
     """The frozen teacher of ``cfg.distill.teacher`` on ``device`` (see the module doc)."""
-    from ..data import get_normalization
-
     device = torch.device(device)
     tcfg = cfg.distill.teacher
     s_mean, s_std = get_normalization(cfg)

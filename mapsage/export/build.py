@@ -11,8 +11,20 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from .core import (SUFFIX, DeployGraph, ExportedFile, build_sidecar, check_against_eager, convert_onnx_fp16,
-                   export_onnx_fp32, export_torchscript, quantize_onnx_int8, write_sidecar)
+from ..data import build_dataset
+from ..infer.evaluate import pick_indices
+from .core import (
+    SUFFIX,
+    DeployGraph,
+    ExportedFile,
+    build_sidecar,
+    check_against_eager,
+    convert_onnx_fp16,
+    export_onnx_fp32,
+    export_torchscript,
+    quantize_onnx_int8,
+    write_sidecar,
+)
 from .errors import ExportError
 
 
@@ -27,8 +39,6 @@ def calibration_crops(cfg, n: int, size: Sequence[int], multiple: int, split: Op
                       ) -> tuple[list[np.ndarray], list[str]]:
     """``n`` training tiles (spread evenly over the split), each cropped at its centre to ``size`` (rounded up to
     ``multiple``, zero-padded where the tile is smaller): normalised float32 ``[3,h,w]`` arrays and their ids."""
-    from ..data import build_dataset
-    from ..infer.evaluate import pick_indices
     from .core import example_input
 
     try:
@@ -84,8 +94,8 @@ def export_targets(model: torch.nn.Module, cfg, out_dir: str | Path, targets: Se
             path = out_dir / f"{stem}-onnx-fp32.onnx"
             t0 = time.perf_counter()
             export_onnx_fp32(graph, example, path, opset=ecfg.opset, exporter=ecfg.onnx_exporter)
-            from .core import _ort_session, run_onnx
-            sess = _ort_session(path)
+            from .core import ort_session, run_onnx
+            sess = ort_session(path)
             worst = check_against_eager(graph.name, eager,
                                         lambda x: torch.from_numpy(run_onnx(sess, x.numpy())), [second],
                                         ecfg.parity_atol, kind="onnx")

@@ -35,6 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import get_normalization
+from ..infer.core import seg_logits
+from ..models.factory import unwrap
 from .errors import ExportError, TracingFrozen, UnsupportedOperator, require_onnx
 
 SIDECAR_VERSION = 1
@@ -64,7 +67,6 @@ class DeployGraph(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        from ..models.factory import unwrap
 
         self.model = unwrap(model)
         self.name = _describe(self.model)
@@ -82,7 +84,6 @@ class DeployGraph(nn.Module):
                 decoded = net.decoder(net.encoder(x))
             logits = net.segmentation_head(decoded)
         else:
-            from ..infer.core import seg_logits
             logits = seg_logits(m(x))
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
@@ -132,8 +133,6 @@ def _versions() -> dict[str, str]:
 def build_sidecar(cfg, *, fmt: str, precision: str, multiple: int, source: dict, extra: Optional[dict] = None
                   ) -> dict[str, Any]:
     """The sidecar of an exported file (see module doc); ``cfg`` is the checkpoint's config."""
-    from ..data import get_normalization
-
     mean, std = get_normalization(cfg)
     ds = cfg.dataset
     return {
@@ -174,7 +173,7 @@ def write_sidecar(model_path: str | Path, sidecar: dict) -> Path:
 # ONNX
 
 
-def _ort_session(path: str | Path, threads: Optional[int] = None, providers: Optional[list] = None):
+def ort_session(path: str | Path, threads: Optional[int] = None, providers: Optional[list] = None):
     _, ort = require_onnx("running an ONNX model")
     so = ort.SessionOptions()
     if threads:
@@ -345,8 +344,7 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path, *, mode: str, crops: Op
 
 def _quantize(src, dst, mode, crops, op_types, per_channel, reduce_range, calib_method, name, log, info,
               want_static) -> dict[str, Any]:
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     if mode == "static" and not crops:
         raise ExportError(f"INT8 static quantisation of {name} needs calibration tiles, and the training split "

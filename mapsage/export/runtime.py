@@ -101,9 +101,9 @@ class ExportedModel(nn.Module):
     def session(self):
         key = str(self.device)
         if self._session is None or self._session_device != key:
-            from .core import _ort_session
+            from .core import ort_session
             try:
-                self._session = _ort_session(self.path, self.threads, self.providers())
+                self._session = ort_session(self.path, self.threads, self.providers())
             except ExportError:
                 raise
             except Exception as exc:  # noqa: BLE001

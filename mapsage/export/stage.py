@@ -16,15 +16,17 @@ every variant against the PyTorch model.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config.schema import TTACfg
+from ..data import build_dataset
 from ..errors import UserError
 from ..infer.ab import ab_row
+from ..infer.checkpoints import load_checkpoint_model
 from ..infer.evaluate import emit_metrics, resolve_device
+from ..infer.stage import check_classes
 from .build import calibration_crops, export_targets, parse_target
 from .core import example_input, file_sha256
 from .runtime import load_exported, onnx_providers
@@ -55,10 +57,6 @@ def _variant_device(fmt: str, precision: str, device: torch.device) -> torch.dev
 
 def run(ctx) -> None:
     """Export, then parity and speed with keep/drop decisions (see module doc)."""
-    from ..data import build_dataset
-    from ..infer.checkpoints import load_checkpoint_model
-    from ..infer.stage import _check_classes
-
     if not ctx.is_main:
         return
     cfg = ctx.cfg
@@ -70,7 +68,7 @@ def run(ctx) -> None:
     device = resolve_device(cfg.runtime.device)
     model, ckpt_cfg, resolved = load_checkpoint_model(cfg.stage.checkpoint, key="stage.checkpoint",
                                                       metric=cfg.train.save_best_by)
-    _check_classes(cfg, ckpt_cfg, "stage.checkpoint")
+    check_classes(cfg, ckpt_cfg, "stage.checkpoint")
     model_cfg = ckpt_cfg or cfg
     dataset = build_dataset(cfg, cfg.eval.split, train=False)
     if len(dataset) == 0:
@@ -160,9 +158,3 @@ def run(ctx) -> None:
         ctx.events.log(f"{name}: ΔmIoU {row['gain']:+.3f} points, ΔBoundary IoU {row['details']['gain_mbiou']:+.3f}, "
                        f"argmax agreement {100 * p['argmax_agreement']:.3f} %, max |Δ logit| "
                        f"{p['max_abs_logit']:.3g}, {f.bytes / 1e6:.2f} MB{sp} -> {row['decision']}")
-
-
-def export_files(run_dir: str | Path) -> list[Path]:
-    """The exported model files of an export run (``run_dir/export/*.onnx|*.pt``)."""
-    folder = Path(run_dir) / "export"
-    return sorted(p for p in folder.glob("*") if p.suffix in (".onnx", ".pt")) if folder.is_dir() else []

@@ -35,8 +35,7 @@ import traceback
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-from .result import (CheckResult, HealthChecksFailed, format_table, health_records, print_run_health,
-                     worst_status)
+from .result import CheckResult, HealthChecksFailed, format_table, health_records, print_run_health, worst_status
 
 CHECKS: dict[str, str] = {
     "ids": "mapsage.health.ids:check_ids",

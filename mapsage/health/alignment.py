@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..palette import palette_rgb
 from .context import HealthRun
 from .result import CheckResult
 
@@ -108,8 +109,8 @@ def _encode_label(label: np.ndarray, h: HealthRun) -> Image.Image:
 
 def _probe_dataset(h: HealthRun, sample, label: np.ndarray, tmp: Path):
     """A one-sample copy of the dataset (same layout, real image file, derived mask) with training transforms."""
-    from ..config.schema import SplitCfg
     from ..config import resolve_path
+    from ..config.schema import SplitCfg
 
     cfg = copy.deepcopy(h.cfg)
     d = cfg.dataset
@@ -173,11 +174,7 @@ def _grid(panels: list[np.ndarray], cols: int = 4) -> np.ndarray:
 
 def _palette(h: HealthRun) -> np.ndarray:
     d = h.cfg.dataset
-    pal = np.zeros((max(1, d.num_classes), 3), np.uint8)
-    for k, text in enumerate(d.palette[: d.num_classes]):
-        v = int(str(text).lstrip("#"), 16)
-        pal[k] = ((v >> 16) & 255, (v >> 8) & 255, v & 255)
-    return pal
+    return palette_rgb(d.palette, max(1, d.num_classes))
 
 
 def check_alignment(h: HealthRun) -> CheckResult:

@@ -4,7 +4,6 @@ averages absent classes, a model that cannot learn, a dataset whose transform mo
 check fail; by default they are the library's own (``mapsage.data``, ``mapsage.metrics``, ``mapsage.models``)."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -111,6 +110,3 @@ class HealthRun:
         rel = self.rel(path)
         self.events.artifact(kind, path, check=check)
         return rel
-
-    def cfg_copy(self) -> Config:
-        return copy.deepcopy(self.cfg)

@@ -288,7 +288,7 @@ def _probe_model(h: HealthRun) -> tuple[list[str], dict]:
 
 
 # ----------------------------------------------------------------------------------------------- check
-def _mask_samples(h: HealthRun) -> list:
+def mask_samples(h: HealthRun) -> list:
     out = []
     for split in h.splits():
         try:
@@ -339,7 +339,7 @@ def check_ids(h: HealthRun) -> CheckResult:
         problems.extend(p)
 
     # 2 + 3. masks: raw storage, independent decode vs load_mask, value scan
-    samples = _mask_samples(h)
+    samples = mask_samples(h)
     insp = _RawInspector(h)
     decoded_counts = np.zeros(256, np.int64)
     disagreements: list[dict] = []

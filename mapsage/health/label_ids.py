@@ -125,11 +125,11 @@ def check_label_ids(h: HealthRun) -> CheckResult:
     from ..data import load_mask
     from ..metrics import SegMetrics
     from ..metrics.settings import metric_kwargs
-    from .ids import _mask_samples
+    from .ids import mask_samples
 
     cfg = h.cfg
     d = cfg.dataset
-    samples = _mask_samples(h)
+    samples = mask_samples(h)
     limit = cfg.health.scan_max_masks or MAX_MASKS
     samples = samples[:limit]
     if not samples:

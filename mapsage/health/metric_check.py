@@ -40,7 +40,7 @@ def _nan_eq(a, b) -> bool:
 
 def _per_class_iou(res) -> list:
     rows = res.per_class
-    return [r["iou"] if isinstance(r, dict) else getattr(r, "iou") for r in rows]
+    return [r["iou"] if isinstance(r, dict) else r.iou for r in rows]
 
 
 def _observed(res) -> dict[str, Any]:

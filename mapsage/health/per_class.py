@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import math
 import tempfile
-
-import numpy as np
 from pathlib import Path
 from typing import Any, Optional
+
+import numpy as np
 
 from .context import HealthRun
 from .result import CheckResult
@@ -55,10 +55,10 @@ def quick_eval_picks(ds, n: int) -> list[int]:
 def _quick_evaluation(h: HealthRun, model, label: str) -> dict:
     """Evaluate ``model`` on ``health.quick_eval_tiles`` validation tiles with the config's eval settings and
     return the ``metrics`` record it writes (overall, domain 'all')."""
+    import torch
+
     from ..events import EventWriter, read_events
     from ..infer import evaluate
-
-    import torch
 
     cfg = h.cfg
     ds = h.dataset(cfg.dataset.val_split, train=False)
@@ -134,7 +134,7 @@ def check_per_class(h: HealthRun) -> CheckResult:
                 return CheckResult("per_class", "fail",
                                    f"run {cfg.stage.checkpoint} has no evaluation in its event file and no checkpoint "
                                    f"to evaluate; train or evaluate it first", evidence)
-            from ..train.checkpoint import load_for_inference
+            from ..models.checkpoint import load_for_inference
             model, _ = load_for_inference(ref.checkpoint, weights="auto", device=h.device)
             h.progress("per_class: quick evaluation of the checkpoint")
             rec = _quick_evaluation(h, model, "health-quick")

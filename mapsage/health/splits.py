@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import resolve_path
+from ..data.hashing import image_hashes, near_pairs
 from .context import HealthRun
-from .hashing import image_hashes, near_pairs
 from .result import CheckResult
 
 OFFICIAL_SPLIT_DATASETS = ("loveda",)

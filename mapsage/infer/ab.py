@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..abrule import GAIN_DECIMALS, decide, gain_points, rule_text  # noqa: F401  (the one rule)
+from ..metrics import paired_bootstrap
 
 
 def _criterion_value(result, criterion: str) -> float:
@@ -23,10 +24,6 @@ def class_table(result) -> dict[str, dict[str, Optional[float]]]:
 
 def bootstrap(outcome_a, outcome_b, n: int = 1000, seed: int = 0) -> Optional[dict]:
     """Paired bootstrap of the variant against the baseline over tiles (mapsage.metrics), or None."""
-    try:
-        from ..metrics import paired_bootstrap
-    except ImportError:  # pragma: no cover - the metrics engine provides it
-        return None
     rows_a = outcome_a.metrics.tile_rows()
     rows_b = outcome_b.metrics.tile_rows()
     if not rows_a or len(rows_a) != len(rows_b) or len(rows_a) < 2:

@@ -40,7 +40,7 @@ class ResolvedCheckpoint:
                 "reference": self.reference}
 
 
-def _weights_for(path: Path) -> str:
+def weights_for(path: Path) -> str:
     return "ema" if "ema" in path.stem.lower() else "raw"
 
 
@@ -98,7 +98,7 @@ def latest_run(template: str, key: str = "stage.checkpoint") -> str:
     return max(found)[1]
 
 
-def _best_score(path: Path, metric: str) -> float:
+def best_score(path: Path, metric: str) -> float:
     """The validation score a best checkpoint was saved for: its ``best`` entry for the weights it holds
     (``best["ema"]`` in ``best_ema.pth``, ``best["raw"]`` in ``best.pth``, as the training engine writes them)."""
     from ..safeload import load_file
@@ -106,7 +106,7 @@ def _best_score(path: Path, metric: str) -> float:
     ckpt = load_file(path)
     best = ckpt.get("best") if isinstance(ckpt, dict) else None
     if isinstance(best, dict):
-        for k in (_weights_for(path), metric, f"val_{metric}"):
+        for k in (weights_for(path), metric, f"val_{metric}"):
             v = best.get(k)
             if isinstance(v, (int, float)):
                 return float(v)
@@ -122,7 +122,7 @@ def best_checkpoint(folder: Path, key: str = "stage.checkpoint", metric: str = "
                               f"give '{folder.name}/last.pth' or a checkpoint file instead")
     if len(candidates) == 1:
         return candidates[0]
-    scored = [(_best_score(p, metric), p.name != "best.pth", p) for p in candidates]
+    scored = [(best_score(p, metric), p.name != "best.pth", p) for p in candidates]
     # highest score; on a tie prefer best.pth (sorts first on the second key)
     scored.sort(key=lambda t: (-t[0], t[1], t[2].name))
     return scored[0][2]
@@ -149,7 +149,7 @@ def resolve_checkpoint(reference: Optional[str], key: str = "stage.checkpoint",
                                       f"(found: {have or 'none'})")
         else:
             path = best_checkpoint(run_dir(rid), key, metric)
-        return ResolvedCheckpoint(path, rid, _weights_for(path), ref)
+        return ResolvedCheckpoint(path, rid, weights_for(path), ref)
     p = Path(ref).expanduser()
     for cand in ([p] if p.is_absolute() else [PROJECT_ROOT / p, Path.cwd() / p]):
         if cand.is_file():
@@ -160,17 +160,17 @@ def resolve_checkpoint(reference: Optional[str], key: str = "stage.checkpoint",
                 folder = Path(*parts[:i])
                 if folder.parent.resolve() == runs_dir().resolve():
                     rid = folder.name
-            return ResolvedCheckpoint(cand.resolve(), rid, _weights_for(cand), ref)
+            return ResolvedCheckpoint(cand.resolve(), rid, weights_for(cand), ref)
     from ..runids import is_run_id
 
     if is_run_id(ref) and run_dir(ref).is_dir():
         path = best_checkpoint(run_dir(ref), key, metric)
-        return ResolvedCheckpoint(path, ref, _weights_for(path), ref)
+        return ResolvedCheckpoint(path, ref, weights_for(path), ref)
     head, _, tail = ref.partition("/")
     if tail and is_run_id(head) and run_dir(head).is_dir() and ".." not in Path(tail).parts:
         path = run_dir(head) / "checkpoints" / tail
         if path.is_file():
-            return ResolvedCheckpoint(path, head, _weights_for(path), ref)
+            return ResolvedCheckpoint(path, head, weights_for(path), ref)
         have = sorted(q.name for q in (run_dir(head) / "checkpoints").glob("*.pth"))
         raise CheckpointError(f"{key}: run '{head}' has no checkpoints/{tail} (found: {have or 'none'})")
     if "/" in ref or "\\" in ref or ref.endswith(SUFFIX_HINTS):
@@ -186,10 +186,7 @@ SUFFIX_HINTS = (".pth", ".pt", ".ckpt", ".safetensors", ".bin")
 def load_checkpoint_model(reference: Optional[str], key: str = "stage.checkpoint", metric: str = "miou"):
     """Resolve and load for inference: ``(model, cfg_of_the_checkpoint, ResolvedCheckpoint)``."""
     resolved = resolve_checkpoint(reference, key, metric)
-    try:
-        from ..train.checkpoint import load_for_inference
-    except ImportError as exc:  # pragma: no cover - the training engine provides it
-        raise CheckpointError(f"{key}: the training engine's loader (mapsage.train.checkpoint) is not "
-                              f"available: {exc}") from exc
+    from ..models.checkpoint import load_for_inference
+
     model, ckpt_cfg = load_for_inference(resolved.path, weights=resolved.weights)
     return model, ckpt_cfg, resolved

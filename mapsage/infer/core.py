@@ -57,7 +57,7 @@ def model_output_stride(model: nn.Module, default: int = DEFAULT_OUTPUT_STRIDE) 
     return default
 
 
-def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
+def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
     for p in model.parameters():
         return p.device
     for b in model.buffers():
@@ -245,7 +245,7 @@ def infer_probs(model: nn.Module, images: torch.Tensor, eval_cfg, num_classes: i
         images = images.unsqueeze(0)
     if images.ndim != 4:
         raise InferenceError(f"infer_probs needs images [B,C,H,W], got {tuple(images.shape)}")
-    device = _model_device(model, images.device)
+    device = model_device(model, images.device)
     divisor = model_output_stride(model)
     views = tta_views(getattr(eval_cfg, "tta", None))
     temperature = getattr(eval_cfg, "temperature", None)     # temperature scaling (eval.temperature)
@@ -267,7 +267,7 @@ def infer_logits(model: nn.Module, images: torch.Tensor, eval_cfg, num_classes: 
     """Averaged logits of one view (no TTA): what the logit-averaging ensemble combines."""
     if images.ndim == 3:
         images = images.unsqueeze(0)
-    device = _model_device(model, images.device)
+    device = model_device(model, images.device)
     with torch.inference_mode():
         return single_view_logits(model, images.to(device, dtype=torch.float32), eval_cfg, num_classes,
                                   model_output_stride(model))

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 from ..errors import DataError, UserError
+from ..evalid import tile_facts
+from ..metrics.settings import metric_kwargs
 from .core import infer_probs
 from .predictions import PredictionWriter
 
@@ -103,7 +105,6 @@ def pick_indices(n: int, max_tiles: Optional[int]) -> list[int]:
 
 def make_metrics(cfg, keep_tiles: bool = True):
     from ..metrics import SegMetrics  # the one metrics engine
-    from ..metrics.settings import metric_kwargs
     return SegMetrics(cfg.dataset.num_classes, keep_tiles=keep_tiles, **metric_kwargs(cfg))
 
 
@@ -120,7 +121,6 @@ def emit_metrics(events, outcome: "EvalOutcome", epoch: Optional[int]) -> None:
     """``metrics`` events (overall and per domain) and the ``tiles`` event of one evaluation."""
     if events is None:
         return
-    from ..evalid import tile_facts
 
     rows = outcome.metrics.tile_rows() if getattr(outcome.metrics, "keep_tiles", True) else []
     payload = outcome.result.to_event(outcome.split, "all", outcome.variant, epoch)

@@ -23,8 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import DataError
-from .core import _chunks, _flip, _model_device, _pair, forward_padded, model_output_stride, tta_views, window_grid
+from ..config import ConfigError, config_from_dict, to_dict
+from ..config.core import apply_overrides
+from ..errors import DataError, UserError
+from .core import _chunks, _flip, _pair, forward_padded, model_device, model_output_stride, tta_views, window_grid
 from .predictions import palette_array
 
 BLOCK = 256
@@ -83,7 +85,7 @@ def predict_raster(model: nn.Module, src_path: str | Path, dst_path: str | Path,
     sh, sw = _pair(eval_cfg.stride, "eval.stride")
     views = tta_views(getattr(eval_cfg, "tta", None))
     divisor = model_output_stride(model)
-    dev = torch.device(device) if device is not None else _model_device(model, torch.device("cpu"))
+    dev = torch.device(device) if device is not None else model_device(model, torch.device("cpu"))
     mean_t = torch.tensor(mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
     per_pass = max(1, int(eval_cfg.window_batch))
@@ -191,10 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from ..config import ConfigError, config_from_dict, to_dict
-    from ..config.core import apply_overrides
     from ..data import get_normalization
-    from ..errors import UserError
     from .checkpoints import load_checkpoint_model
     from .evaluate import resolve_device
 

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
+from ..palette import palette_rgb
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+@-]+")
 
@@ -31,7 +32,8 @@ def tile_stem(tile_id: str) -> Path:
 
 
 def palette_array(palette: Sequence[str], num_classes: int) -> np.ndarray:
-    """``[256,3]`` uint8 lookup: the config palette ("#RRGGBB") for class ids, black for the rest (ignore)."""
+    """``[256,3]`` uint8 lookup: the config palette ("#RRGGBB", checked) for class ids, black for the rest
+    (ignore); a dataset without a palette gets :func:`mapsage.palette.fallback_color`."""
     lut = np.zeros((256, 3), dtype=np.uint8)
     if palette:
         if len(palette) < num_classes:
@@ -42,12 +44,8 @@ def palette_array(palette: Sequence[str], num_classes: int) -> np.ndarray:
             if len(c) != 6:
                 raise UserError(f"dataset.palette[{i}] = {colour!r} is not a '#RRGGBB' colour")
             lut[i] = [int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)]
-    else:  # a fixed, distinguishable fallback (tab10-like)
-        base = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
-                         [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]],
-                        dtype=np.uint8)
-        for i in range(num_classes):
-            lut[i] = base[i % len(base)]
+    else:  # the workbench's fallback class colours (mapsage.palette), as in the app and the reports
+        lut[:num_classes] = palette_rgb([], num_classes)
     return lut
 
 

@@ -27,6 +27,8 @@ import torch
 from ..config import to_dict
 from ..config.schema import TTACfg
 from ..errors import CheckpointError, UserError
+from ..evalid import model_params, stamp, stamp_checkpoint
+from ..lineage import stored_temperature
 from .ab import ab_row
 from .checkpoints import load_checkpoint_model
 from .core import tta_views
@@ -45,7 +47,7 @@ def _threads(cfg) -> None:
         torch.set_num_threads(int(cfg.runtime.threads))
 
 
-def _check_classes(cfg, ckpt_cfg, where: str) -> None:
+def check_classes(cfg, ckpt_cfg, where: str) -> None:
     if ckpt_cfg is None:
         return
     have, want = list(ckpt_cfg.dataset.classes), list(cfg.dataset.classes)
@@ -73,10 +75,8 @@ def _save_dir(ctx):
 
 
 def _load(ctx, reference: Optional[str], key: str):
-    from ..evalid import model_params, stamp, stamp_checkpoint
-
     model, ckpt_cfg, resolved = load_checkpoint_model(reference, key=key, metric=ctx.cfg.train.save_best_by)
-    _check_classes(ctx.cfg, ckpt_cfg, key)
+    check_classes(ctx.cfg, ckpt_cfg, key)
     stamp_checkpoint(ctx.events, resolved)     # the evaluations that follow measured this checkpoint
     stamp(ctx.events, params=model_params(model))
     return model, ckpt_cfg, resolved
@@ -238,7 +238,7 @@ def _member_name(resolved, i: int) -> str:
     return f"member={i}:{resolved.path.stem}"
 
 
-def _renormalized(model, member_cfg, cfg):
+def renormalized(model, member_cfg, cfg):
     """Wrap a member trained with another input normalisation so it sees what it was trained on."""
     from ..data import get_normalization
     from .ensemble import Renormalize
@@ -269,7 +269,7 @@ def run_ensemble(ctx) -> None:
     models, names, infos, resolved_all, member_ids = [], [], [], [], []
     for i, member in enumerate(members_cfg):
         model, mcfg, resolved = _load(ctx, member.checkpoint, f"ensemble.members[{i}].checkpoint")
-        models.append(_renormalized(model, mcfg, cfg))
+        models.append(renormalized(model, mcfg, cfg))
         names.append(_member_name(resolved, i))
         resolved_all.append(resolved)
         member_ids.append(dict(getattr(ctx.events, "eval_identity", None) or {}))   # stamped by _load
@@ -299,7 +299,6 @@ def run_ensemble(ctx) -> None:
     ctx.events.eval_identity["ckpt_epoch"] = None
     temps = None
     if cfg.ensemble.calibrate:
-        from ..reliability.calibration import stored_temperature
         temps = [stored_temperature(r.run_id) if r.run_id else None for r in resolved_all]
         ctx.events.log("ensemble members' temperatures (reliability cards): "
                        + ", ".join(f"{n}: {t if t is not None else 'none'}" for n, t in zip(names, temps)))

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import DataError, UserError
-from .names import (MMSEG_TO_CLASS, MMSEG_TO_SUMMARY, STRUCTURE_KEYS, is_metric_key, scalar_from_mmseg)
+from .names import MMSEG_TO_CLASS, MMSEG_TO_SUMMARY, STRUCTURE_KEYS, is_metric_key, scalar_from_mmseg
 
 TIMESTAMP = re.compile(r"(\d{8}_\d{6})")
 
@@ -192,7 +192,7 @@ def _json_lines(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             if i == len(text.splitlines()):
                 continue                      # a torn last line of a run still writing
-            raise DataError(f"{path}, line {i}: not a JSON object; is this an mmsegmentation log?")
+            raise DataError(f"{path}, line {i}: not a JSON object; is this an mmsegmentation log?") from None
         if isinstance(rec, dict):
             out.append(rec)
     return out

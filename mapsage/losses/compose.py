@@ -16,6 +16,7 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
+from ..config import ConfigError
 from .terms import TERMS, Targets, TermContext, boundary_loss
 
 
@@ -37,7 +38,6 @@ class SegLoss(nn.Module):
         cw = None
         if lcfg.class_weights is not None and lcfg.class_weights != "auto":   # auto: set by the engine
             if len(lcfg.class_weights) != self.num_classes:
-                from ..config import ConfigError
                 raise ConfigError(f"loss.class_weights has {len(lcfg.class_weights)} weights for "
                                   f"{self.num_classes} classes ({', '.join(cfg.dataset.classes)}); give one per class")
             cw = torch.tensor(lcfg.class_weights, dtype=torch.float32)
@@ -46,7 +46,6 @@ class SegLoss(nn.Module):
             names = list(cfg.dataset.classes)
             bad = [c for c in lcfg.boundary_classes if c not in names]
             if bad:
-                from ..config import ConfigError
                 raise ConfigError(f"loss.boundary_classes: unknown class(es) {bad}; classes are {names}")
             bclasses = [names.index(c) for c in lcfg.boundary_classes]
         self.ctx = TermContext(num_classes=self.num_classes, ignore_index=self.ignore_index, class_weights=cw,
@@ -65,7 +64,6 @@ class SegLoss(nn.Module):
         self._active = 0
         if getattr(cfg.model, "boundary_head", False) and not any(
                 p["terms"].get("boundary", 0) > 0 for p in self.phases):
-            from ..config import ConfigError
             raise ConfigError("model.boundary_head is on but no phase of loss.schedule has a 'boundary' term, so the "
                               "head would never learn; add e.g. boundary: 0.2 to loss.schedule terms or set "
                               "model.boundary_head=false")

@@ -33,8 +33,17 @@ import cv2
 import numpy as np
 
 from ..errors import DataError
-from .boundary import (BAND_BIT, IGNORED, NOT_IN_BAND, BandWorkspace, band_bits_np, band_codes_np, boundary_width,
-                       edge_map_torch, strip_map_np)
+from .boundary import (
+    BAND_BIT,
+    IGNORED,
+    NOT_IN_BAND,
+    BandWorkspace,
+    band_bits_np,
+    band_codes_np,
+    boundary_width,
+    edge_map_torch,
+    strip_map_np,
+)
 from .result import MetricResult
 
 GroupKey = Optional[tuple[str, str]]     # None: everything; ("domain", "Urban"): one tag value

@@ -34,7 +34,6 @@ from typing import Any, Optional
 
 import numpy as np
 
-
 BAND_WARN_SHARE = 0.001     # a class whose label band holds fewer than 0.1 % of its pixels is warned about
 
 

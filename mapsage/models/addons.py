@@ -18,6 +18,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from ..config import ConfigError
+
 ADDONS: dict[str, Callable[[int], nn.Module]] = {}
 
 
@@ -64,7 +66,6 @@ def apply_addons(model: nn.Module, names: list[str], channels: int) -> list[dict
     """Build and attach ``names``; returns ``[{name, params}]`` for the run's log."""
     if not names:
         return []
-    from ..config import ConfigError
     unknown = [n for n in names if n not in ADDONS]
     if unknown:
         raise ConfigError(f"model.addons: unknown add-on(s) {unknown}; registered: {sorted(ADDONS)}")

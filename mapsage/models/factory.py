@@ -22,16 +22,9 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..config import ConfigError
+from ..registries import ARCHITECTURES
 
-ARCHS = {
-    "segformer": "Segformer",
-    "unet": "Unet",
-    "unetplusplus": "UnetPlusPlus",
-    "deeplabv3plus": "DeepLabV3Plus",
-    "upernet": "UPerNet",
-    "fpn": "FPN",
-    "dpt": "DPT",
-}
+ARCHS = ARCHITECTURES          # model.arch -> smp class (the registry: mapsage/registries.py)
 
 
 def _decoder_kwargs(arch: str, channels: int | None) -> dict[str, Any]:
@@ -110,13 +103,6 @@ class SegModel(nn.Module):
     @property
     def encoder(self) -> nn.Module:
         return self.net.encoder
-
-    def head_modules(self) -> list[nn.Module]:
-        """Everything that is not the encoder (decoder, heads): the "head" learning-rate group."""
-        mods = [m for name, m in self.net.named_children() if name != "encoder" and m is not None]
-        if self.boundary_head is not None:
-            mods.append(self.boundary_head)
-        return mods
 
     def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         h, w = x.shape[-2:]
@@ -236,9 +222,9 @@ def build_model(cfg, num_classes: int | None = None, load_pretrained: bool = Tru
                               f"Choose another model.encoder or model.arch") from exc
     model = SegModel(net, arch=arch, encoder_name=mcfg.encoder, num_classes=n_cls,
                      boundary_head=bool(mcfg.boundary_head))
-    from .addons import apply_addons                            # model.addons (before the head's dropout)
+    from .addons import apply_addons  # model.addons (before the head's dropout)
     model.addon_report = apply_addons(model, list(getattr(mcfg, "addons", []) or []), _head_in_channels(net))
-    from .regularise import apply_dropout, apply_drop_path     # model.dropout, model.drop_path
+    from .regularise import apply_drop_path, apply_dropout  # model.dropout, model.drop_path
     apply_dropout(model, getattr(mcfg, "dropout", 0.0))
     apply_drop_path(model, getattr(mcfg, "drop_path", None))
     if mcfg.grad_checkpointing:

@@ -116,7 +116,3 @@ class FreezeSchedule:
         total = sum(p.numel() for g in self.groups for p in g) or 1
         frozen = sum(p.numel() for g in self.groups[:n] for p in g)
         return {"frozen_groups": n, "groups": len(self.groups), "frozen_share": round(frozen / total, 4)}
-
-
-def count_trainable(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

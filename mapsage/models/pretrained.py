@@ -25,7 +25,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..config import resolve_path
 from ..errors import CheckpointError
+from ..safeload import load_file
 
 WRAPPER_KEYS = ("state_dict", "model", "module", "model_state", "model_state_dict", "network", "net", "params")
 PREFIXES = ("module.", "_orig_mod.", "backbone.", "encoder.", "model.", "net.", "student.", "segmentor.",
@@ -37,7 +39,6 @@ SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".pkl", ".tar")
 
 def check_pretrained_value(value: str | None) -> Path | None:
     """``none`` -> None; an existing local file -> its path; hub names or missing files -> CheckpointError."""
-    from ..config import resolve_path
     if value is None:
         return None
     text = str(value).strip()
@@ -62,7 +63,6 @@ def read_weights(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
-    from ..safeload import load_file
 
     obj = load_file(path, what="weights", key="model.pretrained")
     if isinstance(obj, nn.Module):

@@ -12,12 +12,13 @@ from __future__ import annotations
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import ConfigError
+
 
 def apply_dropout(model: nn.Module, p: float) -> None:
     if not p:
         return
     if not 0 < float(p) < 1:
-        from ..config import ConfigError
         raise ConfigError(f"model.dropout must be in [0, 1), got {p}")
     rate = float(p)
 
@@ -44,7 +45,7 @@ def apply_drop_path(model: nn.Module, rate) -> list[float]:
     if rate is None:
         return []
     from timm.layers import DropPath
-    from ..config import ConfigError
+
     rate = float(rate)
     if not 0 <= rate < 1:
         raise ConfigError(f"model.drop_path must be in [0, 1), got {rate}")

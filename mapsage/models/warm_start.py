@@ -20,16 +20,16 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..config import resolve_path
 from ..errors import CheckpointError
 from ..safeload import load_file
+from ..workspace import run_dir
 
 
 def resolve_source(spec: str, weights: str = "auto") -> Path:
     """The checkpoint file ``model.init_from`` names (see the module doc)."""
-    from ..workspace import run_dir
     p = Path(str(spec)).expanduser()
     if not p.exists():
-        from ..config import resolve_path
         rp = Path(resolve_path(str(spec)))
         if rp.exists():
             p = rp

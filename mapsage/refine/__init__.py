@@ -15,9 +15,20 @@ The A/B stage is :func:`mapsage.refine.stage.run` (stage kind ``refine``).
 from .chains import CHAINS, SAM_CHAINS, ChainResult, Refiner, refine_tile, validate_chains
 from .crf import crf_probs, crf_refine, labels_to_probs
 from .prompts import ComponentPrompt, component_prompts, iter_component_prompts, negative_points, positive_points
-from .sam import (EfficientSamPredictor, MaskMerger, MaskPredictor, SamReport, SamUnavailable,
-                  SegmentAnythingPredictor, build_predictor, known_model_types, merge_masks, register_predictor,
-                  sam_refine, sam_unavailable_reason)
+from .sam import (
+                  EfficientSamPredictor,
+                  MaskMerger,
+                  MaskPredictor,
+                  SamReport,
+                  SamUnavailable,
+                  SegmentAnythingPredictor,
+                  build_predictor,
+                  known_model_types,
+                  merge_masks,
+                  register_predictor,
+                  sam_refine,
+                  sam_unavailable_reason,
+)
 
 __all__ = [
     "CHAINS", "SAM_CHAINS", "ChainResult", "Refiner", "refine_tile", "validate_chains",

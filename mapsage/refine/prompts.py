@@ -48,12 +48,6 @@ class ComponentPrompt:
         return np.concatenate([np.ones(len(self.positive), np.int64),
                                np.zeros(len(self.negative), np.int64)])
 
-    def full_mask(self, shape: tuple[int, int]) -> np.ndarray:
-        out = np.zeros(shape, bool)
-        y0, y1, x0, x1 = self.window
-        out[y0:y1, x0:x1] = self.mask
-        return out
-
 
 def positive_points(component: np.ndarray, max_points: int, min_depth_ratio: float = 0.25,
                     min_depth: float = 2.0) -> np.ndarray:

@@ -27,6 +27,7 @@ from typing import Callable, Optional, Protocol
 import numpy as np
 import torch
 
+from ..config import resolve_path
 from ..errors import CheckpointError, UserError
 from .prompts import ComponentPrompt, component_prompts
 
@@ -234,7 +235,6 @@ def sam_unavailable_reason(sam_cfg) -> Optional[str]:
     if not sam_cfg.checkpoint:
         return ("SAM chains need a local SAM checkpoint: set refine.sam.checkpoint to the weights file of the "
                 f"'{sam_cfg.model_type}' model (refine.sam.model_type); nothing is downloaded. CRF still runs.")
-    from ..config import resolve_path
 
     path = resolve_path(sam_cfg.checkpoint)
     if not path.is_file():
@@ -247,7 +247,6 @@ def build_predictor(sam_cfg, device: torch.device | str = "cpu") -> MaskPredicto
     reason = sam_unavailable_reason(sam_cfg)
     if reason:
         raise SamUnavailable(reason)
-    from ..config import resolve_path
 
     return _FACTORIES[sam_cfg.model_type](sam_cfg.model_type, resolve_path(sam_cfg.checkpoint),
                                           torch.device(device))

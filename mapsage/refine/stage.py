@@ -4,7 +4,7 @@
 
 1. loads the model of ``stage.checkpoint`` (a checkpoint file, a run id, ``<run id>/<file>`` or
    ``latest:<template>``; resolved by :mod:`mapsage.infer.checkpoints`, loaded with
-   :func:`mapsage.train.checkpoint.load_for_inference`);
+   :func:`mapsage.models.checkpoint.load_for_inference`);
 2. takes the first ``refine.max_tiles`` tiles of the ``eval.split`` split (all when null), and per tile computes
    the softmax with :func:`mapsage.infer.infer_probs` (``eval`` settings: whole/slide, TTA) and applies every
    chain of ``refine.chains`` (:class:`mapsage.refine.Refiner`); the SAM chains are skipped, with a log record
@@ -26,9 +26,9 @@ from typing import Optional
 
 import numpy as np
 
+from ..abrule import decide, rule_text
 from ..config import to_dict
 from ..errors import CheckpointError, UserError
-from ..abrule import decide, rule_text
 from .chains import SAM_CHAINS, Refiner, validate_chains
 from .sam import SamUnavailable
 
@@ -94,11 +94,11 @@ def run(ctx) -> None:
 
     from ..data import build_dataset
     from ..data.normalization import get_normalization, normalize_image
-    from ..infer import infer_probs, resolve_device
-    from ..infer.evaluate import device_name
-    from ..infer.checkpoints import load_checkpoint_model
-    from ..infer.stage import _check_classes, eval_differences
     from ..evalid import model_params, split_size, stamp, stamp_checkpoint, tile_facts
+    from ..infer import infer_probs, resolve_device
+    from ..infer.checkpoints import load_checkpoint_model
+    from ..infer.evaluate import device_name
+    from ..infer.stage import check_classes, eval_differences
     from ..metrics import SegMetrics
 
     cfg = ctx.cfg
@@ -113,7 +113,7 @@ def run(ctx) -> None:
     ctx.progress(force=True, phase="load", message=f"loading {cfg.stage.checkpoint}")
     model, model_cfg, resolved = load_checkpoint_model(cfg.stage.checkpoint, key="stage.checkpoint",
                                                        metric=cfg.train.save_best_by)
-    _check_classes(cfg, model_cfg, "stage.checkpoint")
+    check_classes(cfg, model_cfg, "stage.checkpoint")
     ckpt = resolved.path
     model.to(device).eval()
     mean, std = get_normalization(model_cfg)

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
+
+from ..lineage import stored_temperature  # noqa: F401  (read from the run folders; part of this module's API)
 
 T_MIN, T_MAX = 0.05, 20.0
 
@@ -242,17 +243,3 @@ class CalibrationAccumulator:
             "diagram_before": before_bins, "diagram_after": after_bins, "diagram_all": full_bins,
             "heldout": held,
         }
-
-
-def stored_temperature(run_id: str) -> Optional[float]:
-    """The temperature fitted by ``run_id``'s newest succeeded reliability run (its ``calibration.json``), or None."""
-    import json
-
-    from ..deliver.model_source import _child_runs
-
-    found = None
-    for _rid, folder, info in _child_runs(run_id):
-        if (info.get("kind") or info.get("stage_kind")) == "reliability" and (folder / "calibration.json").is_file():
-            t = json.loads((folder / "calibration.json").read_text()).get("temperature")
-            found = float(t) if t else found
-    return found

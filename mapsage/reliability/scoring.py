@@ -13,6 +13,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from ..config.schema import TTACfg
+from ..infer.core import infer_probs
 from ..infer.evaluate import make_metrics, pick_indices
 
 
@@ -30,7 +32,6 @@ class ScoreOutcome:
 
 def single_view(eval_cfg):
     """``eval_cfg`` without TTA (corruption and extent passes measure the model, not the TTA)."""
-    from ..config.schema import TTACfg
     out = copy.deepcopy(eval_cfg)
     out.tta = TTACfg(scales=[1.0], hflip=False, vflip=False)
     return out
@@ -39,8 +40,6 @@ def single_view(eval_cfg):
 def score(model, dataset, cfg, device, *, eval_cfg=None, max_tiles: Optional[int] = None,
           hook: Optional[Callable] = None, progress: Optional[Callable[[int, int], None]] = None,
           should_stop: Optional[Callable[[], bool]] = None) -> ScoreOutcome:
-    from ..infer.core import infer_probs
-
     eval_cfg = eval_cfg or cfg.eval
     C, ign = cfg.dataset.num_classes, cfg.dataset.ignore_index
     idx = pick_indices(len(dataset), max_tiles)

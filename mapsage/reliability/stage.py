@@ -113,7 +113,7 @@ def run(ctx) -> None:
     from ..evalid import checkpoint_epoch, file_hash
     from ..infer.checkpoints import load_checkpoint_model
     from ..infer.evaluate import device_name, resolve_device
-    from ..infer.stage import _check_classes
+    from ..infer.stage import check_classes
     from ..metrics.blocks import block_plan
     from .calibration import CalibrationAccumulator
     from .corruptions import LABELS, CorruptedView, check, describe_level
@@ -133,7 +133,7 @@ def run(ctx) -> None:
         torch.set_num_threads(int(cfg.runtime.threads))
     model, ckpt_cfg, resolved = load_checkpoint_model(cfg.stage.checkpoint, key="stage.checkpoint",
                                                       metric=cfg.train.save_best_by)
-    _check_classes(cfg, ckpt_cfg, "stage.checkpoint")
+    check_classes(cfg, ckpt_cfg, "stage.checkpoint")
     model = model.to(device).eval()
     dataset = build_dataset(cfg, cfg.eval.split, train=False)
     if len(dataset) == 0:

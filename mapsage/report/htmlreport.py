@@ -13,7 +13,6 @@ import yaml
 from .data import ReportData, is_missing, num
 from .tables import ReportTables, build_tables
 
-
 # --------------------------------------------------------------------------------------------------------------
 # table view models
 
@@ -235,8 +234,9 @@ def render(data: ReportData, tables: Optional[ReportTables] = None, thumbnails: 
     import jinja2
     from plotly.offline import get_plotlyjs
 
+    from ..palette import class_colours
     from . import figures as F
-    from .thumbs import class_colours, tile_thumbnails
+    from .thumbs import tile_thumbnails
 
     t = tables if tables is not None else build_tables(data)
     thumbs = thumbnails if thumbnails is not None else tile_thumbnails(data, t.changed_tiles)

@@ -25,9 +25,10 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
+from ..registries import EXPERIMENT_COLUMNS as _EXPERIMENT_COLUMNS
 from .data import ReportData, is_missing, num
 
-EXPERIMENT_COLUMNS = ["backbone", "pretrain", "loss", "aug", "lr_schedule", "size", "tta", "post"]
+EXPERIMENT_COLUMNS = list(_EXPERIMENT_COLUMNS)
 SUMMARY_METRICS = ["miou", "mbiou", "macc", "mf1", "aacc", "per_image_miou"]
 IGNORED_CONFIG_KEYS = ("meta.",)
 

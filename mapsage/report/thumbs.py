@@ -21,11 +21,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ..palette import class_lut
 from .data import ReportData, is_missing
 
-FALLBACK_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                    "#bcbd22", "#17becf"]
-IGNORE_RGB = (0, 0, 0)
 FIXED_RGB, BROKEN_RGB, BOTH_WRONG_RGB, UNSCORED_RGB = (40, 200, 60), (230, 30, 30), (255, 160, 0), (0, 190, 255)
 PRED_KINDS = ("pred", "refined")
 
@@ -50,34 +48,6 @@ class TileThumbs:
     variant_score: float
     delta: float
     panels: list[Panel] = field(default_factory=list)
-
-
-def hex_rgb(colour: str) -> tuple[int, int, int]:
-    c = str(colour).strip().lstrip("#")
-    if len(c) != 6:
-        raise ValueError(f"not a #RRGGBB colour: {colour!r}")
-    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
-
-
-def class_colours(palette: Sequence[str], num_classes: int) -> list[str]:
-    """One '#RRGGBB' per class: the dataset palette where it is valid, a fixed fallback otherwise."""
-    out = []
-    for i in range(num_classes):
-        c = palette[i] if i < len(palette) else None
-        try:
-            hex_rgb(c)
-            out.append("#" + str(c).strip().lstrip("#").upper())
-        except (ValueError, TypeError):
-            out.append(FALLBACK_COLOURS[i % len(FALLBACK_COLOURS)])
-    return out
-
-
-def lut(palette: Sequence[str], num_classes: int) -> np.ndarray:
-    table = np.zeros((256, 3), np.uint8)
-    table[:] = IGNORE_RGB
-    for i, c in enumerate(class_colours(palette, num_classes)):
-        table[i] = hex_rgb(c)
-    return table
 
 
 def data_uri(img: Image.Image, fmt: str = "PNG") -> str:
@@ -200,7 +170,7 @@ def tile_thumbnails(data: ReportData, changed: pd.DataFrame) -> list[TileThumbs]
         ds = cfg.get("dataset") or {}
         ignore = int(ds.get("ignore_index", 255) if ds.get("ignore_index") is not None else 255)
         names = data.class_names(rid)
-        table = lut(data.palette(rid), max(1, len(names)))
+        table = class_lut(data.palette(rid), max(1, len(names)))
         arts = arts_all[(arts_all["run_id"] == rid) & (arts_all["tile"] == tile)] if not arts_all.empty \
             else arts_all
         thumbs = TileThumbs(run_id=rid, tile=tile, split=str(c["split"]), baseline=str(c["baseline"]),

@@ -20,19 +20,11 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-
-def _pair(size, key: str) -> tuple[int, int]:
-    from ..config import ConfigError
-    vals = [int(v) for v in (size if isinstance(size, (list, tuple)) else [size])]
-    if len(vals) == 1:
-        vals = vals * 2
-    if len(vals) != 2 or min(vals) <= 0:
-        raise ConfigError(f"{key} must be [height, width] in pixels (or one side), got {size}")
-    return vals[0], vals[1]
+from ..config import ConfigError
+from ..data.transforms import crop_pair, max_crop  # noqa: F401  (max_crop: part of this module's API)
 
 
 def validate(aug) -> None:
-    from ..config import ConfigError
     if aug.crop_schedule and aug.crop_sizes:
         raise ConfigError("augment.crop_schedule and augment.crop_sizes both set the batch size of crops; keep one "
                           "(a schedule by epoch, or sizes drawn per batch)")
@@ -40,18 +32,9 @@ def validate(aug) -> None:
     if len(set(starts)) != len(starts) or any(s < 0 for s in starts):
         raise ConfigError(f"augment.crop_schedule from_epoch values must be distinct and >= 0, got {starts}")
     for i, p in enumerate(aug.crop_schedule):
-        _pair(p.size, f"augment.crop_schedule[{i}].size")
+        crop_pair(p.size, f"augment.crop_schedule[{i}].size")
     if any(int(s) <= 0 for s in aug.crop_sizes):
         raise ConfigError(f"augment.crop_sizes must be positive pixel sizes, got {aug.crop_sizes}")
-
-
-def max_crop(aug) -> Optional[tuple[int, int]]:
-    """The crop the dataset takes when sizes change in training (None: no schedule, ``augment.crop_size``)."""
-    sizes = [_pair(p.size, "augment.crop_schedule.size") for p in aug.crop_schedule] + \
-        [(int(s), int(s)) for s in aug.crop_sizes]
-    if not sizes:
-        return None
-    return max(h for h, _ in sizes), max(w for _, w in sizes)
 
 
 def scheduled_size(aug, epoch: int) -> Optional[tuple[int, int]]:
@@ -59,7 +42,7 @@ def scheduled_size(aug, epoch: int) -> Optional[tuple[int, int]]:
     size = None
     for p in phases:
         if epoch >= int(p.from_epoch) or size is None:
-            size = _pair(p.size, "augment.crop_schedule.size")
+            size = crop_pair(p.size, "augment.crop_schedule.size")
     return size
 
 

@@ -55,32 +55,10 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if is_dist():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
 def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
     if is_dist():
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t
-
-
-def broadcast_object(obj, src: int = 0):
-    if not is_dist():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
-def all_gather_objects(obj) -> list:
-    if not is_dist():
-        return [obj]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
 
 
 def cleanup(info: DistInfo) -> None:

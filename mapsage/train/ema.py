@@ -12,10 +12,11 @@ import copy
 import torch
 import torch.nn as nn
 
+from ..models import unwrap
+
 
 class ModelEma:
     def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True):
-        from ..models import unwrap
         self.module = copy.deepcopy(unwrap(model))
         self.module.eval()
         for p in self.module.parameters():
@@ -31,7 +32,6 @@ class ModelEma:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> float:
-        from ..models import unwrap
         d = self.decay_at(self.updates)
         self.updates += 1
         src = unwrap(model).state_dict()

@@ -59,11 +59,27 @@ import torch
 import torch.nn as nn
 
 from ..config import ConfigError, config_hash, to_dict
+from ..data import build_dataset
 from ..errors import CheckpointError, TrainingError
+from ..evalid import model_params, split_size, stamp
 from ..events import EventWriter, NullEvents
+from ..infer.evaluate import (
+    EvalOutcome,
+    device_name,
+    domain_results,
+    emit_metrics,
+    evaluate_outcome,
+    make_metrics,
+    pick_indices,
+)
 from ..losses import SegLoss, Targets, describe_mix
-from ..runtime import tune_allocator
 from ..models import FreezeSchedule, build_model, summarize_report
+from ..models.addons import describe as describe_addons
+from ..models.warm_start import describe as describe_warm
+from ..models.warm_start import warm_start
+from ..reliability.corruptions import CorruptedView
+from ..reliability.scoring import score
+from ..runtime import tune_allocator
 from . import checkpoint as ck
 from .distributed import DistInfo, all_reduce_max, barrier, init_from_env, is_dist
 from .ema import ModelEma
@@ -180,7 +196,6 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
     def _setup_data(self) -> None:
-        from ..data import build_dataset
         cfg = self.cfg
         if self.train_set is None:
             self.train_set = build_dataset(cfg, cfg.dataset.train_split, train=True)
@@ -196,7 +211,7 @@ class Trainer:
         if cfg.augment.class_aware_sampling:
             counts = cached_sample_class_counts(self.train_set, cfg)
             weights = class_aware_weights(counts, cfg.augment.class_aware_temp)
-        from . import imbalance                 # samplers, class_weights: auto, Balanced Softmax prior
+        from . import imbalance  # samplers, class_weights: auto, Balanced Softmax prior
         self.imbalance = imbalance.prepare(cfg, cached_sample_class_counts(self.train_set, cfg)
                                            if imbalance.needs_counts(cfg) else None)
         if self.imbalance.sample_weights is not None:
@@ -217,7 +232,6 @@ class Trainer:
         model = build_model(cfg)
         self.warm_report = None
         if cfg.model.init_from:                                  # whole-model warm start (encoder and decoder)
-            from ..models.warm_start import warm_start
             self.warm_report = warm_start(model, cfg.model.init_from, cfg.model.init_weights)
         self.model_params = sum(p.numel() for p in model.parameters())
         self.pretrained_text = summarize_report(model.pretrained_report)
@@ -249,7 +263,7 @@ class Trainer:
         self.mixer = BatchMixer(cfg.augment, ignore_index=cfg.loss_ignore_index)
         from .aug_schedule import BatchResizer
         self.resizer = BatchResizer(cfg.augment)                 # progressive resolution / multi-size crops
-        from ..data.gpu_augment import build_batch_augment        # augment.backend: kornia (None otherwise)
+        from ..data.gpu_augment import build_batch_augment  # augment.backend: kornia (None otherwise)
         self.batch_aug = build_batch_augment(cfg, self.device, self.train_set.mean, self.train_set.std,
                                              log=self.events.log)
         self._mix_params: Optional[dict] = None
@@ -614,11 +628,6 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ validation
     def _evaluate(self, net: nn.Module, variant: str, epoch: int):
         """Validate ``net`` through mapsage.infer (sharded over ranks under DDP, areas summed)."""
-        from ..infer.evaluate import (EvalOutcome, domain_results, emit_metrics, evaluate_outcome, make_metrics,
-                                      pick_indices)
-        from ..evalid import model_params, split_size, stamp
-        from ..infer.evaluate import device_name
-
         cfg = self.cfg
         split = self.val_set.split if hasattr(self.val_set, "split") else cfg.dataset.val_split
         stamp(self.events, dataset=cfg.dataset.name, split_size=split_size(self.val_set), device=device_name(self.device),
@@ -657,9 +666,6 @@ class Trainer:
 
     def _corrupted_score(self, net: nn.Module) -> float:
         """Mean of ``train.save_best_by`` over the combo corruptions of the validation tiles (select_by: combo)."""
-        from ..reliability.corruptions import CorruptedView
-        from ..reliability.scoring import score
-
         rc = self.cfg.reliability
         vals = []
         for name in rc.combo_corruptions:
@@ -721,10 +727,8 @@ class Trainer:
             from .llrd import describe_groups
             self.events.log(describe_groups(self.optimizer.param_groups))
         if getattr(self.model, "addon_report", None):
-            from ..models.addons import describe as describe_addons
             self.events.log(describe_addons(self.model.addon_report))
         if self.warm_report is not None:
-            from ..models.warm_start import describe as describe_warm
             self.events.log(describe_warm(self.warm_report))
         for note in self.imbalance.notes:
             self.events.log(f"imbalance: {note}")

@@ -24,6 +24,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..config import ConfigError
+from ..models import unwrap
+
 _CONTAINERS = {"stages", "stage", "layers", "levels"}
 _FLAT = re.compile(r"^([A-Za-z]+)_(\d+)(?=\.|$)")
 
@@ -107,8 +110,6 @@ def block_multipliers(n_blocks: int, head_mult: float, decay: Optional[float] = 
 def llrd_param_groups(model: nn.Module, cfg, no_decay_fn) -> tuple[list[dict], dict]:
     """Parameter groups per encoder block (and decayed / no-decay) plus the head's two groups; and a summary
     (``how``, ``blocks``, ``mults``) for the run's log."""
-    from ..config import ConfigError
-    from ..models import unwrap
     t = cfg.train
     decay, tiers = t.layer_decay, list(t.layer_tiers or [])
     if decay is not None and not 0 < float(decay) <= 1:

@@ -15,6 +15,9 @@ import math
 import torch
 import torch.nn as nn
 
+from ..models import unwrap
+from ..schedules import build_schedule
+
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "dist_token", "relative_position_bias_table", "absolute_pos_embed",
                   "pos_block", "mask_token", "reg_token")
 
@@ -39,9 +42,8 @@ def param_groups(model: nn.Module, cfg) -> list[dict]:
 
     Frozen parameters are included: they get no gradient (AdamW skips them) until they are unfrozen."""
     if cfg.train.layer_decay is not None or cfg.train.layer_tiers:
-        from .llrd import llrd_param_groups          # per-block groups (train.layer_decay / layer_tiers)
+        from .llrd import llrd_param_groups  # per-block groups (train.layer_decay / layer_tiers)
         return llrd_param_groups(model, cfg, _no_decay)[0]
-    from ..models import unwrap
     m = unwrap(model)
     enc_ids = {id(p) for p in m.encoder.parameters()} if hasattr(m, "encoder") else set()
     wd = float(cfg.train.weight_decay)
@@ -122,5 +124,4 @@ class WarmupCosine:
 
 def build_scheduler(optimizer, cfg, peak_lr: float, steps_per_epoch: int):
     """The per-iteration schedule ``train.lr_schedule`` names (:mod:`mapsage.schedules`)."""
-    from ..schedules import build_schedule
     return build_schedule(optimizer, cfg, peak_lr, steps_per_epoch)

@@ -22,6 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from ..data import sample_class_counts
+from ..workspace import workspace_root
+
 
 class EpochSampler(Sampler[int]):
     def __init__(self, dataset_len: int, num_samples: int, weights: Optional[Sequence[float]] = None,
@@ -59,7 +62,6 @@ class EpochSampler(Sampler[int]):
 
 
 def _cache_path(dataset, cfg) -> Path:
-    from ..workspace import workspace_root
     ids = [str(getattr(s, "mask_path", "")) for s in dataset.samples]
     key = json.dumps({"root": cfg.dataset.root, "type": cfg.dataset.type, "classes": list(cfg.dataset.classes),
                       "color_map": cfg.dataset.color_map, "value_map": {str(k): v for k, v in
@@ -73,7 +75,6 @@ def _cache_path(dataset, cfg) -> Path:
 def cached_sample_class_counts(dataset, cfg, use_cache: bool = True) -> np.ndarray:
     """[N, C] pixel counts per sample and class of the whole masks (``mapsage.data.sample_class_counts``),
     cached on disk so repeated runs over a large dataset do not re-read every mask."""
-    from ..data import sample_class_counts
     path = _cache_path(dataset, cfg)
     shape = (len(dataset.samples), cfg.dataset.num_classes)
     if use_cache and path.exists():

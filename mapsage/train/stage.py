@@ -17,10 +17,14 @@ from typing import Callable, Optional
 
 import torch
 
-from ..stage import StageContext
+from ..config import ConfigError
+from ..models.budget import check_max_params, model_facts
+from ..stage import StageContext, entry_point
 from .engine import Trainer
 
 _EXTRA_LOSS_FACTORIES: list[Callable] = []
+# mapsage.distill imports mapsage.train (its Trainer), so training names the distillation stage instead of importing it
+DISTILL_ENTRY = "mapsage.distill.stage:run"
 
 
 def register_extra_losses(factory: Callable) -> None:
@@ -36,7 +40,6 @@ def _extra_losses(ctx: StageContext) -> dict:
         if got:
             out.update(got)
     if (ctx.cfg.distill.enabled or ctx.cfg.stage.kind == "distill") and not out:
-        from ..config import ConfigError
         raise ConfigError("distillation was asked for (distill.enabled / stage.kind: distill) but no distillation "
                           "loss is registered in this installation (mapsage.train.stage.register_extra_losses); "
                           "set distill.enabled=false and stage.kind=train")
@@ -47,14 +50,12 @@ def run(ctx: StageContext, extra_losses: Optional[dict] = None) -> dict:
     """Train ``ctx.cfg``. Returns the summary (best metrics, epochs done, history)."""
     cfg = ctx.cfg
     if extra_losses is None and not _EXTRA_LOSS_FACTORIES and (cfg.stage.kind == "distill" or cfg.distill.enabled):
-        # issue 11: the distillation stage builds the teacher, its feature cache and the A/B, and trains through
-        # this engine's extra-loss hook (mapsage/distill/stage.py)
-        from ..distill.stage import run as run_distill
-        return run_distill(ctx)
+        # the distillation stage builds the teacher, its feature cache and the A/B, and trains through this
+        # engine's extra-loss hook; it sits above training, so it is reached by name (DISTILL_ENTRY)
+        return entry_point(DISTILL_ENTRY)(ctx)
     if cfg.runtime.threads:
         torch.set_num_threads(int(cfg.runtime.threads))
     if ctx.is_main:                    # budget columns: parameters and FLOPs at the crop size; model.max_params
-        from ..models.budget import check_max_params, model_facts
         facts = model_facts(cfg)
         ctx.events.emit("run_info", **facts)
         check_max_params(cfg, facts["model_params"])

@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 from torch.optim.swa_utils import AveragedModel, update_bn
 
+from ..config import ConfigError
+
 
 def swa_start(cfg) -> int:
     s = cfg.train.swa.start_epoch
@@ -26,7 +28,6 @@ class Swa:
     def __init__(self, model: nn.Module, cfg):
         self.start = swa_start(cfg)
         if self.start >= int(cfg.train.epochs):
-            from ..config import ConfigError
             raise ConfigError(f"train.swa.start_epoch {self.start} is not before train.epochs "
                               f"({cfg.train.epochs}); nothing would be averaged")
         self.avg = AveragedModel(model, use_buffers=False)

@@ -94,8 +94,9 @@ def export_command(args) -> int:
     print(run_id, flush=True)
     if not args.wait:
         return 0
-    from .run_cmd import follow
     import sys
+
+    from .run_cmd import follow
 
     status = follow(run_id)
     if status in ("failed", "died"):

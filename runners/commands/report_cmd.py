@@ -36,9 +36,8 @@ def register(sub) -> None:
 
 def resolve_run_ids(run_ids: Sequence[str]) -> list[str]:
     """Full run ids for ids or unique prefixes (run folders first, then the store's runs)."""
-    from mapsage.workspace import runs_dir
-
     import store
+    from mapsage.workspace import runs_dir
 
     root = runs_dir()
     folders = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
@@ -66,10 +65,9 @@ def resolve_run_ids(run_ids: Sequence[str]) -> list[str]:
 def gather(run_ids: Sequence[str], *, ingest: bool = True, title: Optional[str] = None, n_boot: int = 2000,
            seed: int = 0, thumbs: int = 4):
     """The :class:`mapsage.report.ReportData` of ``run_ids`` from the store (ingesting their new events first)."""
+    import store
     from mapsage.config import git_commit
     from mapsage.report import ReportData
-
-    import store
     from store.report_queries import report_frames
 
     if thumbs < 0:

@@ -124,8 +124,8 @@ def run_command(args) -> int:
 
 def report_end(run_id: str, status: str) -> None:
     """One line for a failed or died run: the reason and where its log (with the traceback) is."""
-    from runners import jobs, scheduler
     from mapsage.workspace import run_dir
+    from runners import jobs, scheduler
 
     if status not in ("failed", "died"):
         return

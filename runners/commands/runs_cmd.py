@@ -9,9 +9,8 @@ import math
 import sys
 
 from mapsage.errors import UserError
-
-
 from mapsage.progress import view as progress_view
+
 
 def register(sub) -> None:
     p = sub.add_parser("runs", help="list, inspect, follow, cancel and resume runs")
@@ -147,7 +146,6 @@ def _progress_of(r: dict) -> dict | None:
 
 def cmd_list(args) -> int:
     from runners import api
-
     from store.db import StoreError
 
     refreshed = api.refresh(min_interval=0.0)
@@ -222,7 +220,6 @@ def _overlay_live_status(df, why: str):
 
 def _show_data(run_id: str) -> dict:
     import store
-
     from runners import api, jobs
 
     api.refresh(min_interval=0.0)
@@ -354,9 +351,7 @@ def cmd_resume(args) -> int:
 def cmd_wait(args) -> int:
     from runners import jobs
 
-    from .run_cmd import follow
-
-    from .run_cmd import report_end
+    from .run_cmd import follow, report_end
 
     run_id = resolve_run_id(args.run_id)
     status = follow(run_id)

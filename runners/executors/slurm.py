@@ -351,9 +351,9 @@ class SlurmExecutor:
     def start(self, rid: str, settings) -> dict:
         """Submit the queued run to SLURM. Returns its active-table entry."""
         import submitit
+        import yaml
 
         from mapsage.config import config_from_dict
-        import yaml
 
         from ..scheduler import write_job
 
