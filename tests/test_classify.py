@@ -46,8 +46,13 @@ def real_predictions():
 
 
 def test_metrics_match_sklearn(real_predictions):
-    from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support,
-                                 top_k_accuracy_score)
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+        top_k_accuracy_score,
+    )
 
     from mapsage.metrics.classification import classification_metrics, softmax
 
@@ -84,7 +89,7 @@ def test_temperature_scaling_lowers_ece(real_predictions):
 
 
 def test_five_folds_keep_every_source_tile_whole():
-    from mapsage.classify.data import read_samples, fold_of
+    from mapsage.classify.data import fold_of, read_samples
 
     cfg = _cfg("dataset.split.folds=5")
     samples = read_samples(cfg)

@@ -125,13 +125,13 @@ def test_paired_groups_pair_folds_and_seeds(tmp_path, monkeypatch, capsys):
     board = group_board()
     assert board["group"].tolist() == ["grp_B", "grp_A"]          # ranked by the mean
     assert board.iloc[0]["mean"] == pytest.approx(sum(figs["B"]) / 3)
-    from runners.cli import main
-
     # the paired bootstrap over the same three (fold, seed) differences [+2, +3, +1] points: every one of the
     # 27 equally likely ordered resamples, enumerated with numpy, is the exact bootstrap distribution
     import itertools
 
     import numpy as np
+
+    from runners.cli import main
 
     bs = out["bootstrap"]
     diffs = np.array([0.02, 0.03, 0.01])

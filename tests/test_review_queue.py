@@ -131,8 +131,8 @@ def _independent_scores(path) -> dict[str, float]:
 
 def test_real_evaluation_scores_match_an_independent_computation_and_injected_uncertainty_ranks_first(queue_ws):
     import store
-    from store import queue_queries
     from runners import review_queue as rq
+    from store import queue_queries
 
     rid = queue_ws["probs"]
     files = queue_queries.queue_files(rid)
@@ -175,8 +175,8 @@ def test_real_evaluation_scores_match_an_independent_computation_and_injected_un
 def test_disagreement_of_a_refinement_runs_masks(queue_ws):
     from PIL import Image
 
-    from store import queue_queries
     from runners import review_queue as rq
+    from store import queue_queries
 
     rid = queue_ws["refine"]
     files = queue_queries.queue_files(rid)

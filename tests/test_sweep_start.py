@@ -19,9 +19,8 @@ KEY = "configs_stage1_baselines_demo_segformer_mit_b0_dubai_yaml"
 
 
 def test_sweep_rows_become_a_checked_sweep_block():
-    from mapsage.config import load_config
-
     from app.widgets.sweep_form import default_rows, rows_to_parameters, sweep_overrides
+    from mapsage.config import load_config
 
     cfg = load_config(ROOT / TEMPLATE)
     rows = default_rows(cfg)

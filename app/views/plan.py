@@ -147,7 +147,7 @@ for tab, (stage, (_name, blurb)) in zip(tabs, templates.STAGES.items()):
                 if t.summary:
                     st.dataframe(pd.DataFrame([t.summary]), hide_index=True, width="stretch", placeholder="–")
                 if t.cfg is not None and getattr(t.cfg, "task", "segmentation") == "classification":
-                    from app.widgets.classify_plan import classification_form   # the classification track
+                    from app.widgets.classify_plan import classification_form  # the classification track
 
                     classification_form(t)
                     continue

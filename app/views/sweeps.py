@@ -2,8 +2,6 @@
 parallel coordinates and parameter importances, and promote the best trial to a template. ``?sweep=<id>``."""
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st

@@ -15,8 +15,8 @@ import pandas as pd
 import streamlit as st
 
 from app.widgets.common import guard, show_error
-from mapsage.errors import UserError
 from mapsage.analysis.uncertainty import DESCENDING, SCORE_LABELS, SCORES
+from mapsage.errors import UserError
 
 WALK_KEY = "review_queue_walk"
 BY_KEY = "review_queue_by"
@@ -47,7 +47,8 @@ def queue_section(run_id: str, run: dict, table: pd.DataFrame, *, ws: str, n_eve
                   drill_active: bool = False) -> pd.DataFrame:
     """Draw the review queue of a run; returns the page's tile table, reordered by the queue when the reviewer
     walks the tiles in queue order (never while a confusion drill-down orders them)."""
-    from runners.review_queue import QueueError, order as order_queue
+    from runners.review_queue import QueueError
+    from runners.review_queue import order as order_queue
 
     ds = ((run or {}).get("config") or {}).get("dataset") or {}
     ignore = int(ds.get("ignore_index", 255))

@@ -107,8 +107,8 @@ def load_member(path: Path):
 
 
 def _views(x, scales: Sequence[float], hflip: bool):
-    import torch.nn.functional as F
     import torch
+    import torch.nn.functional as F
 
     for s in scales:
         xs = x if abs(s - 1.0) < 1e-6 else F.interpolate(x, scale_factor=float(s), mode="bilinear",
