@@ -10,7 +10,7 @@ From class probabilities ``[N, C]`` (or logits, softmaxed) and labels ``[N]``:
   ``f1_score(average="macro", labels=<those classes>)``, ``zero_division=0``); classes absent from both are listed
   in ``excluded_classes``;
 * ``confusion``: ``C x C`` counts, rows = label, columns = prediction;
-* ``ece`` (confidence ECE, 15 equal-width bins; :func:`mapsage.reliability.calibration.ece`) and ``nll``.
+* ``ece`` (confidence ECE, 15 equal-width bins; :func:`mapsage.metrics.calibration.ece`) and ``nll``.
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ class ClsResult:
 
 def classification_metrics(probs: np.ndarray, labels: Sequence[int], class_names: Sequence[str] | None = None,
                            n_bins: int = 15, logits: np.ndarray | None = None) -> ClsResult:
-    from ..reliability.calibration import ece_from_bins, reliability_bins
+    from .calibration import ece_from_bins, reliability_bins
 
     probs = np.asarray(probs, np.float64)
     labels = np.asarray(labels, np.int64)
@@ -89,7 +89,7 @@ def classification_metrics(probs: np.ndarray, labels: Sequence[int], class_names
         p = np.clip(probs[np.arange(n), labels], 1e-12, 1.0)
         nll = float(-np.log(p).mean()) if n else float("nan")
     else:
-        from ..reliability.calibration import nll as _nll
+        from .calibration import nll as _nll
         nll = _nll(logits, labels)
     return ClsResult(top1, top5, macro, ece, nll, int(n), precision.tolist(), recall.tolist(), f1.tolist(),
                      lab.astype(int).tolist(), conf, [int(i) for i in np.where(~present)[0]],
@@ -99,8 +99,8 @@ def classification_metrics(probs: np.ndarray, labels: Sequence[int], class_names
 def temperature_scaled(logits: np.ndarray, labels: Sequence[int], class_names=None, n_bins: int = 15
                        ) -> tuple[float, ClsResult, ClsResult]:
     """(T, metrics before, metrics after) with ``T`` fitted on these logits by NLL
-    (:func:`mapsage.reliability.calibration.fit_temperature`)."""
-    from ..reliability.calibration import fit_temperature
+    (:func:`mapsage.metrics.calibration.fit_temperature`)."""
+    from .calibration import fit_temperature
 
     logits = np.asarray(logits, np.float64)
     labels = np.asarray(labels, np.int64)
