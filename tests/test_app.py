@@ -265,7 +265,8 @@ def test_run_detail_of_a_training_run(filled):
     assert "Plateau note" in text and "over the last 20 % of the 2 evaluated epochs" in text
     figs = _figures(at)
     assert set(figs) == {"mIoU / Boundary IoU over epochs", "Per-class IoU over epochs", "Training curves",
-                         "Sampled step losses (train)", "Per-iteration scalars (train, sampled steps)"}
+                         "Sampled step losses (train)", "Per-iteration scalars (train, sampled steps)",
+                         "Training vs validation loss", "Validation metrics per epoch (%, val)"}
     panels = [a["text"] for a in figs["Training curves"]["layout"]["annotations"]]
     for panel in ("Loss terms (train, per epoch)", "Learning rate", "Gradient norm (before clipping)",
                   "Peak memory (MB)"):

@@ -154,7 +154,7 @@ def test_review_page_overlays_swipe_and_verdict_with_the_network_blocked(review_
             page.screenshot(path=str(out / "04_verdict_saved.png"), full_page=True)
 
             # picking another row of the tile list opens that tile (the list is a canvas grid: click its row)
-            grid = page.locator("[data-testid=stDataFrame]").nth(1)          # 0: the A/B table, 1: the tiles
+            grid = page.locator(".st-key-review_table [data-testid=stDataFrame]")   # the tile list (by its key)
             box = grid.bounding_box()
             page.mouse.click(box["x"] + 15, box["y"] + 35 + 35 * 2 + 17)        # row 3's selection box
             expect(iframe).not_to_have_attribute("title", re.compile(re.escape(f"Review map of {tile}:")))

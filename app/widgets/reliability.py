@@ -163,7 +163,7 @@ def metric_curves(evals: pd.DataFrame, split: str = "val", title: str = "Validat
                                          legendgroup=variant, showlegend=i == 0,
                                          line=dict(color=colors.get(variant))), row=1, col=i + 1)
     fig.update_xaxes(dtick=1)
-    fig.update_layout(title=f"{title} (% , {split})", height=300, **_LAYOUT)
+    fig.update_layout(title=f"{title} (%, {split})", height=300, **_LAYOUT)
     return fig
 
 
