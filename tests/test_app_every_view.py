@@ -70,6 +70,9 @@ def test_the_workspace_holds_every_stage_kind(ws):
     assert set(get_args(StageKind)) - {"demo_job"} == set(kinds[rid] for rid in ws["runs"].values())
     assert set(runs["status"]) == {"succeeded"}
     assert "post" in set(store.ab_rows(ws["runs"]["post"])["ab_kind"])     # post: an evaluate run with post.enabled
+    with store.read_connection() as con:     # every evaluation says what it measured: split size and checkpoint
+        unknown = con.execute("SELECT DISTINCT run_id FROM evaluations WHERE split_size IS NULL").fetchall()
+    assert not unknown, f"evaluations without split_size (a subset would be ranked as a whole split): {unknown}"
 
 
 @pytest.mark.parametrize("kind", KINDS)

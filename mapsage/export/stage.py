@@ -23,6 +23,7 @@ import torch
 from ..config.schema import TTACfg
 from ..data import build_dataset
 from ..errors import UserError
+from ..evalid import model_params, split_size, stamp, stamp_checkpoint
 from ..infer.ab import ab_row
 from ..infer.checkpoints import load_checkpoint_model
 from ..infer.evaluate import emit_metrics, resolve_device
@@ -77,6 +78,10 @@ def run(ctx) -> None:
               "weights": resolved.weights, "epoch": getattr(model, "checkpoint_epoch", None),
               "checkpoint_sha256": file_sha256(resolved.path)}
     max_tiles = ecfg.max_tiles if ecfg.max_tiles is not None else cfg.eval.max_tiles
+    # the parity evaluations measured this checkpoint on this split (a subset when the dataset is capped)
+    stamp_checkpoint(ctx.events, resolved)
+    stamp(ctx.events, dataset=cfg.dataset.name, split_size=split_size(dataset), device=str(device),
+          params=model_params(model))
     ctx.events.emit("run_info", stage_kind="export", split=cfg.eval.split, device=str(device),
                     checkpoint=str(resolved.path), parent_run=resolved.run_id, weights=resolved.weights,
                     export_targets=list(ecfg.targets), threshold=ecfg.threshold, threads=threads,
