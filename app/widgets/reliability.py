@@ -294,7 +294,7 @@ def compare_section(run_ids: list[str]) -> None:
         st.caption("No reliability card for these runs (`mapsage reliability RUN_ID`).")
         return
     table = pd.DataFrame({rid: headline(c) for rid, c in have.items()})
-    st.dataframe(table, width="stretch")
+    st.dataframe(table, width="stretch", placeholder="–")
     cols = st.columns(len(have))
     for col, (rid, c) in zip(cols, have.items()):
         with col:

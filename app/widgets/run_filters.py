@@ -188,7 +188,7 @@ def group_board_view(split: str, metric: str, label: str) -> None:
         show.insert(6, f"{metric_label(partner)} ({split}) mean ± sd", [
             (f"{100 * other.at[g, 'mean']:.2f} ± {100 * other.at[g, 'sd']:.2f}" if other.at[g, "sd"] == other.at[g, "sd"]
              else f"{100 * other.at[g, 'mean']:.2f}") if g in other.index else "–" for g in board["group"]])
-    st.dataframe(show, hide_index=True, width="stretch", key="runs_groups",
+    st.dataframe(show, hide_index=True, width="stretch", key="runs_groups", placeholder="–",
                  column_config={"Min": st.column_config.NumberColumn(format="%.2f"),
                                 "Max": st.column_config.NumberColumn(format="%.2f")})
     st.caption("Each run's figure is its headline evaluation on this split (as in the table above); the interval "
