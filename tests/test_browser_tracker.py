@@ -27,10 +27,18 @@ def three_runs(tmp_path, monkeypatch):
     return ws, ids
 
 
-def _shown(page) -> str:
+def _shown(page, want: str) -> str:
+    """The Runs caption once it reads ``want``; a page still finishing its rerun shows the previous count for a
+    moment, so this waits for the caption (up to a minute) and returns what it last read."""
     cap = page.get_by_text(re.compile(r"\d+ of \d+ run\(s\) shown")).first
-    cap.wait_for(timeout=60_000)
-    return re.search(r"(\d+) of (\d+) run\(s\) shown", cap.inner_text()).group(0)
+    seen = ""
+    for _ in range(120):
+        cap.wait_for(timeout=60_000)
+        seen = re.search(r"(\d+) of (\d+) run\(s\) shown", cap.inner_text()).group(0)
+        if seen == want:
+            break
+        page.wait_for_timeout(500)
+    return seen
 
 
 def test_tags_notes_filters_round_trip(three_runs, tmp_path, artifacts_dir):
@@ -59,12 +67,12 @@ def test_tags_notes_filters_round_trip(three_runs, tmp_path, artifacts_dir):
             assert stored == [["keep-me"], "water class overfits after epoch 30"]
             # the Runs page opened from an address: tag filter, search in notes, grouping, sort
             page.goto(f"{url}/runs?tags=keep-me", wait_until="domcontentloaded")
-            assert _shown(page) == "1 of 3 run(s) shown"
+            assert _shown(page, "1 of 3 run(s) shown") == "1 of 3 run(s) shown"
             page.goto(f"{url}/runs?q=overfits", wait_until="domcontentloaded")
-            assert _shown(page) == "1 of 3 run(s) shown"
+            assert _shown(page, "1 of 3 run(s) shown") == "1 of 3 run(s) shown"
             page.goto(f"{url}/runs?group=tag&sort=Run&desc=1", wait_until="domcontentloaded")
             expect(page.get_by_role("heading", name="Grouped by tag")).to_be_visible(timeout=60_000)
-            assert _shown(page) == "3 of 3 run(s) shown"
+            assert _shown(page, "3 of 3 run(s) shown") == "3 of 3 run(s) shown"
             page.wait_for_timeout(1500)
             assert "group=tag" in page.url and "sort=Run" in page.url and "desc=1" in page.url
             page.screenshot(path=str(out / "runs_grouped_by_tag.png"), full_page=True)
@@ -72,10 +80,10 @@ def test_tags_notes_filters_round_trip(three_runs, tmp_path, artifacts_dir):
             page.get_by_label("Search (name, run id, backbone, loss, aug, title, tags, notes)").fill("gamma")
             page.keyboard.press("Enter")
             page.wait_for_function("() => location.search.includes('q=gamma')", timeout=60_000)
-            assert _shown(page) == "1 of 3 run(s) shown"
+            assert _shown(page, "1 of 3 run(s) shown") == "1 of 3 run(s) shown"
             kept = page.url
             page.goto(kept, wait_until="domcontentloaded")
-            assert _shown(page) == "1 of 3 run(s) shown"
+            assert _shown(page, "1 of 3 run(s) shown") == "1 of 3 run(s) shown"
             expect(page.get_by_role("heading", name="Grouped by tag")).to_be_visible(timeout=60_000)
         finally:
             browser.close()
