@@ -95,8 +95,9 @@ def prepare(config_path: str | Path, overrides: list[str] | None = None) -> tupl
     """Load and check a sweep config: its search space, each key against the config (one trial config is built
     and validated), the stage kind."""
     cfg = load_config(config_path, overrides)
-    if cfg.stage.kind not in ("train", "distill"):
-        raise ConfigError(f"{config_path}: a sweep runs training trials; stage.kind is {cfg.stage.kind!r}")
+    if cfg.stage.kind not in ("train", "distill", "classify"):
+        raise ConfigError(f"{config_path}: a sweep runs training trials (train, distill or classify); "
+                          f"stage.kind is {cfg.stage.kind!r}")
     params = parse_space(cfg.sweep.parameters)
     if cfg.sweep.sampler == "grid" and grid_size(params) < 1:
         raise ConfigError("sweep.parameters: the grid is empty")

@@ -185,7 +185,8 @@ class ClsDataset:
     """``dataset[i]`` -> ``{"image": float32 [3,S,S] normalised, "label": int, "id": str, "index": i}``.
 
     Training: RandomResizedCrop (``classify.rrc_scale``), flips, 90-degree rotations, colour jitter
-    (``augment.color_jitter``), random erasing (``augment.random_erasing_p``); evaluation: a resize to the size.
+    (``augment.color_jitter``), timm's RandAugment (``classify.randaugment``), random erasing
+    (``augment.random_erasing_p``); evaluation: a resize to the size.
     ``size`` can change between epochs (progressive resolution)."""
 
     def __init__(self, samples: list[ClsSample], cfg, train: bool, size: int, mean, std, corruption=None):
@@ -218,6 +219,13 @@ class ClsDataset:
         else:
             self.tf = A.Compose([A.Resize(self.size, self.size)])
         self.erase_p = float(a.random_erasing_p) if self.train else 0.0
+        self.randaug = None
+        if self.train and c.randaugment:
+            from timm.data.auto_augment import rand_augment_transform
+
+            mean = tuple(int(round(v)) for v in np.clip(self.mean, 0, 255))
+            self.randaug = rand_augment_transform(str(c.randaugment), {"translate_const": int(self.size * 0.45),
+                                                                       "img_mean": mean})
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -232,6 +240,10 @@ class ClsDataset:
 
             img = corrupt(img, self.corruption[0], int(self.corruption[1]), s.id).image
         img = self.tf(image=img)["image"]
+        if self.randaug is not None:
+            from PIL import Image
+
+            img = np.asarray(self.randaug(Image.fromarray(np.ascontiguousarray(img))), dtype=np.uint8)
         x = (img.astype(np.float32) - self.mean) / self.std
         t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
         if self.erase_p > 0:

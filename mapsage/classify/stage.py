@@ -15,6 +15,10 @@ After training: validation logits of the kept weights, a temperature fitted on t
 written into the checkpoint and ``calibration.json`` (ECE and reliability bins before/after); the final
 ``metrics`` event (epoch null) with ``ece_calibrated`` and ``temperature``; ``predictions/val_predictions.csv``;
 the error gallery (``predictions/errors.json``, thumbnails, Grad-CAM overlays of the most confident mistakes).
+
+``checkpoints/last.pth`` is written after every epoch (weights, EMA, optimiser, schedule, RNG, history); ``mapsage
+runs resume`` continues at the next epoch. A sweep's trial reports ``sweep.metric`` (top1 or macro_f1) after each
+epoch and obeys the sweep's pruner.
 """
 from __future__ import annotations
 
@@ -74,9 +78,6 @@ def run(ctx: StageContext) -> dict:
 
     cfg, ev = ctx.cfg, ctx.events
     t_start = time.time()
-    if ctx.resume_from:
-        ev.log(f"classification runs restart from epoch 1 (resume from {ctx.resume_from} is not supported)",
-               level="warning")
     if cfg.runtime.threads:
         torch.set_num_threads(int(cfg.runtime.threads))
     torch.manual_seed(int(cfg.train.seed))
@@ -156,8 +157,15 @@ def run(ctx: StageContext) -> dict:
     bad_epochs = 0
     epochs = int(cfg.train.epochs)
     global_step = 0
+    start_epoch = 0
+    if ctx.resume_from:
+        start_epoch, global_step, best, history, bad_epochs = _restore(ctx, model, ema, opt, sched)
+    reporter = None
+    if cfg.sweep.id and cfg.sweep.trial_id is not None:     # a sweep's trial: report epochs, obey the pruner
+        from ..sweep.trial import epoch_reporter
+        reporter = epoch_reporter(cfg, ev)
     stopped = None
-    for epoch in range(epochs):
+    for epoch in range(start_epoch, epochs):
         size = _size_at(cfg, epoch)
         if size != train_ds.size:
             train_ds.set_size(size)
@@ -246,11 +254,14 @@ def run(ctx: StageContext) -> dict:
                    f"macro F1 {res.macro_f1:.4f})")
         else:
             bad_epochs += 1
-            if bad_epochs >= int(cfg.train.early_stop.patience):
-                stopped = "early_stop"
-                ev.log(f"early stop after epoch {epoch + 1}: no gain of {cfg.train.early_stop.min_delta:g} in "
-                       f"{bad_epochs} epoch(s) (best epoch {best['epoch'] + 1})")
-                break
+        _save_last(ckdir, model, ema, opt, sched, epoch, global_step, best, history, bad_epochs)
+        if reporter is not None:
+            reporter(epoch, {v: r for v, (_, r, _) in scores.items()})
+        if bad_epochs >= int(cfg.train.early_stop.patience):
+            stopped = "early_stop"
+            ev.log(f"early stop after epoch {epoch + 1}: no gain of {cfg.train.early_stop.min_delta:g} in "
+                   f"{bad_epochs} epoch(s) (best epoch {best['epoch'] + 1})")
+            break
     if best["path"] is None or stopped == "cancel":
         if stopped == "cancel":
             ev.log("stop requested: training ended early; the best checkpoint so far is kept, not calibrated",
@@ -296,6 +307,62 @@ def run(ctx: StageContext) -> dict:
            f"({best['weights']}), top-1 {before.top1:.4f}, macro F1 {before.macro_f1:.4f}")
     return {"best": best, "history": history, "stopped": stopped, "temperature": temp,
             "top1": before.top1, "macro_f1": before.macro_f1, "ece_before": before.ece, "ece_after": after.ece}
+
+
+def _save_last(ckdir: Path, model, ema, opt, sched, epoch, global_step, best, history, bad_epochs) -> None:
+    """``checkpoints/last.pth`` after every epoch: what a resume continues from (``mapsage runs resume``)."""
+    from ..train.checkpoint import rng_state, save_checkpoint
+
+    save_checkpoint(ckdir / "last.pth", {
+        "kind": "last", "task": "classification", "model": model.state_dict(),
+        "ema": ema.module.state_dict() if ema is not None else None, "ema_updates": getattr(ema, "updates", None),
+        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": int(epoch),
+        "epochs_done": int(epoch) + 1, "global_step": int(global_step), "bad_epochs": int(bad_epochs),
+        "best": {k: best[k] for k in ("score", "epoch", "weights", "path")}, "history": history,
+        "rng": rng_state()})
+
+
+def _restore(ctx: StageContext, model, ema, opt, sched) -> tuple[int, int, dict, list, int]:
+    """Continue a classification run from ``ctx.resume_from`` (a ``last.pth``): weights, EMA, optimiser,
+    schedule, RNG, history, early-stop count; the best checkpoint so far is copied into this run's folder.
+    Returns ``(first epoch to run, global step, best, history, epochs without gain)``."""
+    import shutil
+
+    from ..errors import UserError
+    from ..train.checkpoint import set_rng_state
+
+    path = Path(ctx.resume_from)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__}); resume from the run's "
+                        f"checkpoints/last.pth") from exc
+    if not isinstance(data, dict) or data.get("task") != "classification" or "optimizer" not in data:
+        raise UserError(f"{path}: not a classification run's last.pth (no optimiser state); a classify run "
+                        f"resumes from its own checkpoints/last.pth")
+    model.load_state_dict(data["model"])
+    if ema is not None and data.get("ema") is not None:
+        ema.module.load_state_dict(data["ema"])
+        if data.get("ema_updates") is not None and hasattr(ema, "updates"):
+            ema.updates = data["ema_updates"]
+    opt.load_state_dict(data["optimizer"])
+    sched.load_state_dict(data["scheduler"])
+    set_rng_state(data.get("rng"))
+    best = dict(data["best"])
+    old = Path(best["path"]) if best.get("path") else None
+    if old is not None and old.exists():
+        mine = ctx.checkpoints_dir / old.name
+        if old.resolve() != mine.resolve():
+            shutil.copy2(old, mine)
+        best["path"] = str(mine)
+    elif best.get("path"):
+        ctx.events.log(f"resume: the best checkpoint so far ({old}) is gone; the best is chosen again from here",
+                       level="warning")
+        best = {"score": -1.0, "epoch": None, "weights": None, "path": None}
+    start = int(data["epoch"]) + 1
+    ctx.events.log(f"resumed from {path} after epoch {start} (step {int(data['global_step'])}; best so far "
+                   + (f"epoch {best['epoch'] + 1}, S {best['score']:.4f})" if best["path"] else "none)"))
+    return start, int(data["global_step"]), best, list(data.get("history") or []), int(data.get("bad_epochs", 0))
 
 
 def _ckpt(cfg, state, epoch, score, weights, names, ids_map, mean, std, size) -> dict:

@@ -653,7 +653,8 @@ class SweepCfg:
     n_trials: int = 20                      # trial budget (grid: at most the grid's size)
     max_wall_h: Optional[float] = None      # wall-clock budget of the whole sweep (hours); no new trial after it
     max_gpu_h: Optional[float] = None       # GPU-hours budget (trial wall time x GPUs, summed)
-    metric: Literal["miou", "mbiou", "mf1", "macc", "aacc"] = "miou"
+    # segmentation: miou, mbiou, mf1, macc, aacc; image classification: top1, macro_f1
+    metric: Literal["miou", "mbiou", "mf1", "macc", "aacc", "top1", "macro_f1"] = "miou"
     direction: Literal["maximize", "minimize"] = "maximize"
     pruner: Literal["none", "median", "asha"] = "median"
     min_epochs: int = 1                     # no trial is pruned before it reported this many epochs
@@ -757,6 +758,9 @@ class ClassifyCfg:
     mix_switch_prob: float = 0.5            # share of mixed batches that use CutMix rather than Mixup
     rrc_scale: list[float] = field(default_factory=lambda: [0.35, 1.0])   # RandomResizedCrop area range
     rotate90: bool = True                   # aerial scenes: random 90-degree rotations
+    # timm RandAugment policy applied to training images after the crop/flips, e.g. "rand-m9-mstd0.5-inc1"
+    # (sections: m magnitude, n ops, mstd magnitude noise, mmax, inc 0/1, p probability); "": off
+    randaugment: str = ""
     lr_clamp: list[float] = field(default_factory=lambda: [5e-6, 5e-4])   # after linear scaling (train.base_batch)
     calibrate: bool = True                  # fit a temperature on validation after training (per fold)
     calibration_bins: int = 15
@@ -777,6 +781,16 @@ class ClassifyCfg:
             raise ValueError(f"classify.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.img_size < 16:
             raise ValueError(f"classify.img_size must be at least 16, got {self.img_size}")
+        if self.randaugment:
+            import re
+
+            parts = str(self.randaugment).split("-")
+            bad = [p for p in parts[1:] if not re.fullmatch(r"(m|n|mmax|inc)\d+|(mstd|p)\d+(\.\d+)?|t\w+", p)]
+            if parts[0] != "rand" or bad:
+                raise ValueError(f"classify.randaugment: {self.randaugment!r} is not a RandAugment policy "
+                                 f"(timm's form, e.g. 'rand-m9-mstd0.5-inc1'"
+                                 + (f"; unknown section(s) {', '.join(bad)}" if bad else "; it starts with 'rand'")
+                                 + "); set it to '' to turn RandAugment off")
 
 
 @dataclass
@@ -808,9 +822,15 @@ class Config:
     def validate(self):
         if self.stage.kind == "classify" and self.task != "classification":
             raise ValueError("stage.kind: classify trains an image classifier; set task: classification")
+        if self.task != "classification" and self.sweep.metric in ("top1", "macro_f1"):
+            raise ValueError(f"sweep.metric: {self.sweep.metric} is an image-classification figure; a segmentation "
+                             f"sweep reports miou, mbiou, mf1, macc or aacc (set sweep.metric=miou)")
         if self.task == "classification":
             if self.stage.kind not in ("classify",):
                 raise ValueError(f"task: classification runs stage.kind classify, not {self.stage.kind!r}")
+            if self.sweep.parameters and self.sweep.metric not in ("top1", "macro_f1"):
+                raise ValueError(f"sweep.metric: {self.sweep.metric} is a segmentation figure; a classification "
+                                 f"sweep reports top1 or macro_f1 (set sweep.metric=top1)")
             if self.classify.loss == "balanced_softmax" and self.augment.sampler.kind != "uniform":
                 raise ValueError(f"classify.loss: balanced_softmax already corrects for the class prior and "
                                  f"augment.sampler.kind: {self.augment.sampler.kind} rebalances it again; use one "
