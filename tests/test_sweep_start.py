@@ -107,3 +107,33 @@ def test_plan_knob_form_starts_the_same_sweep_as_the_cli(tmp_workspace, monkeypa
     assert at.selectbox(key="sweep_pick").value == sid
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Status"] == "running" and metrics["Trials"] == "0/2"
+
+
+def test_sweeps_page_starts_a_classification_sweep_on_top1(tmp_workspace, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from runners import sweep
+
+    spawned = []
+    monkeypatch.setattr(sweep, "spawn_driver", lambda sid: spawned.append(sid) or 0)
+    at = AppTest.from_file(MAIN, default_timeout=180)
+    at.run()
+    at.switch_page("views/sweeps.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    pick = at.selectbox(key="sweep_template")
+    cls = [o for o in pick.options if "cls_test-byobnet_dubai-scenes_cpu.yaml" in o]
+    assert len(cls) == 1, pick.options
+    pick.set_value(cls[0]).run()
+    assert not at.exception, [e.message for e in at.exception]
+    metric = at.selectbox(key="sweep_metric_cls")
+    assert metric.options == ["top1", "macro_f1"]
+    at.number_input(key="sweep_n").set_value(2)
+    at.selectbox(key="sweep_sampler").set_value("random")
+    at.button(key="sweep_start").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert len(spawned) == 1
+    state = sweep.read_state(spawned[0])
+    assert state["metric"] == "top1" and state["n_trials"] == 2
+    assert [p["key"] for p in state["parameters"]] == ["train.lr", "classify.label_smoothing", "classify.loss"]

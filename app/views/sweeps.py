@@ -20,7 +20,7 @@ STATE_COLORS = {"complete": "#2e7d32", "pruned": "#8e24aa", "fail": "#c62828", "
 def _start_form() -> None:
     from runners.api import list_templates
 
-    templates = [t for t in guard(list_templates, default=[]) or [] if t.get("kind") in ("train", "distill")
+    templates = [t for t in guard(list_templates, default=[]) or [] if t.get("kind") in ("train", "distill", "classify")
                  and not t.get("error")]
     if not templates:
         st.info("No training template to sweep.")
@@ -30,13 +30,25 @@ def _start_form() -> None:
     tpl = labels[pick]
     st.caption("Sweep these knobs over … (dotted config keys; a float/int range or a comma-separated choice). "
                "The Plan page's knob form of every training template starts one too, with the knobs set there.")
-    default = pd.DataFrame([
-        {"key": "train.lr", "type": "float", "low": 1e-5, "high": 1e-2, "log": True, "values": ""},
-        {"key": "loss.schedule.0.terms.dice", "type": "float", "low": 0.0, "high": 2.5, "log": False, "values": ""},
-        {"key": "augment.crop_size", "type": "choice", "low": None, "high": None, "log": False,
-         "values": "128, 192, 256"},
-    ])
-    space = st.data_editor(default, num_rows="dynamic", key="sweep_space", width="stretch",
+    classify = tpl.get("kind") == "classify"
+    if classify:        # image classification: the plan's knobs
+        default = pd.DataFrame([
+            {"key": "train.lr", "type": "float", "low": 5e-6, "high": 5e-4, "log": True, "values": ""},
+            {"key": "classify.label_smoothing", "type": "float", "low": 0.0, "high": 0.2, "log": False,
+             "values": ""},
+            {"key": "classify.loss", "type": "choice", "low": None, "high": None, "log": False,
+             "values": "ce, lsce, focal"},
+        ])
+    else:
+        default = pd.DataFrame([
+            {"key": "train.lr", "type": "float", "low": 1e-5, "high": 1e-2, "log": True, "values": ""},
+            {"key": "loss.schedule.0.terms.dice", "type": "float", "low": 0.0, "high": 2.5, "log": False,
+             "values": ""},
+            {"key": "augment.crop_size", "type": "choice", "low": None, "high": None, "log": False,
+             "values": "128, 192, 256"},
+        ])
+    space = st.data_editor(default, num_rows="dynamic", key=f"sweep_space_{'cls' if classify else 'seg'}",
+                           width="stretch",
                            column_config={"type": st.column_config.SelectboxColumn(options=["float", "int",
                                                                                             "choice"])})
     c1, c2, c3, c4, c5 = st.columns(5)
@@ -45,8 +57,9 @@ def _start_form() -> None:
     pruner = c3.selectbox("Pruner", ["median", "asha", "none"], key="sweep_pruner")
     min_epochs = c4.number_input("Min. epochs before pruning", 0, 1000, 1, key="sweep_min_ep")
     wall = c5.number_input("Wall-clock budget (h, 0 = none)", 0.0, 1000.0, 0.0, key="sweep_wall")
-    metric = st.selectbox("Metric (validation, per epoch)", ["miou", "mbiou", "mf1", "macc", "aacc"],
-                          key="sweep_metric")
+    metric = st.selectbox("Metric (validation, per epoch)",
+                          ["top1", "macro_f1"] if classify else ["miou", "mbiou", "mf1", "macc", "aacc"],
+                          key=f"sweep_metric_{'cls' if classify else 'seg'}")
     if not st.button("Start the sweep", type="primary", key="sweep_start"):
         return
     from app.widgets.sweep_form import rows_to_parameters, sweep_overrides
