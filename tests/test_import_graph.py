@@ -14,11 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Edges known to close a cycle, each with the reason and the way out. The test fails when an edge listed here is
 # gone (take it off the list) and when any other cycle appears.
-PENDING: dict[tuple[str, str], str] = {
-    ("data", "analysis"): "SegDataset reads reviewers' label versions (mapsage.analysis.labels: labels_root, "
-                          "resolve, read_correction) while the label export there decodes datasets; the reading "
-                          "side moves to mapsage.data once the review branch that edits analysis/labels.py lands",
-}
+PENDING: dict[tuple[str, str], str] = {}
 
 
 @pytest.fixture(scope="module")

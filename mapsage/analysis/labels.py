@@ -29,65 +29,25 @@ from typing import Any, Mapping, Optional
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError, UserError
+from ..data.label_versions import (  # noqa: F401  (the reading side lives next to the datasets; re-exported)
+    MANIFEST,
+    LabelVersionError,
+    history,
+    labels_root,
+    latest_version,
+    read_correction,
+    resolve,
+    safe_name,
+    versions,
+)
+from ..data.tileids import tile_stem
 
-MANIFEST = "manifest.json"
 SOURCES = ("refined", "raw", "edit", "import")
 
 
-class LabelVersionError(UserError):
-    """A label version that does not exist, or a correction that cannot be stored."""
-
-
-def _safe(name: str) -> str:
-    from ..infer.predictions import safe_part
-
-    return safe_part(name)
-
-
 def _tile_file(tile: str) -> Path:
-    from ..infer.predictions import tile_stem
-
     stem = tile_stem(tile)
     return stem.with_name(stem.name + ".png")
-
-
-def labels_root(dataset_cfg: Any = None, root: Optional[str | Path] = None) -> Path:
-    """The label-version folder of a dataset: ``root`` / ``dataset.labels_root`` / ``<workspace>/labels``, then
-    the dataset's name."""
-    from ..workspace import workspace_root
-
-    name = getattr(dataset_cfg, "name", None) or (dataset_cfg.get("name") if isinstance(dataset_cfg, Mapping)
-                                                  else None) or "dataset"
-    base = root or getattr(dataset_cfg, "labels_root", None) or (
-        dataset_cfg.get("labels_root") if isinstance(dataset_cfg, Mapping) else None)
-    if base:
-        from ..config import resolve_path
-
-        base_path = resolve_path(str(base))
-    else:
-        base_path = workspace_root() / "labels"
-    return base_path / _safe(str(name))
-
-
-def versions(folder: Path) -> list[dict]:
-    """The manifests of every complete version, oldest first (a folder without a manifest is skipped)."""
-    folder = Path(folder)
-    out = []
-    if not folder.is_dir():
-        return out
-    for d in folder.iterdir():
-        if d.is_dir() and d.name.startswith("v") and d.name[1:].isdigit() and (d / MANIFEST).is_file():
-            try:
-                out.append(json.loads((d / MANIFEST).read_text(encoding="utf-8")))
-            except ValueError as exc:
-                raise DataError(f"{d / MANIFEST}: unreadable label-version manifest ({exc})") from exc
-    return sorted(out, key=lambda m: int(m["version"]))
-
-
-def latest_version(folder: Path) -> int:
-    vs = versions(folder)
-    return int(vs[-1]["version"]) if vs else 0
 
 
 def _check_mask(tile: str, mask: np.ndarray, num_classes: Optional[int], ignore_index: int) -> np.ndarray:
@@ -159,50 +119,6 @@ def add_version(folder: Path, corrections: Mapping[str, np.ndarray], *, reviewer
     tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     os.replace(tmp, vdir / MANIFEST)          # the manifest last: a version without it does not exist
     return manifest
-
-
-def resolve(folder: Path, version: Optional[int]) -> dict[str, Path]:
-    """``{tile id: mask file}`` of "original + corrections v``version``" (newest version wins per tile);
-    ``{}`` for version None / 0 (the original labels)."""
-    if not version:
-        return {}
-    folder = Path(folder)
-    vs = versions(folder)
-    known = [int(m["version"]) for m in vs]
-    if int(version) not in known:
-        raise LabelVersionError(
-            f"dataset.label_version: v{int(version)} does not exist under {folder} (versions: "
-            f"{', '.join(f'v{k}' for k in known) or 'none yet'}); save a correction on the Review page first or "
-            f"set dataset.label_version: null for the original labels")
-    out: dict[str, Path] = {}
-    for m in vs:
-        if int(m["version"]) > int(version):
-            break
-        for tile, info in m["tiles"].items():
-            out[tile] = folder / f"v{m['version']}" / info["file"]
-    return out
-
-
-def read_correction(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            a = np.asarray(im)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the corrected mask ({exc})") from exc
-    return a[..., 0] if a.ndim == 3 else a
-
-
-def history(folder: Path, tile: str) -> list[dict]:
-    """Every version that corrected ``tile``: ``version, reviewer, created_at, source, run, variant,
-    changed_pixels``, oldest first."""
-    out = []
-    for m in versions(folder):
-        info = m["tiles"].get(tile)
-        if info:
-            out.append({"version": m["version"], "reviewer": m.get("reviewer"), "created_at": m.get("created_at"),
-                        "note": m.get("note"), **{k: info.get(k) for k in ("source", "run", "variant",
-                                                                            "changed_pixels")}})
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ export

@@ -17,14 +17,22 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import SegDataset, available_splits, build_dataset
-from .decode import (ColorMaskDecoder, IndexMaskDecoder, MaskDecoder, MaskStats, build_decoder, color_hex,
-                     decoder_for, pack_rgb, parse_color)
+from .decode import (
+    ColorMaskDecoder,
+    IndexMaskDecoder,
+    MaskDecoder,
+    MaskStats,
+    build_decoder,
+    color_hex,
+    decoder_for,
+    pack_rgb,
+    parse_color,
+)
 from .io import image_size, load_image, read_color_mask, read_index_mask
 from .normalization import denormalize, get_normalization, normalization_info, normalize_image
 from .samples import Sample, discover_samples
 from .splits import SPLIT_FILE, assign_splits, load_split, save_split, split_names, split_table
-from .stats import (class_pixel_counts, format_report, inspect_config, sample_class_counts, scan_dataset,
-                    summarize)
+from .stats import class_pixel_counts, format_report, inspect_config, sample_class_counts, scan_dataset, summarize
 
 __all__ = [
     "SegDataset", "Sample", "build_dataset", "available_splits", "discover_samples",

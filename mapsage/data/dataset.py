@@ -110,7 +110,7 @@ class SegDataset:
         s = self.samples[i]
         corrected = getattr(self, "label_overrides", None) or {}
         if s.id in corrected:          # a reviewer's correction (dataset.label_version) replaces the label
-            from ..analysis.labels import read_correction
+            from .label_versions import read_correction
 
             return read_correction(corrected[s.id])
         if s.mask_path is None:
@@ -290,7 +290,7 @@ def build_dataset(cfg: Config, split: str, train: bool = False, *, domain: str |
                         f"(looked under {where}); check dataset.root and dataset.split")
     dataset = SegDataset(chosen, cfg, name, train=train, cache_mb=cache_mb, excluded=excluded)
     if getattr(ds, "label_version", None):
-        from ..analysis.labels import labels_root, resolve
+        from .label_versions import labels_root, resolve
 
         dataset.label_overrides = resolve(labels_root(ds), ds.label_version)
     dataset.split_total = split_total          # evaluations on fewer tiles are subsets (mapsage.evalid)

@@ -203,7 +203,7 @@ def build_batch_augment(cfg: Config, device: torch.device, mean, std, log=None, 
             log(f"augmentation: kornia on {device} (batch-wise; the loader only cuts {aug.window[0]}x{aug.window[1]} "
                 f"windows)")
         else:
-            log(f"augmentation: augment.backend is kornia but there is no GPU: kornia runs on the CPU in the "
-                f"training process (slower than albumentations' loader workers; set augment.backend: albumentations "
-                f"for CPU runs)")
+            log("augmentation: augment.backend is kornia but there is no GPU: kornia runs on the CPU in the "
+                "training process (slower than albumentations' loader workers; set augment.backend: albumentations "
+                "for CPU runs)")
     return aug

@@ -21,7 +21,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..config import ConfigError
 from ..config.schema import DatasetCfg

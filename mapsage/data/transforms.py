@@ -10,7 +10,7 @@ index from borders). ``augment.enabled: false`` keeps only pad + crop (batches s
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import albumentations as A
 import cv2

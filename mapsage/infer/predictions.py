@@ -6,29 +6,15 @@ A tile id with ``/`` (``Tile 1/image_part_001``) keeps its folders. Every file i
 event (kinds ``pred``, ``pred_color``, ``prob``) with the tile id and variant, so the app can find it."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
+from ..data.tileids import safe_part, tile_stem  # noqa: F401  (re-exported: prediction file names)
 from ..errors import UserError
 from ..palette import palette_rgb
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._=+@-]+")
-
-
-def safe_part(text: str) -> str:
-    """A file-system-safe name for a variant or tile id part (no separators, no spaces)."""
-    out = _UNSAFE.sub("_", str(text)).strip("._")
-    return out or "_"
-
-
-def tile_stem(tile_id: str) -> Path:
-    """Relative path (without suffix) for a tile id: its ``/`` parts become folders, each part made safe."""
-    parts = [safe_part(p) for p in str(tile_id).replace("\\", "/").split("/") if p not in ("", ".", "..")]
-    return Path(*parts) if parts else Path("_")
 
 
 def palette_array(palette: Sequence[str], num_classes: int) -> np.ndarray:
