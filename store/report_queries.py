@@ -34,6 +34,8 @@ from .queries import (
 
 # artifact kinds a report can draw thumbnails from
 THUMBNAIL_KINDS = ("image", "label", "pred", "pred_color", "refined")
+# artifact kinds of image-classification runs the report reads (calibration.json, the error gallery's index)
+CLASSIFICATION_KINDS = ("calibration", "cls_errors")
 
 # the latest evaluation per (run, split, domain, variant): its seq
 _LATEST_EVAL = ("SELECT run_id, split, domain, variant, max(seq) AS seq FROM evaluations{where} "
@@ -106,6 +108,7 @@ def report_frames(run_ids: Sequence[str]) -> dict[str, Any]:
                           f"ingest new run folders first with `mapsage runs ingest`")
     runs = [run(r) for r in ids]
     _attach_external([r for r in runs if r is not None])
+    _attach_groups([r for r in runs if r is not None])
     return {
         "runs": [r for r in runs if r is not None],
         "metrics": metrics(ids),
@@ -114,7 +117,7 @@ def report_frames(run_ids: Sequence[str]) -> dict[str, Any]:
         "tiles": tiles(ids, latest=True),
         "ab_rows": ab_rows(ids),
         "scalars": _curve_and_speed_scalars(ids),
-        "artifacts": artifacts(ids, kind=list(THUMBNAIL_KINDS)),
+        "artifacts": artifacts(ids, kind=list(THUMBNAIL_KINDS + CLASSIFICATION_KINDS)),
         "verdicts": verdicts(ids),
         "health": health(ids),
         "reliability": reliability_cards(ids),
@@ -164,5 +167,22 @@ def _attach_external(runs: list[dict]) -> None:
             r[c] = None if v is None or (isinstance(v, float) and v != v) else v
 
 
-__all__ = ["THUMBNAIL_KINDS", "UnknownRuns", "known_run_ids", "latest_class_metrics", "latest_confusion",
-           "report_frames"]
+def _attach_groups(runs: list[dict]) -> None:
+    """Each run's repeat/fold group facts (``store.groups.run_links``: cv_group, cv_repeat, cv_fold, cv_folds,
+    seed), so a report can aggregate the runs of one group."""
+    from .groups import run_links
+
+    if not runs:
+        return
+    links = run_links([r["run_id"] for r in runs]).set_index("run_id")
+    for r in runs:
+        if r["run_id"] not in links.index:
+            continue
+        row = links.loc[r["run_id"]]
+        for c in ("cv_group", "cv_repeat", "cv_fold", "cv_folds", "seed"):
+            v = row[c]
+            r[c] = None if v is None or pd.isna(v) else (v if c == "cv_group" else int(v))
+
+
+__all__ = ["CLASSIFICATION_KINDS", "THUMBNAIL_KINDS", "UnknownRuns", "known_run_ids", "latest_class_metrics",
+           "latest_confusion", "report_frames"]

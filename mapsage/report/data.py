@@ -8,6 +8,7 @@ another store).
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Optional
@@ -21,7 +22,7 @@ from ..errors import UserError
 FRAME_COLUMNS: dict[str, list[str]] = {
     "metrics": ["run_id", "seq", "ts", "eval_key", "split", "domain", "variant", "epoch", "miou", "macc", "aacc",
                 "mf1", "mbiou", "per_image_miou", "images_per_s", "n_images", "boundary_px", "num_classes",
-                "excluded_classes", "class_names", "class_iou", "class_biou"],
+                "excluded_classes", "class_names", "class_iou", "class_biou", "extra_json", "checkpoint", "weights"],
     "class_metrics": ["run_id", "seq", "split", "domain", "variant", "epoch", "class_id", "class_name", "iou", "acc",
                       "precision", "f1", "biou", "excluded"],
     "confusion": ["run_id", "seq", "split", "domain", "variant", "epoch", "num_classes", "class_names", "matrix"],
@@ -71,6 +72,29 @@ def num(v: Any) -> Optional[float]:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
+
+
+def json_dict(text: Any) -> dict:
+    """A JSON object (an evaluation's ``extra_json``) as a dict; anything else gives ``{}``."""
+    if isinstance(text, dict):
+        return text
+    if not isinstance(text, str) or not text:
+        return {}
+    try:
+        out = json.loads(text)
+    except ValueError:
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+CLASSIFICATION_TASK = "classification"
+
+
+def is_classification_eval(extra: Any) -> bool:
+    """An evaluation of an image classifier: its stored ``task`` (``mapsage.metrics.classification``), or a top-1
+    figure and no mIoU of its own (events written before ``task`` was)."""
+    d = json_dict(extra)
+    return d.get("task") == CLASSIFICATION_TASK or ("top1" in d and "miou" not in d)
 
 
 @dataclass
@@ -154,6 +178,15 @@ class ReportData:
             used.add(label)
             out[r["run_id"]] = label
         return out
+
+    def classification_run_ids(self) -> list[str]:
+        """The runs (in report order) whose stored evaluations are image classification; a run without any
+        evaluation counts when its resolved config says ``task: classification``."""
+        flags: dict[str, bool] = {}
+        for rid, x in zip(self.metrics["run_id"], self.metrics["extra_json"]):
+            flags[rid] = flags.get(rid, True) and is_classification_eval(x)
+        return [rid for rid in self.run_ids
+                if flags.get(rid, self.config(rid).get("task") == CLASSIFICATION_TASK)]
 
     def config(self, run_id: str) -> dict:
         cfg = self.run(run_id).get("config")

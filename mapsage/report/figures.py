@@ -60,18 +60,25 @@ def per_class_figure(per_class: pd.DataFrame, metric: str = "iou") -> Optional[g
     return fig
 
 
-def confusion_figure(matrix: np.ndarray, class_names: list[str], title: str) -> go.Figure:
-    """Row-normalised confusion matrix (each label row sums to 100 %), pixel counts in the cells' hover."""
+def confusion_figure(matrix: np.ndarray, class_names: list[str], title: str, unit: str = "pixels") -> go.Figure:
+    """Row-normalised confusion matrix (each label row sums to 100 %), the counts in the cells' hover; ``unit``
+    names what is counted (pixels; ``images`` for a classifier, whose cells also show the count)."""
     m = np.asarray(matrix, dtype=np.float64)
     rows = m.sum(axis=1, keepdims=True)
     pct = np.divide(m, rows, out=np.full_like(m, np.nan), where=rows > 0) * 100
     names = [esc(n) for n in class_names]
-    text = [[f"{v:.1f}" if np.isfinite(v) else "" for v in row] for row in pct]
+    if unit == "pixels":
+        text = [[f"{v:.1f}" if np.isfinite(v) else "" for v in row] for row in pct]
+        short = "px"
+    else:
+        text = [[f"{int(c):,}" + (f"<br>{v:.0f} %" if np.isfinite(v) else "") for v, c in zip(row, crow)]
+                for row, crow in zip(pct, m)]
+        short = esc(unit)
     fig = go.Figure(go.Heatmap(z=pct, x=names, y=names, text=text, texttemplate="%{text}",
                                customdata=m.astype(np.int64), colorscale="Blues", zmin=0, zmax=100,
                                colorbar={"title": "% of row"},
-                               hovertemplate="label %{y} → predicted %{x}<br>%{z:.2f} % of the label's pixels"
-                                             "<br>%{customdata:,} px<extra></extra>"))
+                               hovertemplate="label %{y} → predicted %{x}<br>%{z:.2f} % of the label's "
+                                             + esc(unit) + "<br>%{customdata:,} " + short + "<extra></extra>"))
     size = max(300, 46 * len(names) + 160)
     _layout(fig, title, height=size, xaxis={"title": "predicted", "side": "bottom", "tickangle": -30},
             yaxis={"title": "label", "autorange": "reversed"})

@@ -268,6 +268,7 @@ def render(data: ReportData, tables: Optional[ReportTables] = None, thumbnails: 
                     Cell(DASH if is_missing(gap) else f"{100 * gap:+.2f}", "num")]
     runs_table = TableView(runs_cols, runs_rows)
 
+    cls_runs = set(data.classification_run_ids())
     e = t.experiments
     experiments = view(e, [
         ("run", "run", f_text), ("variant", "weights / variant", f_text), ("split", "split", f_text),
@@ -278,7 +279,9 @@ def render(data: ReportData, tables: Optional[ReportTables] = None, thumbnails: 
         ("mbiou", "bIoU %", f_pts, "mean Boundary IoU"), ("macc", "mAcc %", f_pts), ("mf1", "Dice (mmseg mDice) %", f_pts),
         ("aacc", "aAcc %", f_pts), ("images_per_s", "FPS (img/s)", f_float(3)), ("n_images", "tiles", f_int),
         ("excluded_classes", "classes absent", f_text)],
-        "No evaluation stored for these runs yet.", "experiment-table")
+        "No evaluation stored for these runs yet." if not cls_runs else "No segmentation evaluation among these "
+        "runs: the image-classification runs are in the Image classification section.", "experiment-table")
+    classification = classification_context(data, t, fig_html)
 
     diffs_view = differences_view(t.differences, level)
     forest = fig_html(F.forest_figure(t.differences))
@@ -348,21 +351,7 @@ def render(data: ReportData, tables: Optional[ReportTables] = None, thumbnails: 
     class_figures = [f for f in (fig_html(F.per_class_figure(t.per_class, "iou")),
                                  fig_html(F.per_class_figure(t.per_class, "biou"))) if f]
 
-    confusion_figures = []
-    cf = data.confusion
-    if not cf.empty:
-        order = {rid: i for i, rid in enumerate(data.run_ids)}
-        cf = cf[cf["domain"].fillna("all") == "all"].assign(_o=lambda d: d["run_id"].map(order)).sort_values(
-            ["_o", "split", "seq"])
-        for _, c in cf.iterrows():
-            if c["matrix"] is None:
-                continue
-            m = np.asarray(c["matrix"], dtype=np.int64)
-            names = list(c["class_names"]) if c["class_names"] is not None else data.class_names(c["run_id"])
-            names = [str(n) for n in names] + [str(i) for i in range(len(names), m.shape[0])]
-            ep = "final" if is_missing(c["epoch"]) else f"epoch {int(c['epoch']) + 1}"
-            confusion_figures.append(fig_html(F.confusion_figure(
-                m, names, f"{labels.get(c['run_id'])} · {c['variant']} · split {c['split']} ({ep})")))
+    confusion_figures = _confusion_figures(data, cls_runs, labels, fig_html)
 
     curve_figures = [f for f in (
         fig_html(F.curve_figure(t.curves[t.curves["source"] == "eval"], ["miou"], "Validation mIoU per epoch",
@@ -410,8 +399,9 @@ def render(data: ReportData, tables: Optional[ReportTables] = None, thumbnails: 
         generator_commit=data.generator_commit or "unknown", runs=data.runs, datasets=", ".join(datasets) or DASH,
         splits=", ".join(splits) or DASH,
         boundary_px=(" / ".join(f"{b} px" for b in boundary) if boundary else "n px"), n_boot=data.n_boot,
-        seed=data.seed, ci_level=level, sections=[{"id": i, "title": s} for i, s in SECTIONS],
-        plotlyjs=get_plotlyjs(), runs_table=runs_table, experiments=experiments, differences=diffs_view,
+        seed=data.seed, ci_level=level, sections=[{"id": i, "title": s} for i, s in sections(classification)],
+        plotlyjs=get_plotlyjs(), runs_table=runs_table, experiments=experiments, classification=classification,
+        differences=diffs_view,
         forest=forest, bootstrap_problems=problems, ab_groups=ab_groups, thumb_groups=thumb_groups,
         thumbs_empty=thumbs_empty, class_figures=class_figures,
         class_iou=_class_wide(t.per_class, "iou", data.metrics),
@@ -419,6 +409,42 @@ def render(data: ReportData, tables: Optional[ReportTables] = None, thumbnails: 
         weakest=_weakest(t.per_class), confusion_figures=confusion_figures, curve_figures=curve_figures,
         verdicts=verdicts, health=health, config_diff=config_diff, configs=configs, provenance=provenance,
         reliability_section=_reliability_html(data))
+
+
+def _confusion_figures(data: ReportData, skip: set, labels: dict, fig_html) -> list:
+    """The segmentation runs' confusion matrices (pixels), all domains pooled; ``skip``: classification runs
+    (their matrices, in images, are in the Image classification section)."""
+    from . import figures as F
+
+    out = []
+    cf = data.confusion[~data.confusion["run_id"].isin(skip)]
+    if cf.empty:
+        return out
+    order = {rid: i for i, rid in enumerate(data.run_ids)}
+    cf = cf[cf["domain"].fillna("all") == "all"].assign(_o=lambda d: d["run_id"].map(order)).sort_values(
+        ["_o", "split", "seq"])
+    for _, c in cf.iterrows():
+        if c["matrix"] is None:
+            continue
+        m = np.asarray(c["matrix"], dtype=np.int64)
+        names = list(c["class_names"]) if c["class_names"] is not None else data.class_names(c["run_id"])
+        names = [str(n) for n in names] + [str(i) for i in range(len(names), m.shape[0])]
+        ep = "final" if is_missing(c["epoch"]) else f"epoch {int(c['epoch']) + 1}"
+        out.append(fig_html(F.confusion_figure(
+            m, names, f"{labels.get(c['run_id'])} · {c['variant']} · split {c['split']} ({ep})")))
+    return out
+
+
+def sections(classification: Optional[dict]) -> list[tuple[str, str]]:
+    """The navigation: the Image classification section after the experiment table when the report has one."""
+    if not classification:
+        return list(SECTIONS)
+    return SECTIONS[:2] + [("classification", "Classification")] + SECTIONS[2:]
+
+
+def classification_context(data: ReportData, t: ReportTables, fig_html) -> Optional[dict]:
+    from .classification import html_context
+    return html_context(data, t, fig_html)
 
 
 def _reliability_html(data: ReportData) -> str:

@@ -43,6 +43,25 @@ def _table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
     return "\n".join(out)
 
 
+def _experiment_lines(data: ReportData, t: ReportTables) -> list[str]:
+    """The segmentation experiment table, then the Image classification section when the report has such runs."""
+    lines = ["## Experiment table", "", "Latest evaluation per run, split and weights/variant, all domains pooled.", ""]
+    rows = []
+    for _, e in t.experiments.iterrows():
+        rows.append([md_escape(e["run"]), md_escape(e["variant"]), md_escape(e["split"]),
+                     "final" if is_missing(e["epoch"]) else str(int(e["epoch"]) + 1), md_escape(e["backbone"]),
+                     md_escape(e["loss"]), md_escape(e["size"]), md_escape(e["tta"]), md_escape(e["post"]),
+                     _pts(e["miou"]), _pts(e["mbiou"]), _pts(e["macc"]),
+                     "–" if num(e["images_per_s"]) is None else f"{num(e['images_per_s']):.3f}"])
+    from .classification import markdown_lines
+
+    cls_lines = markdown_lines(data, t)
+    lines += [_table(["run", "variant", "split", "epoch", "backbone", "loss", "size", "TTA", "post", "mIoU %",
+                      "bIoU %", "mAcc %", "FPS"], rows) if rows else "No segmentation evaluation stored."
+              if cls_lines else "No evaluation stored.", ""]
+    return lines + cls_lines
+
+
 def render_markdown(data: ReportData, tables: Optional[ReportTables] = None) -> str:
     from .htmlreport import default_title
 
@@ -74,17 +93,7 @@ def render_markdown(data: ReportData, tables: Optional[ReportTables] = None) -> 
                   _table(["run", "split", "source", "external mIoU %", "best val mIoU %", "val→test gap"], ext_rows),
                   ""]
 
-    lines += ["## Experiment table", "",
-              "Latest evaluation per run, split and weights/variant, all domains pooled.", ""]
-    rows = []
-    for _, e in t.experiments.iterrows():
-        rows.append([md_escape(e["run"]), md_escape(e["variant"]), md_escape(e["split"]),
-                     "final" if is_missing(e["epoch"]) else str(int(e["epoch"]) + 1), md_escape(e["backbone"]),
-                     md_escape(e["loss"]), md_escape(e["size"]), md_escape(e["tta"]), md_escape(e["post"]),
-                     _pts(e["miou"]), _pts(e["mbiou"]), _pts(e["macc"]),
-                     "–" if num(e["images_per_s"]) is None else f"{num(e['images_per_s']):.3f}"])
-    lines += [_table(["run", "variant", "split", "epoch", "backbone", "loss", "size", "TTA", "post", "mIoU %",
-                      "bIoU %", "mAcc %", "FPS"], rows) if rows else "No evaluation stored.", ""]
+    lines += _experiment_lines(data, t)
 
     lines += ["## Differences", "", "B − A on the same tiles; *inside the noise* when the interval contains 0.", ""]
     rows = []

@@ -48,13 +48,22 @@ class ReportTables:
     verdicts: pd.DataFrame
     health: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    # image-classification runs (``mapsage.report.classification``); the tables above hold segmentation runs only
+    cls_experiments: pd.DataFrame = field(default_factory=pd.DataFrame)
+    cls_per_class: pd.DataFrame = field(default_factory=pd.DataFrame)
+    cls_confusion: pd.DataFrame = field(default_factory=pd.DataFrame)
+    cls_groups: pd.DataFrame = field(default_factory=pd.DataFrame)
 
-    # the tables written as CSV (file stem -> frame)
+    # the tables written as CSV (file stem -> frame); the classification ones only when the report has such runs
     def csv_tables(self) -> dict[str, pd.DataFrame]:
-        return {"experiments": self.experiments, "per_class": self.per_class, "confusion": self.confusion,
-                "differences": self.differences, "ab": self.ab, "curves": self.curves,
-                "changed_tiles": self.changed_tiles, "config_diff": self.config_diff,
-                "provenance": self.provenance, "verdicts": self.verdicts, "health": self.health}
+        out = {"experiments": self.experiments, "per_class": self.per_class, "confusion": self.confusion,
+               "differences": self.differences, "ab": self.ab, "curves": self.curves,
+               "changed_tiles": self.changed_tiles, "config_diff": self.config_diff,
+               "provenance": self.provenance, "verdicts": self.verdicts, "health": self.health}
+        if not self.cls_experiments.empty:
+            out.update({"classification": self.cls_experiments, "classification_per_class": self.cls_per_class,
+                        "classification_confusion": self.cls_confusion, "classification_groups": self.cls_groups})
+        return out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -143,8 +152,10 @@ def tile_scores(rows: pd.DataFrame, metric: str = "miou") -> pd.Series:
 
 
 def experiments(data: ReportData) -> pd.DataFrame:
+    """Segmentation runs (image-classification runs have their own table: ``classification.experiments``)."""
     labels = data.labels()
     latest = latest_evaluations(data)
+    latest = latest[~latest["run_id"].isin(data.classification_run_ids())] if not latest.empty else latest
     cols = ["run", "run_id", "kind", "status", "split", "variant", "epoch", *EXPERIMENT_COLUMNS, *SUMMARY_METRICS,
             "images_per_s", "n_images", "boundary_px", "excluded_classes", "best_val_miou", "best_epoch",
             "dataset", "eval_seq"]
@@ -175,6 +186,7 @@ def experiments(data: ReportData) -> pd.DataFrame:
 def per_class(data: ReportData) -> pd.DataFrame:
     labels = data.labels()
     cm = data.class_metrics
+    cm = cm[~cm["run_id"].isin(data.classification_run_ids())]
     cols = ["run", "run_id", "split", "domain", "variant", "epoch", "class_id", "class_name", "iou", "biou", "acc",
             "precision", "f1", "excluded", "eval_seq"]
     if cm.empty:
@@ -200,7 +212,7 @@ def confusion(data: ReportData) -> pd.DataFrame:
             "pred_class", "pixels", "eval_seq"]
     rows = []
     order = _run_order(data)
-    cf = data.confusion.copy()
+    cf = data.confusion[~data.confusion["run_id"].isin(data.classification_run_ids())].copy()
     if cf.empty:
         return pd.DataFrame(columns=cols)
     cf["_order"] = cf["run_id"].map(order)
@@ -270,6 +282,7 @@ def differences(data: ReportData) -> tuple[pd.DataFrame, list[dict]]:
     # runs against the reference run, on every (split, variant) both have per-tile rows for
     ids = data.run_ids
     ref = ids[0]
+    cls = set(data.classification_run_ids())
     ref_keys = list(dict.fromkeys(zip(t[t["run_id"] == ref]["split"], t[t["run_id"] == ref]["variant"])))
     for rid in ids[1:]:
         keys = set(zip(t[t["run_id"] == rid]["split"], t[t["run_id"] == rid]["variant"]))
@@ -280,8 +293,9 @@ def differences(data: ReportData) -> tuple[pd.DataFrame, list[dict]]:
             problems.append({"comparison": "run vs reference", "ab_kind": None, "run_a": labels.get(ref),
                              "run_id_a": ref, "variant_a": None, "run_b": labels.get(rid), "run_id_b": rid,
                              "variant_b": None, "split": None,
-                             "reason": "no split and weights/variant scored by both runs (the reference's: "
-                                       + (", ".join(f"{s}/{v}" for s, v in ref_keys) or "none") + ")"})
+                             "reason": "image classification: the tile bootstrap compares segmentation runs only"
+                             if {ref, rid} & cls else "no split and weights/variant scored by both runs (the "
+                             "reference's: " + (", ".join(f"{s}/{v}" for s, v in ref_keys) or "none") + ")"})
     # A/B variants against their baseline, within each run
     ab = data.ab_rows
     for _, r in ab.sort_values("seq").iterrows() if not ab.empty else []:
@@ -353,7 +367,7 @@ def curves(data: ReportData) -> pd.DataFrame:
                      "variant": None, "epoch": int(r["epoch"]), "name": r["name"], "value": num(r["value"]),
                      "_seq": int(r["seq"])})
     m = _all_domain(data.metrics)
-    m = m[m["epoch"].notna()] if not m.empty else m
+    m = m[m["epoch"].notna() & ~m["run_id"].isin(data.classification_run_ids())] if not m.empty else m
     for _, r in m.iterrows():
         for name in ("miou", "mbiou", "macc"):
             rows.append({"run": labels.get(r["run_id"]), "run_id": r["run_id"], "source": "eval",
@@ -548,6 +562,8 @@ def health(data: ReportData) -> pd.DataFrame:
 
 
 def build_tables(data: ReportData) -> ReportTables:
+    from . import classification as C
+
     diffs, problems = differences(data)
     deltas = ab_tile_deltas(data)
     notes = []
@@ -557,4 +573,5 @@ def build_tables(data: ReportData) -> ReportTables:
                         differences=diffs, bootstrap_problems=problems, ab=ab_table(data, diffs, deltas),
                         curves=curves(data), changed_tiles=changed_tiles(data, deltas=deltas),
                         config_diff=config_diff(data),
-                        provenance=provenance(data), verdicts=verdicts(data), health=health(data), notes=notes)
+                        provenance=provenance(data), verdicts=verdicts(data), health=health(data), notes=notes,
+                        **C.classification_tables(data))

@@ -95,6 +95,28 @@ FPS = images per second of inference measured by that evaluation (its device in 
 {{ table(experiments) }}
 </section>
 
+{% if classification %}
+<section id="classification">
+<h2>Image classification</h2>
+<p class="note">One row per classification run, split and weights/variant: its latest evaluation (“final” scores
+the kept checkpoint after training). Figures are percentages of the split's images; ECE (15 fixed confidence
+bins) before → after temperature scaling, with the temperature T fitted by NLL on the same split.</p>
+{{ table(classification.experiments) }}
+{% if classification.groups %}<h3>Fold / seed groups</h3>
+<p class="note">Mean ± sd (n − 1) over each run's final evaluation (the kept checkpoint).</p>
+{{ table(classification.groups) }}{% endif %}
+{% for r in classification.runs %}
+<div class="card">
+<h3>{{ r.heading }}</h3>
+{% for pc in r.per_class %}<h4>Per class — {{ pc.heading }}</h4>
+{{ table(pc.table) }}{% endfor %}
+<div class="grid2">{% for f in r.figures %}<div>{{ f|safe }}</div>{% endfor %}</div>
+{% for n in r.notes %}<p class="note">{{ n }}</p>{% endfor %}
+</div>
+{% endfor %}
+</section>
+{% endif %}
+
 <section id="differences">
 <h2>Differences and their confidence intervals</h2>
 <p class="note">Each difference is B − A on the same tiles of the named split. A difference is

@@ -99,7 +99,7 @@ def report_command(args) -> int:
     files = write_report(data, out, csv_dir=args.csv_dir, md_path=args.md)
     t = files.tables
     print(f"report: {files.html} ({files.html_bytes / 1e6:.2f} MB; {len(data.runs)} runs, "
-          f"{len(t.experiments)} evaluations, {len(t.differences)} bootstrap comparisons, {len(t.ab)} A/B rows, "
+          f"{len(t.experiments) + len(t.cls_experiments)} evaluations, {len(t.differences)} bootstrap comparisons, {len(t.ab)} A/B rows, "
           f"{len(t.changed_tiles)} changed tiles)")
     for p in t.bootstrap_problems:
         print(f"  not compared: {p.get('run_b')} vs {p.get('run_a')}: {p['reason']}", file=sys.stderr)
