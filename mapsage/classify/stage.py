@@ -300,6 +300,10 @@ def run(ctx: StageContext) -> dict:
             identity={"checkpoint": str(final), "ckpt_epoch": best["epoch"], "weights": best["weights"]})
     ev.log(f"temperature scaling on validation: T = {temp:.3f}, ECE {before.ece:.4f} -> {after.ece:.4f}, "
            f"NLL {before.nll:.4f} -> {after.nll:.4f}")
+    if cc.calibrate and after.ece > before.ece:
+        ev.log(f"temperature scaling lowered the validation NLL but raised ECE ({100 * before.ece:.2f} -> "
+               f"{100 * after.ece:.2f} %, T = {temp:.3f}): the model is not yet calibratable by one temperature "
+               f"(train longer, or set classify.calibrate: false to keep T = 1)", level="warning")
     probs = softmax(z / temp)
     _write_predictions(ctx, vid, lab, probs, names, ids_map)
     _error_gallery(ctx, model, val_ds, vid, lab, probs, names, device)
