@@ -2,7 +2,8 @@
 
 It is the source of truth of a run: every record is flushed (and fsync'ed) when written, it survives a crash, and
 readers tolerate a half-written last line. The store ingests it (``store.ingest``); nothing else writes a run's
-numbers anywhere else.
+numbers anywhere else. Readers that want a run's live state (status, heartbeat, progress, run_info facts) fold
+it with :class:`mapsage.event_records.RunState` rather than walking the records themselves.
 
 Every record has ``seq`` (0, 1, 2, ... per file; with ``run_id`` it is the record's identity, so ingest is
 idempotent), ``ts`` (UNIX seconds) and ``type``. Record types and their payloads:

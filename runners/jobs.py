@@ -33,6 +33,7 @@ from mapsage.config import (
 )
 from mapsage.config.core import apply_overrides
 from mapsage.errors import CheckpointError, UserError
+from mapsage.event_records import RunState, fold_events
 from mapsage.events import EVENTS_FILE, FINAL_STATUSES, EventWriter, read_events
 from mapsage.workspace import run_dir, runs_dir
 
@@ -186,13 +187,15 @@ def _preflight(cfg: Config, resume_from: str | Path | None = None) -> str:
 # status
 
 
-_live_cache: dict[str, tuple[int, int, dict]] = {}
+_live_cache: dict[str, tuple[int, int, RunState]] = {}
+_LIVE_INFO_KEYS = ("gpus", "parent_run", "resume_from", "name", "kind")   # in the answer only once a run_info gave them
 
 
 def live_status(rid: str) -> dict:
     """The run's state straight from its event file (fresh; no store involved): status, message, traceback,
     progress (last heartbeat's), last_heartbeat, pid, host, gpus, queue position, final. Incremental: a process
-    re-reads only what was appended since its last call."""
+    re-reads only what was appended since its last call (the fold, :class:`mapsage.event_records.RunState`, is
+    cached per file with its offset)."""
     rdir = _require_run(rid)
     path = rdir / EVENTS_FILE
     try:
@@ -202,28 +205,18 @@ def live_status(rid: str) -> dict:
     key = str(path)
     cached = _live_cache.get(key)
     if cached and cached[0] == inode:
-        offset, out = cached[1], dict(cached[2])
+        offset, state = cached[1], cached[2].copy()
     else:
-        offset = 0
-        out = {"run_id": rid, "status": None, "message": None, "traceback": None, "progress": None,
-               "last_heartbeat": None, "pid": None, "host": None, "n_events": 0}
-    records, offset = read_events(path, offset)
-    out["n_events"] += len(records)
-    for r in records:
-        t = r.get("type")
-        if t == "status":
-            out.update(status=r.get("status"), message=r.get("message"), traceback=r.get("traceback"),
-                       status_ts=r.get("ts"))
-        elif t == "heartbeat":
-            out.update(last_heartbeat=r.get("ts"), pid=r.get("pid"), host=r.get("host"))
-            if r.get("progress"):
-                out["progress"] = r["progress"]
-        elif t == "run_info":
-            for k in ("pid", "host", "gpus", "parent_run", "resume_from", "name", "kind"):
-                if r.get(k) is not None:
-                    out[k] = r[k]
-    _live_cache[key] = (inode, offset, dict(out))
-    out["final"] = out["status"] in FINAL_STATUSES
+        offset, state = 0, RunState()
+    state, offset = fold_events(path, offset, state)
+    _live_cache[key] = (inode, offset, state)
+    out = {"run_id": rid, "status": state.status, "message": state.message, "traceback": state.traceback,
+           "progress": state.progress, "last_heartbeat": state.last_heartbeat, "pid": state.pid,
+           "host": state.host, "n_events": state.n_events}
+    if state.has_status:
+        out["status_ts"] = state.status_ts
+    out.update({k: getattr(state, k) for k in _LIVE_INFO_KEYS if getattr(state, k) is not None})
+    out["final"] = state.final
     out["queue_position"] = scheduler.queue_position(rid) if out["status"] == "queued" else None
     return out
 

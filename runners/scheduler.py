@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Iterator
 
 from mapsage.config import PROJECT_ROOT
-from mapsage.events import EVENTS_FILE, FINAL_STATUSES, EventWriter, read_events
+from mapsage.event_records import fold_events
+from mapsage.events import EVENTS_FILE, FINAL_STATUSES, EventWriter
 from mapsage.workspace import run_dir, workspace_root
 
 from . import procs
@@ -121,19 +122,13 @@ def write_job(rid: str, **updates) -> dict:
 
 def last_status(rid: str) -> tuple[str | None, dict | None]:
     """(status, record) of the last status record in the run's event file."""
-    records, _ = read_events(run_dir(rid) / EVENTS_FILE)
-    for r in reversed(records):
-        if r.get("type") == "status":
-            return r.get("status"), r
-    return None, None
+    state, _ = fold_events(run_dir(rid) / EVENTS_FILE)
+    return state.status, state.status_record
 
 
 def _last_heartbeat_ts(rid: str) -> float | None:
-    records, _ = read_events(run_dir(rid) / EVENTS_FILE)
-    for r in reversed(records):
-        if r.get("type") in ("heartbeat", "status"):
-            return r.get("ts")
-    return None
+    """ts of the run's last heartbeat or status record."""
+    return fold_events(run_dir(rid) / EVENTS_FILE)[0].last_beat
 
 
 def _log_tail(rid: str, lines: int = 15) -> str:

@@ -17,7 +17,6 @@ One code path, safe to call from any process at any time:
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,11 @@ from typing import Any, Iterable
 import pyarrow as pa
 import yaml
 
-from mapsage.events import EVENTS_FILE, FINAL_STATUSES, read_events
+from mapsage.event_records import RunState
+from mapsage.event_records import to_float as _f
+from mapsage.event_records import to_int as _i
+from mapsage.event_records import to_str as _s
+from mapsage.events import EVENTS_FILE, read_events
 from mapsage.runids import RunIdError, run_path
 from mapsage.workspace import db_path, runs_dir
 
@@ -69,33 +72,6 @@ class IngestReport:
 # value coercion
 
 
-def _f(x: Any) -> float | None:
-    if x.__class__ is float:              # the common case: a finite JSON number (NaN/inf fail x - x == 0)
-        return x if x - x == 0 else None
-    if x is None or isinstance(x, bool):
-        return None if x is None else float(x)
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def _i(x: Any) -> int | None:
-    if x is None:
-        return None
-    try:
-        return int(x)
-    except (TypeError, ValueError):
-        return None
-
-
-def _s(x: Any) -> str | None:
-    if x is None:
-        return None
-    return x if isinstance(x, str) else str(x)
-
-
 def _j(x: Any) -> str | None:
     if x is None:
         return None
@@ -135,9 +111,10 @@ _FACT_COLUMNS: list[tuple[str, str]] = [
     ("parent_run", "VARCHAR"), ("parent_relation", "VARCHAR"), ("resume_from", "VARCHAR"),
     ("created_at", "DOUBLE"), ("epochs", "INTEGER"), ("info_patch", "VARCHAR"),
 ]
-_RUN_INFO_FIELDS = {"name": _s, "kind": _s, "title": _s, "config_hash": _s, "code_commit": _s, "dataset": _s,
-                    "split": _s, "parent_run": _s, "parent_relation": _s, "resume_from": _s, "created_at": _f,
-                    "epochs": _i, "pid": _i, "pgid": _i, "host": _s}
+# run facts taken as they are from the fold of the batch's records (mapsage.event_records.RunState)
+_STATE_FACTS = ["started_at", "ended_at", "last_heartbeat", "pid", "pgid", "host", "name", "kind", "plan_stage",
+                "title", "config_hash", "code_commit", "dataset", "split", "parent_run", "parent_relation",
+                "resume_from", "created_at", "epochs"]
 _STATIC_RUN_COLUMNS = ["run_id", "name", "kind", "plan_stage", "title", "config_json", "config_hash",
                        "code_commit", "dataset", "split", "num_classes", "class_names", "epochs", "arch", "backbone",
                        "pretrain", "loss", "aug", "lr_schedule", "size", "tta", "post", "created_at", "n_events"]
@@ -147,6 +124,7 @@ class _Batch:
     def __init__(self):
         self.rows: dict[str, list[tuple]] = {t: [] for t in EVENT_TABLES}
         self.facts: dict[str, dict] = {}
+        self.folds: dict[str, RunState] = {}     # per run: the fold of this batch's records
         self.new_runs: list[dict] = []
         self.config_updates: list[dict] = []
         self.states: list[tuple] = []
@@ -159,102 +137,78 @@ class _Batch:
 
     # -- one run's new records ----------------------------------------------------------------------------------
     def add_records(self, run_id: str, records: list[dict]) -> None:
-        f = self.facts.setdefault(run_id, {"run_id": run_id, "has_status": False, "n_new": 0})
-        info_patch: dict = {}
+        f = self.facts.setdefault(run_id, {"run_id": run_id, "n_new": 0})
+        state = self.folds.setdefault(run_id, RunState())
         for r in records:
-            self._add(run_id, r, f, info_patch)
-        if info_patch:
-            f["info_patch"] = _j(info_patch)
+            self._add(run_id, r, f, state)
+        f.update(_state_facts(state))
 
-    def _add(self, run_id: str, r: dict, f: dict, info_patch: dict) -> None:
+    def _add(self, run_id: str, r: dict, f: dict, state: RunState) -> None:
         seq, ts, typ = int(r["seq"]), _f(r.get("ts")), str(r.get("type"))
-        rows = self.rows
         if typ in _TABLED:
-            payload = None
-            rows["events"].append((run_id, seq, ts, typ, None))
+            self.rows["events"].append((run_id, seq, ts, typ, None))
         else:
             payload = {k: v for k, v in r.items() if k not in ("seq", "ts", "type")}
-            rows["events"].append((run_id, seq, ts, typ, _j(payload)))
+            self.rows["events"].append((run_id, seq, ts, typ, _j(payload)))
         self.n_events += 1
         f["n_new"] += 1
         if ts is not None:
             f["updated_at"] = max(ts, f.get("updated_at") or ts)
-        if typ == "status":
-            status = _s(r.get("status"))
-            rows["statuses"].append((run_id, seq, ts, status, _s(r.get("message")), _s(r.get("traceback"))))
-            f.update(has_status=True, status=status, status_message=_s(r.get("message")),
-                     traceback=_s(r.get("traceback")), ended_at=ts if status in FINAL_STATUSES else None)
-            if status == "running" and f.get("started_at") is None:
-                f["started_at"] = ts
-        elif typ == "heartbeat":
-            f["last_heartbeat"] = ts
-            if r.get("pid") is not None:
-                f["pid"] = _i(r.get("pid"))
-            if r.get("host") is not None:
-                f["host"] = _s(r.get("host"))
-            prog = r.get("progress")
-            if isinstance(prog, dict) and prog:
-                frac = _f(prog.get("frac"))
-                if frac is None and _f(prog.get("step")) is not None and _f(prog.get("steps")):
-                    frac = _f(prog["step"]) / _f(prog["steps"])
-                elif frac is None and _f(prog.get("epoch")) is not None and _f(prog.get("epochs")):
-                    frac = _f(prog["epoch"]) / _f(prog["epochs"])
-                f.update(progress_json=_j(prog), progress_frac=frac, progress_epoch=_i(prog.get("epoch")),
-                         progress_epochs=_i(prog.get("epochs")), progress_phase=_s(prog.get("phase")),
-                         progress_message=_s(prog.get("message")))
-        elif typ == "scalars":
-            epoch, step, split = _i(r.get("epoch")), _i(r.get("step")), _s(r.get("split")) or "train"
-            values = r.get("values") or {}
-            if isinstance(values, dict):
-                for name, value in values.items():
-                    rows["scalars"].append((run_id, seq, ts, epoch, step, split, str(name), _f(value)))
-                    if name in ("fps", "images_per_s"):
-                        self.fps_scalars = True
-        elif typ == "metrics":
-            self._metrics(run_id, seq, ts, r)
-        elif typ == "tiles":
-            split, variant = _s(r.get("split")), _s(r.get("variant"))
-            for t in r.get("rows") or []:
-                if not isinstance(t, dict):
-                    continue
-                rows["tiles"].append((run_id, seq, split, variant, _s(t.get("tile")), _s(t.get("domain")),
-                                      _ints(t.get("intersect")), _ints(t.get("union")), _ints(t.get("label_area")),
-                                      _ints(t.get("pred_area")), _ints(t.get("b_intersect")),
-                                      _ints(t.get("b_union"))))
-                for cell in t.get("confusion") or []:
-                    if isinstance(cell, (list, tuple)) and len(cell) == 3:
-                        rows["tile_confusion"].append((run_id, seq, split, variant, _i(r.get("epoch")),
-                                                       _s(t.get("tile")), _s(t.get("domain")), _i(cell[0]),
-                                                       _i(cell[1]), _i(cell[2])))
-        elif typ == "ab":
-            s = r.get("summary") if isinstance(r.get("summary"), dict) else {}
-            b = r.get("baseline_summary") if isinstance(r.get("baseline_summary"), dict) else {}
-            rows["ab_rows"].append((run_id, seq, ts, _s(r.get("ab_kind")), _s(r.get("variant")),
-                                    _s(r.get("baseline")), _s(r.get("split")), _f(r.get("gain")),
-                                    _s(r.get("criterion")), _f(r.get("threshold")), _s(r.get("decision")),
-                                    _f(r.get("images_per_s")), _f(r.get("wall_s")), _f(s.get("miou")),
-                                    _f(s.get("mbiou")), _f(b.get("miou")), _f(b.get("mbiou")), _j(s or None),
-                                    _j(b or None), _j(r.get("details"))))
-        elif typ == "artifact":
-            rows["artifacts"].append((run_id, seq, ts, _s(r.get("kind")), _s(r.get("path")), _s(r.get("tile")),
-                                      _s(r.get("variant")), _j(r.get("meta"))))
-        elif typ == "health":
-            rows["health"].append((run_id, seq, ts, _s(r.get("check")), _s(r.get("status")), _s(r.get("verdict")),
-                                   _j(r.get("evidence")), _s(r.get("picture"))))
-        elif typ == "log":
-            rows["logs"].append((run_id, seq, ts, _s(r.get("level")) or "info", _s(r.get("message"))))
-        elif typ == "run_info":
-            for key, conv in _RUN_INFO_FIELDS.items():
-                if r.get(key) is not None:
-                    f[key] = conv(r[key])
-            stage = r.get("plan_stage", r.get("stage"))
-            if isinstance(stage, (int, float)) and not isinstance(stage, bool):
-                f["plan_stage"] = int(stage)
-            if r.get("gpus") is not None:
-                g = r["gpus"]
-                f["gpus"] = ",".join(str(x) for x in g) if isinstance(g, (list, tuple)) else str(g)
-            info_patch.update(payload)
+        state.apply(r)          # status / heartbeat / run_info: the run's facts (see _state_facts)
+        handler = _HANDLERS.get(typ)
+        if handler is not None:
+            handler(self, run_id, seq, ts, r)
         # any other type: kept in the ledger (``events``) only
+
+    # -- rows of the event tables, one handler per record type (_HANDLERS) ---------------------------------------
+    def _status(self, run_id: str, seq: int, ts: float | None, r: dict) -> None:
+        self.rows["statuses"].append((run_id, seq, ts, _s(r.get("status")), _s(r.get("message")),
+                                      _s(r.get("traceback"))))
+
+    def _scalars(self, run_id: str, seq: int, ts: float | None, r: dict) -> None:
+        epoch, step, split = _i(r.get("epoch")), _i(r.get("step")), _s(r.get("split")) or "train"
+        values = r.get("values") or {}
+        if isinstance(values, dict):
+            for name, value in values.items():
+                self.rows["scalars"].append((run_id, seq, ts, epoch, step, split, str(name), _f(value)))
+                if name in ("fps", "images_per_s"):
+                    self.fps_scalars = True
+
+    def _tiles(self, run_id: str, seq: int, ts: float | None, r: dict) -> None:
+        split, variant = _s(r.get("split")), _s(r.get("variant"))
+        for t in r.get("rows") or []:
+            if not isinstance(t, dict):
+                continue
+            self.rows["tiles"].append((run_id, seq, split, variant, _s(t.get("tile")), _s(t.get("domain")),
+                                       _ints(t.get("intersect")), _ints(t.get("union")), _ints(t.get("label_area")),
+                                       _ints(t.get("pred_area")), _ints(t.get("b_intersect")),
+                                       _ints(t.get("b_union"))))
+            for cell in t.get("confusion") or []:
+                if isinstance(cell, (list, tuple)) and len(cell) == 3:
+                    self.rows["tile_confusion"].append((run_id, seq, split, variant, _i(r.get("epoch")),
+                                                        _s(t.get("tile")), _s(t.get("domain")), _i(cell[0]),
+                                                        _i(cell[1]), _i(cell[2])))
+
+    def _ab(self, run_id: str, seq: int, ts: float | None, r: dict) -> None:
+        s = r.get("summary") if isinstance(r.get("summary"), dict) else {}
+        b = r.get("baseline_summary") if isinstance(r.get("baseline_summary"), dict) else {}
+        self.rows["ab_rows"].append((run_id, seq, ts, _s(r.get("ab_kind")), _s(r.get("variant")),
+                                     _s(r.get("baseline")), _s(r.get("split")), _f(r.get("gain")),
+                                     _s(r.get("criterion")), _f(r.get("threshold")), _s(r.get("decision")),
+                                     _f(r.get("images_per_s")), _f(r.get("wall_s")), _f(s.get("miou")),
+                                     _f(s.get("mbiou")), _f(b.get("miou")), _f(b.get("mbiou")), _j(s or None),
+                                     _j(b or None), _j(r.get("details"))))
+
+    def _artifact(self, run_id: str, seq: int, ts: float | None, r: dict) -> None:
+        self.rows["artifacts"].append((run_id, seq, ts, _s(r.get("kind")), _s(r.get("path")), _s(r.get("tile")),
+                                       _s(r.get("variant")), _j(r.get("meta"))))
+
+    def _health(self, run_id: str, seq: int, ts: float | None, r: dict) -> None:
+        self.rows["health"].append((run_id, seq, ts, _s(r.get("check")), _s(r.get("status")), _s(r.get("verdict")),
+                                    _j(r.get("evidence")), _s(r.get("picture"))))
+
+    def _log(self, run_id: str, seq: int, ts: float | None, r: dict) -> None:
+        self.rows["logs"].append((run_id, seq, ts, _s(r.get("level")) or "info", _s(r.get("message"))))
 
     def _metrics(self, run_id: str, seq: int, ts: float | None, r: dict) -> None:
         split, domain = _s(r.get("split")) or "val", _s(r.get("domain")) or "all"
@@ -291,6 +245,27 @@ class _Batch:
         if matrix is not None:
             names = [_s(c.get("name")) for c in classes] or None
             self.rows["confusion"].append((run_id, seq, split, domain, variant, epoch, len(matrix), names, matrix))
+
+
+_HANDLERS = {"status": _Batch._status, "scalars": _Batch._scalars, "metrics": _Batch._metrics,
+             "tiles": _Batch._tiles, "ab": _Batch._ab, "artifact": _Batch._artifact, "health": _Batch._health,
+             "log": _Batch._log}   # heartbeat, run_info: facts only (the fold); other types: the ledger only
+
+
+def _state_facts(state: RunState) -> dict:
+    """The run's fact columns from the fold of one batch's records; ``_FACTS_SQL`` merges them into its row (a
+    fact the batch did not bring is None, and keeps the row's value)."""
+    f = {k: getattr(state, k) for k in _STATE_FACTS}
+    f.update(has_status=state.has_status, status=state.status, status_message=state.message,
+             traceback=state.traceback, info_patch=_j(state.info) if state.info else None)
+    g = state.gpus
+    f["gpus"] = None if g is None else ",".join(str(x) for x in g) if isinstance(g, (list, tuple)) else str(g)
+    prog = state.progress
+    if prog:
+        f.update(progress_json=_j(prog), progress_frac=state.progress_frac, progress_epoch=_i(prog.get("epoch")),
+                 progress_epochs=_i(prog.get("epochs")), progress_phase=_s(prog.get("phase")),
+                 progress_message=_s(prog.get("message")))
+    return f
 
 
 # ---------------------------------------------------------------------------------------------------------------

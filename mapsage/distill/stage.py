@@ -44,7 +44,8 @@ import yaml
 from ..config import ConfigError, config_hash, git_commit, run_name, save_resolved, to_dict
 from ..data import build_dataset
 from ..errors import CheckpointError, UserError
-from ..events import FINAL_STATUSES, EventWriter, NullEvents, read_events
+from ..event_records import fold_events
+from ..events import EVENTS_FILE, FINAL_STATUSES, EventWriter, NullEvents
 from ..infer.ab import ab_row
 from ..infer.checkpoints import best_score, resolve_checkpoint, weights_for
 from ..infer.evaluate import evaluate_outcome
@@ -105,12 +106,7 @@ def budget_differences(cfg, other: dict) -> dict[str, list]:
 
 
 def _last_status(folder: Path) -> Optional[str]:
-    records, _ = read_events(folder / "events.jsonl")
-    status = None
-    for r in records:
-        if r.get("type") == "status":
-            status = r.get("status")
-    return status
+    return fold_events(folder / EVENTS_FILE)[0].status
 
 
 def _run_folder_of(checkpoint: Optional[Path]) -> Optional[Path]:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from mapsage.config import PROJECT_ROOT
 from mapsage.errors import UserError
+from mapsage.event_records import fold_events
 from mapsage.events import EVENTS_FILE, FINAL_STATUSES, EventWriter, read_events
 from mapsage.workspace import run_dir, workspace_root
 
@@ -326,11 +327,7 @@ def _submitit_log_tail(rid: str, job_id: str, lines: int = 15) -> str:
 
 
 def _last_status(rid: str) -> str | None:
-    records, _ = read_events(run_dir(rid) / EVENTS_FILE)
-    for r in reversed(records):
-        if r.get("type") == "status":
-            return r.get("status")
-    return None
+    return fold_events(run_dir(rid) / EVENTS_FILE)[0].status
 
 
 # ---------------------------------------------------------------------------------------------------------------
