@@ -33,6 +33,19 @@ CLASS_METRICS: dict[str, str] = {
 # metrics a run can be ranked and checkpoints selected by (train.save_best_by, early stopping)
 SELECTABLE = ("miou", "mbiou", "mf1", "mfscore", "mfscore_fg", "macc", "aacc")
 
+# the five figures every segmentation evaluation reports: the reliability card's rows, the external (benchmark)
+# scores a run may record (store.scores, ``mapsage runs score --metric``)
+HEADLINE = ("miou", "mbiou", "macc", "aacc", "mf1")
+
+# image classification (mapsage.metrics.classification): the summary keys of a classification evaluation
+CLASSIFICATION = ("top1", "top5", "macro_f1", "ece")
+
+# the per-epoch validation figures a sweep trial reports (``sweep.metric``), by ``task``: the config schema, its
+# cross-check of task and metric, ``app/views/sweeps.py`` and the knob form's sweep part read them
+SWEEP_METRICS_SEG = ("miou", "mbiou", "mf1", "macc", "aacc")
+SWEEP_METRICS_CLS = ("top1", "macro_f1")
+SWEEP_METRICS: dict[str, tuple[str, ...]] = {"segmentation": SWEEP_METRICS_SEG, "classification": SWEEP_METRICS_CLS}
+
 
 def metric_label(key: str) -> str:
     """The short label of a summary or per-class metric key (the key itself when unknown)."""

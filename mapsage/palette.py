@@ -3,13 +3,16 @@ prediction PNGs, health-check overlays and reports), so a class keeps one colour
 
 A class takes its dataset's colour (``dataset.palette``, ``#RRGGBB``); a dataset without a palette, or a class the
 palette does not reach, takes :func:`fallback_color` of its id: Okabe-Ito plus extra distinguishable colours, then
-golden-ratio hues. :data:`HIGH_CONTRAST` is the optional mask palette for aerial imagery the review map offers."""
+golden-ratio hues. :data:`HIGH_CONTRAST` is the optional mask palette for aerial imagery the review map offers.
+:class:`ClassPalette` (names and colours of one dataset's classes, :func:`palette_from_config`) is what the figures of
+:mod:`mapsage.figures` colour classes by, in the app and in the reports."""
 
 from __future__ import annotations
 
 import colorsys
 import re
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -83,3 +86,63 @@ def class_lut(palette: Sequence[Any] | None, num_classes: int) -> np.ndarray:
     n = min(int(num_classes), 256)
     table[:n] = palette_rgb(palette, n)
     return table
+
+
+@dataclass(frozen=True)
+class ClassPalette:
+    """The classes of a dataset, each with its ``#RRGGBB`` colour."""
+    names: tuple[str, ...]
+    colors: tuple[str, ...]
+
+    def color_of(self, name_or_id: Any) -> str:
+        """The colour of a class name, or of a class id (:func:`fallback_color` past the palette); grey for an
+        unknown name."""
+        if isinstance(name_or_id, (int,)) and not isinstance(name_or_id, bool):
+            i = int(name_or_id)
+            return self.colors[i] if 0 <= i < len(self.colors) else fallback_color(i)
+        try:
+            return self.colors[self.names.index(str(name_or_id))]
+        except ValueError:
+            return "#888888"
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def _dataset_section(cfg: Any) -> tuple[list[str], list[str]]:
+    if cfg is None:
+        return [], []
+    ds = getattr(cfg, "dataset", None)
+    if ds is not None and not isinstance(cfg, Mapping):
+        return list(ds.classes), list(ds.palette)
+    if isinstance(cfg, Mapping):
+        ds = cfg.get("dataset", cfg)
+        if isinstance(ds, Mapping):
+            return list(ds.get("classes") or []), list(ds.get("palette") or [])
+    return [], []
+
+
+def palette_from_config(cfg: Any, class_names: list[str] | None = None) -> ClassPalette:
+    """The class palette of a config (a Config, a resolved-config mapping or its ``dataset`` section).
+
+    ``class_names`` (e.g. from a metrics row) wins when the config names no classes; colours missing from the
+    config fall back to a fixed sequence."""
+    names, colors = _dataset_section(cfg)
+    if not names:
+        names = list(class_names or [])
+    out = []
+    for i, _ in enumerate(names):
+        try:
+            out.append(normalise_hex(colors[i]))
+        except (IndexError, ValueError):
+            out.append(fallback_color(i))
+    return ClassPalette(tuple(str(n) for n in names), tuple(out))
+
+
+def text_color_on(bg_hex: str) -> str:
+    """Black or white, whichever reads better on ``bg_hex`` (WCAG relative luminance)."""
+    h = normalise_hex(bg_hex)[1:]
+    rgb = [int(h[i:i + 2], 16) / 255.0 for i in (0, 2, 4)]
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    lum = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    return "#000000" if lum > 0.179 else "#FFFFFF"

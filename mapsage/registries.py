@@ -6,9 +6,14 @@ against the same names the code implements (the style of timm's ``_registry.py``
 * :data:`LOSS_TERMS`: the terms ``loss.schedule`` may weight; :data:`mapsage.losses.TERMS` implements each one but
   ``boundary``, which :class:`mapsage.losses.SegLoss` computes from the boundary head and the label edges.
 * :data:`EXPERIMENT_COLUMNS`: the experiment-table columns (store, runner templates, reports).
+* :data:`STAGE_KINDS`: ``stage.kind``; ``runners.stages.STAGES`` maps each one to the function that runs it (and
+  registers no other), and the named roles below (:data:`TRAINING_KINDS`, :data:`CHECKPOINT_KINDS`, ...) are subsets
+  of it that the runner, the store and the app read instead of spelling kinds out.
+* :data:`VERDICTS`: a reviewer's verdict on a variant's tile (``store.review``, the review pages, the review queue).
 
-The metric names are :mod:`mapsage.metric_names`; the corruptions are :mod:`mapsage.corruption_levels`; the review
-verdicts are ``store.review.VERDICTS``; the stage kinds are ``runners.stages.STAGES``."""
+The metric names are :mod:`mapsage.metric_names`; the corruptions are :mod:`mapsage.corruption_levels`.
+tests/test_registries.py pins every consumer to these lists and fails on a literal list of three or more names of
+a vocabulary anywhere else."""
 
 from __future__ import annotations
 
@@ -23,8 +28,22 @@ ARCHITECTURES: dict[str, str] = {
 }
 ARCH_NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
 
-LOSS_TERMS: tuple[str, ...] = ("ce", "ohem", "dice", "lovasz", "focal", "boundary", "bsce")
+# in the order the launch form's loss-schedule editor shows them (app/widgets/knobs.py)
+LOSS_TERMS: tuple[str, ...] = ("ce", "dice", "lovasz", "ohem", "focal", "boundary", "bsce")
 
 # the descriptive columns of the experiment table (store/derive.py computes them from a run's config), in the
 # order the runs table, the plan's template cards and reports show them
 EXPERIMENT_COLUMNS: tuple[str, ...] = ("backbone", "pretrain", "loss", "aug", "lr_schedule", "size", "tta", "post")
+
+STAGE_KINDS: tuple[str, ...] = ("train", "evaluate", "tta_ab", "health", "refine", "distill", "ensemble", "demo_job",
+                                "export", "predict", "lr_find", "reliability", "classify")
+# roles of the stage kinds (each a subset of STAGE_KINDS)
+SEG_TRAINING_KINDS: tuple[str, ...] = ("train", "distill")          # train a segmentation model (the knob form)
+TRAINING_KINDS: tuple[str, ...] = (*SEG_TRAINING_KINDS, "classify")  # what a sweep or a --seeds/--folds group repeats
+CHECKPOINT_REQUIRED_KINDS: tuple[str, ...] = ("evaluate", "tta_ab", "refine")   # need stage.checkpoint to launch
+CHECKPOINT_KINDS: tuple[str, ...] = (*CHECKPOINT_REQUIRED_KINDS, "health")      # read stage.checkpoint (health: optional)
+DECIDING_KINDS: tuple[str, ...] = ("tta_ab", "refine", "ensemble")   # decide between variants (A/B decision rows)
+MODEL_KINDS: tuple[str, ...] = ("train", "distill", "ensemble")      # a succeeded run is a model to predict with
+VAL_SPLIT_KINDS: tuple[str, ...] = ("train", "distill", "health", "demo_job")   # score dataset.val_split (others eval.split)
+
+VERDICTS: tuple[str, ...] = ("better", "worse", "same")

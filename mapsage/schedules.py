@@ -194,7 +194,8 @@ def describe(cfg) -> str:
 
 def lr_figure(cfg, steps_per_epoch: Optional[int] = None, world_size: int = 1):
     """A plotly figure of the per-iteration LR against epochs (x in epochs, 1-based ends), for the Plan form."""
-    import plotly.graph_objects as go
+    from .figures import lr_schedule_figure
+
     given = steps_per_epoch or cfg.train.steps_per_epoch
     spe = int(given or 100)
     lrs = lr_curve(cfg, spe, world_size=world_size)
@@ -202,9 +203,5 @@ def lr_figure(cfg, steps_per_epoch: Optional[int] = None, world_size: int = 1):
     stride = max(1, n // 2000)                               # a few thousand points are enough to draw
     xs = [t / spe for t in range(0, n, stride)]
     ys = lrs[::stride]
-    fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines", name="lr", line={"width": 2},
-                               hovertemplate="epoch %{x:.2f}<br>lr %{y:.3g}<extra></extra>"))
     per = f"{spe} steps per epoch" if given else "drawn with 100 steps per epoch (one pass over the data decides)"
-    fig.update_layout(title=f"Learning rate: {describe(cfg)} · {per}", height=260,
-                      margin={"l": 50, "r": 10, "t": 40, "b": 40}, xaxis_title="epoch", yaxis_title="learning rate", yaxis={"exponentformat": "e"})
-    return fig
+    return lr_schedule_figure(xs, ys, f"Learning rate: {describe(cfg)} · {per}")

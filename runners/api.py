@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mapsage.config import CONFIGS_DIR, ConfigError, load_config, run_name, to_dict
 from mapsage.errors import UserError
-from mapsage.registries import EXPERIMENT_COLUMNS
+from mapsage.registries import CHECKPOINT_KINDS, EXPERIMENT_COLUMNS
 from mapsage.workspace import run_dir as _run_dir
 
 from . import jobs, scheduler
@@ -168,7 +168,7 @@ def _knobs(d: dict) -> dict:
     if kind == "tta_ab":
         knobs["tta_ab.variants"] = g("tta_ab", "variants")
         knobs["tta_ab.threshold"] = g("tta_ab", "threshold")
-    if kind in ("evaluate", "tta_ab", "refine", "health"):
+    if kind in CHECKPOINT_KINDS:
         knobs["stage.checkpoint"] = g("stage", "checkpoint")
     if kind == "refine":
         knobs["refine.chains"] = g("refine", "chains")

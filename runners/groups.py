@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mapsage.config import ConfigError, load_config, run_name
 from mapsage.errors import UserError
+from mapsage.registries import TRAINING_KINDS
 
 
 def group_overrides(cfg, seeds: int, folds: int, group_id: str) -> list[tuple[int, int, list[str]]]:
@@ -42,7 +43,7 @@ def launch_group(config_path: str | Path, overrides: list[str] | None = None, se
     if gpus is not None:
         overrides.append(f"runtime.gpus={int(gpus)}")
     cfg = load_config(config_path, overrides)
-    if cfg.stage.kind not in ("train", "distill", "classify"):
+    if cfg.stage.kind not in TRAINING_KINDS:
         raise ConfigError(f"{config_path}: --seeds/--folds repeat training runs; stage.kind is {cfg.stage.kind!r}")
     if folds and cfg.dataset.split.method != "by_group":
         raise ConfigError(f"--folds {folds}: dataset {cfg.dataset.name!r} uses split.method "

@@ -1,5 +1,7 @@
 """Stage kinds: kind -> ``"module:function"``. The same job lifecycle runs every kind; a kind's module is imported
 only inside the worker that runs it (so launching never imports torch), and a missing module is a clear error.
+The kinds themselves are the registry ``mapsage.registries.STAGE_KINDS`` (what ``stage.kind`` validates against);
+this table maps each of them, and no other, to its function.
 
 A stage function is ``run(ctx: mapsage.stage.StageContext) -> None``."""
 from __future__ import annotations
@@ -8,6 +10,7 @@ import importlib
 from typing import Callable
 
 from mapsage.errors import UserError
+from mapsage.registries import STAGE_KINDS
 
 STAGES: dict[str, str] = {
     "train": "mapsage.train.stage:run",
@@ -25,8 +28,13 @@ STAGES: dict[str, str] = {
     "classify": "mapsage.classify.stage:run",
 }
 
+
 def register(kind: str, target: str) -> None:
-    """Add or replace a stage kind (``target`` is ``"package.module:function"``)."""
+    """Point a registered stage kind at another function (``target`` is ``"package.module:function"``). A new kind
+    is added to ``mapsage.registries.STAGE_KINDS`` first, so the config schema accepts it too."""
+    if kind not in STAGE_KINDS:
+        raise UserError(f"stage kind {kind!r} is not in the registry (mapsage/registries.py STAGE_KINDS: "
+                        f"{', '.join(STAGE_KINDS)}); add it there first")
     if ":" not in target:
         raise UserError(f"stage kind {kind!r}: target must look like 'package.module:function', got {target!r}")
     STAGES[kind] = target

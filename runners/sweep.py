@@ -27,6 +27,7 @@ import yaml
 from mapsage.config import Config, ConfigError, config_from_dict, load_config, run_name, to_dict
 from mapsage.errors import UserError
 from mapsage.events import FINAL_STATUSES
+from mapsage.registries import TRAINING_KINDS
 from mapsage.sweep.space import apply_params, grid_size, parse_space, suggest
 from mapsage.sweep.study import create_study, load_study, sweep_dir, sweeps_dir
 
@@ -95,8 +96,8 @@ def prepare(config_path: str | Path, overrides: list[str] | None = None) -> tupl
     """Load and check a sweep config: its search space, each key against the config (one trial config is built
     and validated), the stage kind."""
     cfg = load_config(config_path, overrides)
-    if cfg.stage.kind not in ("train", "distill", "classify"):
-        raise ConfigError(f"{config_path}: a sweep runs training trials (train, distill or classify); "
+    if cfg.stage.kind not in TRAINING_KINDS:
+        raise ConfigError(f"{config_path}: a sweep runs training trials ({', '.join(TRAINING_KINDS)}); "
                           f"stage.kind is {cfg.stage.kind!r}")
     params = parse_space(cfg.sweep.parameters)
     if cfg.sweep.sampler == "grid" and grid_size(params) < 1:

@@ -19,10 +19,11 @@ from pathlib import Path
 
 from mapsage.config import Config, ConfigError, resolve_path
 from mapsage.errors import CheckpointError, DataError
+from mapsage.registries import SEG_TRAINING_KINDS
 
 LATEST = "latest:"
 NO_DATA_KINDS = ("demo_job",)
-TRAIN_KINDS = ("train", "distill")
+TRAIN_KINDS = SEG_TRAINING_KINDS
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from mapsage.registries import EXPERIMENT_COLUMNS, VAL_SPLIT_KINDS
+
 NO_MODEL_KINDS = {"demo_job"}
 
 
@@ -141,7 +143,7 @@ def experiment_columns(cfg: dict | None) -> dict:
     kind = _g(cfg, "stage", "kind", default="train")
     model = _g(cfg, "model", default={})
     crop = _g(cfg, "augment", "crop_size")
-    if kind in ("train", "distill", "health", "demo_job"):
+    if kind in VAL_SPLIT_KINDS:
         split = _g(cfg, "dataset", "val_split", default="val")
     else:
         split = _g(cfg, "eval", "split", default="val")
@@ -166,7 +168,7 @@ def experiment_columns(cfg: dict | None) -> dict:
         "post": post_summary(cfg),
     }
     if kind in NO_MODEL_KINDS:  # the columns would describe a model the stage never builds
-        for k in ("epochs", "arch", "backbone", "pretrain", "loss", "aug", "lr_schedule", "size", "tta", "post"):
+        for k in ("epochs", "arch", *EXPERIMENT_COLUMNS):
             facts[k] = None
     if cfg.get("task") == "classification":   # image classification: the classify section describes the model
         facts.update(classification_columns(cfg))

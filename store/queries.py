@@ -13,6 +13,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from mapsage.metric_names import HEADLINE as _HEADLINE
+from mapsage.metric_names import METRICS as _METRIC_NAMES
 from mapsage.registries import EXPERIMENT_COLUMNS as _EXPERIMENT_COLUMNS
 
 from .db import read_connection
@@ -20,10 +22,12 @@ from .review import VERDICTS
 from .schema import EVENT_TABLES, ensure_schema
 
 TIME_COLUMNS = ("created_at", "started_at", "ended_at", "updated_at", "last_heartbeat")
-METRICS = ("miou", "macc", "aacc", "mf1", "mbiou", "per_image_miou")
-# figures kept in an evaluation's extra_json (no column of their own): mmseg mFscore, face-parsing mean F-score
-JSON_METRICS = ("mfscore", "mfscore_fg",
-                "top1", "top5", "macro_f1", "ece")   # image classification (mapsage.metrics.classification)
+# the figures of the metric registry (mapsage/metric_names.py) with a column of their own in evaluations: the
+# headline five and per-image mIoU
+METRICS = (*_HEADLINE, "per_image_miou")
+# the registry's other figures, kept in an evaluation's extra_json: mmseg mFscore, face-parsing mean F-score and
+# the image-classification figures (metric_names.CLASSIFICATION)
+JSON_METRICS = tuple(m for m in _METRIC_NAMES if m not in METRICS)
 
 
 def _metric_sql(metric: str) -> str:

@@ -29,12 +29,15 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from mapsage.registries import DECIDING_KINDS
+
 ELIGIBLE = ("result", "adopted")
 ACTIVE = ("queued", "running")
-# stage kinds that decide between variants even before their decision rows exist (pending until then)
-DECIDING_KINDS = ("tta_ab", "refine", "ensemble")
+# DECIDING_KINDS (mapsage/registries.py): stage kinds that decide between variants, pending until their decision
+# rows exist
+_DECIDING_SQL = ", ".join(f"'{k}'" for k in DECIDING_KINDS)
 
-ROLES_SQL = """
+ROLES_SQL = f"""
 WITH dec AS (
     SELECT run_id, arg_max(variant, coalesce(gain, 0)) FILTER (WHERE decision = 'keep') AS adopted,
            list(DISTINCT baseline) AS baselines
@@ -46,7 +49,7 @@ SELECT e.*, r.status AS run_status, r.kind AS run_kind, r.name AS run_name, r.da
                 CASE WHEN e.variant = d.adopted THEN 'adopted'
                      WHEN list_contains(d.baselines, e.variant) THEN 'lineage'
                      ELSE 'rejected' END
-            WHEN r.kind IN ('tta_ab', 'refine', 'ensemble')
+            WHEN r.kind IN ({_DECIDING_SQL})
                  OR (r.kind = 'evaluate' AND coalesce(r.post, 'off') <> 'off') THEN 'pending'
             ELSE 'result' END AS role,
        CASE WHEN e.split_size IS NULL THEN 'unknown'

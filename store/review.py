@@ -5,11 +5,12 @@ import getpass
 import time
 
 from mapsage.errors import UserError
+from mapsage.registries import VERDICTS
 
 from .db import write_connection
 from .schema import ensure_schema
 
-VERDICTS = ("better", "worse", "same")
+__all__ = ["VERDICTS", "add_verdict"]       # VERDICTS: the registry's (mapsage/registries.py), re-exported
 
 
 def add_verdict(run_id: str, tile: str, verdict: str, comment: str = "", reviewer: str | None = None,

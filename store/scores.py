@@ -13,11 +13,12 @@ from typing import Optional, Sequence
 import pandas as pd
 
 from mapsage.errors import UserError
+from mapsage.metric_names import HEADLINE
 
 from .db import write_connection
 from .schema import ensure_schema
 
-METRICS = ("miou", "mbiou", "macc", "aacc", "mf1")
+METRICS = HEADLINE          # a benchmark's figure is one of the headline five (mapsage/metric_names.py)
 
 
 def as_fraction(value: float) -> float:

@@ -1,4 +1,4 @@
-"""The app's pure helpers: knobs -> overrides, class palettes, charts, the experiment table, comparisons.
+"""The app's pure helpers: knobs -> overrides, class palettes, figures, the experiment table, comparisons.
 
 No Streamlit script runs here; the data are real (the bundled templates and dataset configs, the real LoveDA
 masks through the metrics engine)."""
@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.widgets import charts, compare, knobs, tables
+from app.widgets import compare, knobs, tables
 from app.widgets.palette import palette_from_config, swatches_html, text_color_on
+from mapsage import figures
 from mapsage.config import ConfigError, load_config, run_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,11 +156,11 @@ def test_per_class_bars_use_the_dataset_colours_and_mark_the_weakest(loveda_eval
     cfg, res, _ = loveda_eval
     pal = palette_from_config(cfg)
     rows = _class_frame(res)
-    fig = charts.per_class_bars(rows, pal, "iou", "IoU", "val")
+    fig = figures.per_class_bars(rows, pal, "iou", "IoU", "val")
     bar = fig.data[0]
     present = rows.dropna(subset=["iou"])
     assert list(bar.marker.color) == [pal.color_of(n) for n in rows["class_name"]]
-    weakest = charts.weakest(rows, 3)
+    weakest = figures.weakest(rows, 3)
     assert weakest == list(present.nsmallest(3, "iou")["class_name"])
     marked = [n for n, t in zip(bar.x, bar.text) if "weakest" in t]
     assert sorted(marked) == sorted(weakest)
@@ -169,7 +170,7 @@ def test_per_class_bars_use_the_dataset_colours_and_mark_the_weakest(loveda_eval
 def test_confusion_heatmap_row_normalised_rows_sum_to_100(loveda_eval):
     cfg, res, _ = loveda_eval
     m = np.asarray(res.confusion)
-    fig = charts.confusion_heatmap(m, list(cfg.dataset.classes), normalise=True)
+    fig = figures.confusion_heatmap(m, list(cfg.dataset.classes), normalise=True)
     z = np.asarray(fig.data[0].z, dtype=float)
     sums = m.sum(axis=1)
     for row, total in zip(z, sums):
@@ -177,25 +178,25 @@ def test_confusion_heatmap_row_normalised_rows_sum_to_100(loveda_eval):
             assert np.nansum(row) == pytest.approx(100.0)
         else:
             assert np.isnan(row).all()
-    counts = charts.confusion_heatmap(m, list(cfg.dataset.classes), normalise=False)
+    counts = figures.confusion_heatmap(m, list(cfg.dataset.classes), normalise=False)
     assert np.array_equal(np.asarray(counts.data[0].z), m)
 
 
 def test_plateau_note_measures_the_gain_over_the_last_fifth():
     evals = pd.DataFrame({"epoch": list(range(10)) * 2, "variant": ["raw"] * 10 + ["ema"] * 10,
                           "domain": "all", "miou": [0.1 + 0.02 * e for e in range(10)] + [0.05] * 10})
-    note = charts.plateau_note(evals)
+    note = figures.plateau_note(evals)
     # raw and ema both have 10 epochs; raw ends higher. Last 20 % of epochs 0..9: from epoch index 7 to 9
     assert note["variant"] == "raw" and note["start_epoch"] == 8 and note["end_epoch"] == 10
     assert note["gain_points"] == pytest.approx((0.28 - 0.24) * 100)
-    assert charts.plateau_note(evals.head(1)) is None
+    assert figures.plateau_note(evals.head(1)) is None
 
 
 def test_training_curve_panels_follow_scalar_names():
     names = {"loss": "loss", "ce": "loss", "loss_w/ce": "loss_w", "lr": "lr", "grad_norm_max": "grad_norm",
              "epoch_time": "time", "data_time": "time", "peak_mem_mb": "mem", "images_per_s": "speed",
              "frozen_share": "freeze", "something": "other"}
-    assert {n: charts.curve_group(n) for n in names} == names
+    assert {n: figures.curve_group(n) for n in names} == names
 
 
 # ---------------------------------------------------------------------------------------------------------- table
@@ -268,6 +269,6 @@ def test_class_deltas_match_by_class_name():
     other = pd.DataFrame({"class_id": [0, 1], "class_name": ["water", "road"], "iou": [0.55, 0.1]})
     d = compare.class_deltas({"R": ref, "O": other}, "R")
     assert d["delta"].round(6).tolist() == [0.05, -0.1] and set(d["run"]) == {"O"}
-    fig = charts.delta_bars(d, palette_from_config({"dataset": {"classes": ["water", "road"],
+    fig = figures.delta_bars(d, palette_from_config({"dataset": {"classes": ["water", "road"],
                                                                 "palette": ["#E2A929", "#6EC1E4"]}}))
     assert list(fig.data[0].marker.color) == ["#E2A929", "#6EC1E4"]

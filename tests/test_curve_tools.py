@@ -7,7 +7,7 @@ import pytest
 
 
 def test_ema_smooth_is_debiased_and_skips_gaps():
-    from app.widgets.curve_tools import ema_smooth
+    from mapsage.figures import ema_smooth
 
     assert ema_smooth([1.0, 1.0, 1.0], 0.9).tolist() == pytest.approx([1.0, 1.0, 1.0])   # no start-up bias
     v = ema_smooth([0.0, 1.0, np.nan, 1.0], 0.5)
@@ -16,7 +16,7 @@ def test_ema_smooth_is_debiased_and_skips_gaps():
 
 
 def test_axes():
-    from app.widgets.curve_tools import step_curves, x_values
+    from mapsage.figures import step_curves, x_values
 
     df = pd.DataFrame({"step": [0, 5, 10, 15], "epoch": [0, 0, 1, 1], "ts": [100.0, 160.0, 220.0, 400.0],
                        "split": "train", "name": "loss", "value": [2.0, 1.5, 1.2, 1.0]})

@@ -340,7 +340,7 @@ def test_run_detail_draws_the_iteration_curves_and_the_imported_note(ws, tmp_pat
 
 
 def test_epoch_panels_for_the_new_scalars():
-    from app.widgets import charts
+    from mapsage import figures
 
-    assert {n: charts.curve_group(n) for n in ("acc_seg", "gpu_util", "gpu_util_max", "gpu_mem_mb", "memory")} == \
+    assert {n: figures.curve_group(n) for n in ("acc_seg", "gpu_util", "gpu_util_max", "gpu_mem_mb", "memory")} == \
         {"acc_seg": "acc", "gpu_util": "gpu", "gpu_util_max": "gpu", "gpu_mem_mb": "mem", "memory": "mem"}

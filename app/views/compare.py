@@ -6,10 +6,11 @@ import pandas as pd
 import streamlit as st
 
 import store
-from app.widgets import charts, compare, data
+from app.widgets import compare, data
 from app.widgets.common import PAGE_FILES, guard, isnum, query_list
 from app.widgets.nav import ensure_routed
 from app.widgets.report_button import report_button
+from mapsage import figures
 
 ensure_routed()
 st.title(":material/compare_arrows: Compare runs")
@@ -116,7 +117,7 @@ for label, why in problems.items():
     st.warning(f"{label}: cannot bootstrap — " + ("an imported run: its source kept no per-tile areas"
                                                    if label in imported else why))
 if not boot.empty:
-    st.plotly_chart(charts.bootstrap_forest(boot, split), width="stretch", key="boot_forest")
+    st.plotly_chart(figures.bootstrap_forest(boot, split), width="stretch", key="boot_forest")
     table = pd.DataFrame({
         "run": boot["run"],
         f"ΔmIoU ({split})": boot["delta"] * 100,
@@ -158,7 +159,7 @@ for lab, ev in evals.items():
     pc = bundles[eval_of[lab][0]]["per_class"]
     pcs[lab] = pc[pc["seq"] == int(ev["seq"])] if not pc.empty else pd.DataFrame()
 cd = compare.class_deltas(pcs, reference)
-st.plotly_chart(charts.delta_bars(cd, palette, split), width="stretch", key="class_deltas")
+st.plotly_chart(figures.delta_bars(cd, palette, split), width="stretch", key="class_deltas")
 
 # ---------------------------------------------------------------------------------------------------------- confusion
 st.subheader("Confusion changes: from a cell to the tiles")
@@ -186,12 +187,12 @@ for r in picked:
 left, right = st.columns(2)
 miou_series = pd.concat(series) if series else pd.DataFrame(columns=["run", "epoch", "miou"])
 loss_series = pd.concat(losses) if losses else pd.DataFrame(columns=["run", "epoch", "value"])
-left.plotly_chart(charts.overlay_curves(miou_series, "miou", f"mIoU % ({split})",
+left.plotly_chart(figures.overlay_curves(miou_series, "miou", f"mIoU % ({split})",
                                         f"mIoU per epoch ({split}, {variant})", 100.0), width="stretch", key="ov_miou")
-right.plotly_chart(charts.overlay_curves(loss_series, "value", "loss", "Training loss per epoch"), width="stretch",
+right.plotly_chart(figures.overlay_curves(loss_series, "value", "loss", "Training loss per epoch"), width="stretch",
                    key="ov_loss")
 if lrs:
-    st.plotly_chart(charts.overlay_curves(pd.concat(lrs), "value", "learning rate", "Learning rate", log_y=True),
+    st.plotly_chart(figures.overlay_curves(pd.concat(lrs), "value", "learning rate", "Learning rate", log_y=True),
                     width="stretch", key="ov_lr")
 
 # ---------------------------------------------------------------------------------------------------------- config

@@ -3,24 +3,23 @@ parallel coordinates and parameter importances, and promote the best trial to a 
 from __future__ import annotations
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from app.widgets.common import guard, open_run
 from app.widgets.nav import ensure_routed
+from mapsage import figures
+from mapsage.metric_names import SWEEP_METRICS
+from mapsage.registries import TRAINING_KINDS
 
 ensure_routed()
 from runners import sweep as sweeps  # noqa: E402
 
 st.title(":material/tune: Sweeps")
 
-STATE_COLORS = {"complete": "#2e7d32", "pruned": "#8e24aa", "fail": "#c62828", "running": "#1565c0"}
-
-
 def _start_form() -> None:
     from runners.api import list_templates
 
-    templates = [t for t in guard(list_templates, default=[]) or [] if t.get("kind") in ("train", "distill", "classify")
+    templates = [t for t in guard(list_templates, default=[]) or [] if t.get("kind") in TRAINING_KINDS
                  and not t.get("error")]
     if not templates:
         st.info("No training template to sweep.")
@@ -58,7 +57,7 @@ def _start_form() -> None:
     min_epochs = c4.number_input("Min. epochs before pruning", 0, 1000, 1, key="sweep_min_ep")
     wall = c5.number_input("Wall-clock budget (h, 0 = none)", 0.0, 1000.0, 0.0, key="sweep_wall")
     metric = st.selectbox("Metric (validation, per epoch)",
-                          ["top1", "macro_f1"] if classify else ["miou", "mbiou", "mf1", "macc", "aacc"],
+                          list(SWEEP_METRICS["classification" if classify else "segmentation"]),
                           key=f"sweep_metric_{'cls' if classify else 'seg'}")
     if not st.button("Start the sweep", type="primary", key="sweep_start"):
         return
@@ -141,27 +140,12 @@ if sel and st.button("Open the selected trial's run", key="sweep_open"):
 left, right = st.columns(2)
 with left:
     st.markdown("**Trial values and best so far**")
-    fig = go.Figure()
-    for s, part in df.groupby("state"):
-        y = part["value"] if s == "complete" else part["last_reported"]
-        fig.add_scatter(x=part["trial"], y=y * 100, mode="markers", name=s,
-                        marker=dict(color=STATE_COLORS.get(s, "gray"), size=9))
-    fig.add_scatter(x=df["trial"], y=df["best_so_far"] * 100, mode="lines", line_shape="hv", name="best so far",
-                    line=dict(color="black"))
-    fig.update_layout(height=330, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="trial",
-                      yaxis_title=f"val {state['metric']} (%)  (pruned: last epoch)")
+    fig = figures.trial_values(df, state["metric"])
     st.plotly_chart(fig, width="stretch")
 with right:
     st.markdown("**Learning curves (reported epochs)**")
     curves = guard(sweeps.intermediate_frame, sid, default=pd.DataFrame())
-    fig = go.Figure()
-    for trial, part in (curves.groupby("trial") if curves is not None and not curves.empty else []):
-        s = part["state"].iloc[0]
-        fig.add_scatter(x=part["epoch"], y=part["value"] * 100, mode="lines+markers", name=f"trial {trial}",
-                        line=dict(color=STATE_COLORS.get(s, "gray"), dash="dot" if s == "pruned" else "solid"),
-                        showlegend=False)
-    fig.update_layout(height=330, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="epoch",
-                      yaxis_title=f"val {state['metric']} (%)")
+    fig = figures.trial_curves(curves, state["metric"])
     st.plotly_chart(fig, width="stretch")
 
 left, right = st.columns([3, 2])
@@ -169,26 +153,9 @@ with left:
     st.markdown("**Parallel coordinates** (complete trials; colour = value)")
     done = df[df["state"] == "complete"]
     if len(done) >= 1:
-        dims = []
-        for c in pcols:
-            col = done[c]
-            if pd.api.types.is_numeric_dtype(col):
-                log = c == "p:train.lr" or (col > 0).all() and col.max() / max(col.min(), 1e-300) > 100
-                vals = col.astype(float)
-                import numpy as np
-
-                if log:
-                    dims.append(dict(label=f"log10 {c[2:]}", values=np.log10(vals)))
-                else:
-                    dims.append(dict(label=c[2:], values=vals))
-            else:
-                cats = sorted(col.astype(str).unique())
-                dims.append(dict(label=c[2:], values=[cats.index(v) for v in col.astype(str)],
-                                 tickvals=list(range(len(cats))), ticktext=cats))
-        dims.append(dict(label=f"{state['metric']} (%)", values=done["value"] * 100))
-        fig = go.Figure(go.Parcoords(line=dict(color=done["value"] * 100, colorscale="Viridis", showscale=True),
-                                     dimensions=dims))
-        fig.update_layout(height=340, margin=dict(l=60, r=40, t=40, b=20))
+        params = done[pcols].rename(columns=lambda c: c[2:])
+        fig = figures.parallel_coordinates(params, done["value"] * 100, f"{state['metric']} (%)",
+                                           log_always={"train.lr"})
         st.plotly_chart(fig, width="stretch")
     else:
         st.caption("No complete trial yet.")
@@ -196,10 +163,7 @@ with right:
     st.markdown("**Parameter importances** (Optuna fANOVA over complete trials)")
     imp = guard(sweeps.importances, sid, default={}) or {}
     if imp:
-        items = sorted(imp.items(), key=lambda kv: kv[1])
-        fig = go.Figure(go.Bar(x=[v for _, v in items], y=[k for k, _ in items], orientation="h",
-                               marker_color="#1565c0"))
-        fig.update_layout(height=340, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="importance (share)")
+        fig = figures.importance_bars(imp)
         st.plotly_chart(fig, width="stretch")
     else:
         st.caption("Needs at least two complete trials with different values.")

@@ -8,10 +8,11 @@ import re
 import pandas as pd
 import streamlit as st
 
-from app.widgets import charts, data, decisions
+from app.widgets import data, decisions
 from app.widgets.common import PAGE_FILES, guard
 from app.widgets.nav import ensure_routed
 from app.widgets.report_button import report_button
+from mapsage import figures
 
 ensure_routed()
 st.title(":material/science: TTA A/B")
@@ -127,7 +128,7 @@ for rid, g in rows.groupby("run_id", sort=False):
             show_export_figures(g)
         left, right = st.columns([3, 2])
         shown = g[g["decision"] != "baseline"] if (g["decision"] != "baseline").any() else g
-        left.plotly_chart(charts.ab_bars(shown.assign(variant=shown["variant"].map(short_label)),
+        left.plotly_chart(figures.ab_bars(shown.assign(variant=shown["variant"].map(short_label)),
                                          title=f"{kind}: gain against the baseline ({split})"),
                           width="stretch", key=f"ab_{rid}")
         with right:

@@ -8,10 +8,10 @@ import json
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 import store
+from mapsage import figures
 
 
 def _final(run_id: str) -> dict | None:
@@ -73,15 +73,9 @@ def classification_compare(picked: list[str], labels: dict[str, str], rows: dict
     st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch", placeholder="–",
                  column_config={c: st.column_config.NumberColumn(format="%+.2f" if c.startswith("Δ") else "%.2f")
                                 for c in ("Top-1", "Macro F1", "ECE", "ECE after T", "Δ Top-1", "Δ Macro F1")})
-    fig = go.Figure()
-    for r in picked:
-        pc = store.per_class(r, split="val", epoch="final")
-        if pc.empty:
-            continue
-        fig.add_trace(go.Bar(x=pc["class_name"], y=pc["f1"] * 100, name=labels[r]))
+    fig = figures.grouped_class_bars({labels[r]: store.per_class(r, split="val", epoch="final") for r in picked},
+                                     "f1", "Per-class F1 (validation)")
     if fig.data:
-        fig.update_layout(barmode="group", title="Per-class F1 (validation)", yaxis_title="%", height=360,
-                          margin={"t": 40, "b": 30})
         st.plotly_chart(fig, width="stretch", key="cls_cmp_pc")
     ca = _correct(ref)
     lines = []

@@ -10,11 +10,10 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 import store
-from mapsage.metrics.names import metric_label
+from mapsage import figures
 
 TABS = ["Curves", "Per class", "Confusion", "Errors", "Grad-CAM", "Calibration", "Health", "Config", "Log"]
 
@@ -42,50 +41,6 @@ def _run_dir(run_id: str) -> Path:
     from mapsage.workspace import run_dir
 
     return run_dir(run_id)
-
-
-def curves_figure(ev: pd.DataFrame) -> go.Figure:
-    fig = go.Figure()
-    for variant, part in ev.groupby("variant"):
-        part = part.sort_values("epoch")
-        for key, dash in (("top1", "solid"), ("macro_f1", "dot")):
-            fig.add_trace(go.Scatter(x=part["epoch"] + 1, y=part[key] * 100, mode="lines+markers",
-                                     line={"dash": dash}, name=f"{metric_label(key)} · {variant}"))
-    fig.update_layout(title="Validation top-1 and macro F1 by epoch", xaxis_title="epoch", yaxis_title="%",
-                      height=360, margin={"t": 40, "b": 30})
-    return fig
-
-
-def calibration_figure(cal: dict) -> go.Figure:
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dash", "color": "grey"},
-                             name="perfect calibration"))
-    for key, name in (("bins_before", f"before (ECE {100 * cal['ece_before']:.2f} %)"),
-                      ("bins_after", f"after T = {cal['temperature']:.2f} (ECE {100 * cal['ece_after']:.2f} %)")):
-        b = cal.get(key) or {}
-        pts = [(c, a, n) for c, a, n in zip(b.get("conf", []), b.get("acc", []), b.get("count", [])) if n]
-        if pts:
-            fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=name,
-                                     text=[f"{p[2]} images" for p in pts], marker={"size": 8}))
-    fig.update_layout(title="Reliability diagram (validation images)", xaxis_title="confidence",
-                      yaxis_title="accuracy", xaxis_range=[0, 1], yaxis_range=[0, 1.02], height=420,
-                      margin={"t": 40, "b": 30})
-    return fig
-
-
-def confusion_figure(matrix, names) -> go.Figure:
-    import numpy as np
-
-    m = np.asarray(matrix, dtype=float)
-    rows = m.sum(1, keepdims=True)
-    share = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
-    fig = go.Figure(go.Heatmap(z=share, x=names, y=names, colorscale="Blues", zmin=0, zmax=1,
-                               text=[[f"{int(v)}" for v in r] for r in m], texttemplate="%{text}",
-                               hovertemplate="label %{y} → predicted %{x}: %{text} images<extra></extra>"))
-    fig.update_layout(title="Confusion (rows: label; colour: share of the row; numbers: images)",
-                      xaxis_title="predicted", yaxis_title="label", yaxis_autorange="reversed", height=420,
-                      margin={"t": 40, "b": 30})
-    return fig
 
 
 def classification_detail(run: dict) -> None:
@@ -120,18 +75,12 @@ def classification_detail(run: dict) -> None:
         if ep.empty:
             st.caption("No evaluated epoch yet.")
         else:
-            st.plotly_chart(curves_figure(ep), width="stretch", key="cls_curves")
+            st.plotly_chart(figures.classification_curves(ep), width="stretch", key="cls_curves")
         sc = store.scalars(rid)
         if not sc.empty:
             tr = sc[(sc["split"] == "train") & sc["name"].isin(["train_loss"]) & sc["epoch"].notna()]
             vl = sc[(sc["split"] == "val") & sc["name"].isin(["val_loss", "val_loss_ema"])]
-            fig = go.Figure()
-            for name, part in pd.concat([tr, vl]).groupby("name"):
-                part = part.sort_values("epoch")
-                fig.add_trace(go.Scatter(x=part["epoch"] + 1, y=part["value"], mode="lines+markers", name=name))
-            fig.update_layout(title="Losses by epoch (val loss: NLL of the validation images)", height=320,
-                              xaxis_title="epoch", margin={"t": 40, "b": 30})
-            st.plotly_chart(fig, width="stretch", key="cls_losses")
+            st.plotly_chart(figures.classification_losses(pd.concat([tr, vl])), width="stretch", key="cls_losses")
     with tabs[1]:
         pc = store.per_class(rid, split="val", epoch="final")
         if pc.empty:
@@ -155,7 +104,7 @@ def classification_detail(run: dict) -> None:
         if conf is None:
             st.caption("No confusion matrix yet.")
         else:
-            st.plotly_chart(confusion_figure(*conf), width="stretch", key="cls_conf")
+            st.plotly_chart(figures.confusion_heatmap(*conf, unit="images"), width="stretch", key="cls_conf")
     errs = _artifact(rid, "cls_errors")
     with tabs[3]:
         if not errs:
@@ -201,7 +150,8 @@ def classification_detail(run: dict) -> None:
             st.markdown(f"Temperature **T = {d['temperature']:.3f}** fitted on {d['n_images']} validation images "
                         f"(NLL {d['nll_before']:.4f} → {d['nll_after']:.4f}); ECE **{100 * d['ece_before']:.2f} % → "
                         f"{100 * d['ece_after']:.2f} %**. Predictions use it (`mapsage classify predict`).")
-            st.plotly_chart(calibration_figure(d), width="stretch", key="cls_calib")
+            st.plotly_chart(figures.reliability_diagram(d, "Reliability diagram (validation images)", unit="images"),
+                            width="stretch", key="cls_calib")
     with tabs[6]:
         h = store.health(rid)
         if h.empty:

@@ -13,11 +13,11 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from app.widgets.common import guard, isnum
 from app.widgets.drilldown import REVIEW_PAGE, _layers, _on_click, _thumb, review_params
+from mapsage import figures
 from mapsage.errors import UserError
 
 N_CARDS = 4
@@ -47,51 +47,12 @@ def largest_change_cell(m: np.ndarray) -> Optional[tuple[int, int]]:
     return int(t), int(p)
 
 
-def _signed(v: float) -> str:
-    v = int(v)
-    if v == 0:
-        return "0"
-    for unit, div in (("M", 1_000_000), ("k", 1_000)):
-        if abs(v) >= div:
-            return f"{v / div:+.1f}{unit}"
-    return f"{v:+d}"
-
-
 def change_figure(m: np.ndarray, names: Sequence[str], a_label: str, b_label: str, split: str,
-                  picked: Optional[tuple[int, int]] = None) -> go.Figure:
+                  picked: Optional[tuple[int, int]] = None) -> figures.Figure:
     """The change matrix as a diverging heatmap (diagonal blank) plus one transparent marker per cell that a click
-    selects (customdata ``[label id, predicted id, change]``), the picked cell framed."""
-    names = list(names)
-    C = len(names)
-    z = m.astype(np.float64)
-    np.fill_diagonal(z, np.nan)
-    lim = float(np.nanmax(np.abs(z))) if C > 1 and np.isfinite(z).any() else 1.0
-    lim = lim or 1.0
-    text = [["" if t == p else _signed(m[t, p]) for p in range(C)] for t in range(C)]
-    fig = go.Figure(go.Heatmap(z=z, x=names, y=names, text=text, texttemplate="%{text}", zmin=-lim, zmax=lim,
-                               colorscale="RdBu", reversescale=True, colorbar=dict(title="Δ pixels (B − A)"),
-                               hoverinfo="skip"))
-    xs, ys, cd = [], [], []
-    for t in range(C):
-        for p in range(C):
-            xs.append(names[p])
-            ys.append(names[t])
-            cd.append([t, p, int(m[t, p])])
-    fig.add_trace(go.Scatter(
-        x=xs, y=ys, mode="markers", customdata=cd, showlegend=False, name="cells",
-        marker=dict(symbol="square", size=34, color="rgba(0,0,0,0.01)", line=dict(width=0)),
-        hovertemplate="label %{y} → predicted %{x}: %{customdata[2]:+,} px in B — click for the tiles"
-                      "<extra></extra>"))
-    if picked is not None:
-        t, p = picked
-        fig.add_shape(type="rect", x0=p - 0.5, x1=p + 0.5, y0=t - 0.5, y1=t + 0.5, xref="x", yref="y",
-                      line=dict(color="#FF00FF", width=3))
-    fig.update_yaxes(autorange="reversed", title_text="label")
-    fig.update_xaxes(title_text="prediction", side="bottom")
-    fig.update_layout(title=f"Confusion change, B − A in pixels on the shared tiles ({split}); red: B confuses more",
-                      height=120 + 48 * C, margin=dict(l=110, r=20, t=50, b=60), clickmode="event+select",
-                      dragmode=False)
-    return fig
+    selects (customdata ``[label id, predicted id, change]``), the picked cell framed
+    (:func:`mapsage.figures.confusion_change`)."""
+    return figures.confusion_change(m, names, split, picked)
 
 
 # ---------------------------------------------------------------------------------------------- cached reads

@@ -32,8 +32,11 @@ def _runs(ws: str) -> pd.DataFrame:
     return store.list_runs()
 
 
-def runs() -> pd.DataFrame:
-    """Every run, newest first (``store.list_runs``): status, progress, experiment columns, best figures."""
+def runs(fresh: bool = False) -> pd.DataFrame:
+    """Every run, newest first (``store.list_runs``): status, progress, experiment columns, best figures.
+    ``fresh`` drops the cached list first (a run asked for by id that the cached list does not hold yet)."""
+    if fresh:
+        _runs.clear()
     return _runs(_ws())
 
 

@@ -9,8 +9,8 @@ from typing import Any, Optional
 import pandas as pd
 
 import store
+from mapsage.registries import DECIDING_KINDS
 
-DECIDING_KINDS = ("tta_ab", "refine", "ensemble")
 ACTIVE = ("queued", "running")
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from .common import guard, isnum
+from mapsage.registries import MODEL_KINDS
 
-MODEL_KINDS = ("train", "distill", "ensemble")
+from .common import guard, isnum
 
 
 def _splits(run: dict) -> list[str]:

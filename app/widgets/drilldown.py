@@ -15,11 +15,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
-from app.widgets import charts
 from app.widgets.common import guard
+from mapsage import figures
 from mapsage.errors import UserError
 
 REVIEW_PAGE = "views/review.py"
@@ -41,30 +40,12 @@ def largest_error_cell(matrix: Any) -> Optional[tuple[int, int]]:
 
 
 def clickable_confusion(matrix: Any, names: Sequence[str], normalise: bool, split_label: str, palette=None,
-                        picked: Optional[tuple[int, int]] = None) -> go.Figure:
-    """The confusion heatmap of :func:`app.widgets.charts.confusion_heatmap` plus one transparent square marker
-    per cell (customdata ``[label id, predicted id, pixels]``) that a click selects; the picked cell framed."""
-    fig = charts.confusion_heatmap(matrix, list(names), normalise, split_label, palette)
-    m = np.asarray(matrix, np.int64)
-    if m.size == 0:
-        return fig
-    C = len(names)
-    xs, ys, cd = [], [], []
-    for t in range(C):
-        for p in range(C):
-            xs.append(names[p])
-            ys.append(names[t])
-            cd.append([t, p, int(m[t, p])])
-    fig.add_trace(go.Scatter(
-        x=xs, y=ys, mode="markers", customdata=cd, showlegend=False, name="cells",
-        marker=dict(symbol="square", size=34, color="rgba(0,0,0,0.01)", line=dict(width=0)),
-        hovertemplate="label %{y} → predicted %{x}: %{customdata[2]:,} px — click for the tiles<extra></extra>"))
-    if picked is not None:
-        t, p = picked
-        fig.add_shape(type="rect", x0=p - 0.5, x1=p + 0.5, y0=t - 0.5, y1=t + 0.5, xref="x", yref="y",
-                      line=dict(color="#FF00FF", width=3))
-    fig.update_layout(clickmode="event+select", dragmode=False)
-    return fig
+                        picked: Optional[tuple[int, int]] = None) -> figures.Figure:
+    """The confusion heatmap of :func:`mapsage.figures.confusion_heatmap` plus one transparent square marker per
+    cell (customdata ``[label id, predicted id, pixels]``) that a click selects; the picked cell framed."""
+    fig = figures.confusion_heatmap(matrix, list(names), normalise, split_label, palette)
+    return figures.clickable_cells(fig, names, matrix, "label %{y} → predicted %{x}: %{customdata[2]:,} px — click "
+                                                       "for the tiles<extra></extra>", picked)
 
 
 def thumbnail_uri(image: Any, highlight: Optional[np.ndarray] = None, px: int = THUMB_PX) -> str:

@@ -17,12 +17,13 @@ from mapsage.config import Config, ConfigError, load_config
 from mapsage.config.core import parse_override
 from mapsage.config.schema import ModelCfg
 from mapsage.errors import UserError
+from mapsage.registries import LOSS_TERMS as _LOSS_TERMS
+from mapsage.registries import SEG_TRAINING_KINDS
 
-LOSS_TERMS = ["ce", "dice", "lovasz", "ohem", "focal", "boundary"]
+LOSS_TERMS = list(_LOSS_TERMS)          # the loss-schedule editor's columns: every term loss.schedule accepts
 ARCHS = list(typing.get_args(typing.get_type_hints(ModelCfg)["arch"]))
 
-TRAIN_KINDS = ("train", "distill")
-CHECKPOINT_KINDS = ("evaluate", "tta_ab", "refine", "health")
+TRAIN_KINDS = SEG_TRAINING_KINDS        # segmentation training: its knobs and the sweep part of the form
 
 
 class KnobError(UserError):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-import plotly.graph_objects as go
 import streamlit as st
+
+from mapsage import figures
 
 from .common import guard, open_run
 
@@ -21,15 +22,7 @@ def lr_find_section(run: dict, scalars) -> None:
     info = json.loads(run.get("info_json") or "{}")
     lr = info.get("lr_suggested")
     scale = float(info.get("lr_find_scale") or 1.0)
-    fig = go.Figure()
-    fig.add_scatter(x=wide["lr"], y=wide["loss"], mode="markers", name="loss", marker=dict(size=4, color="#90a4ae"))
-    fig.add_scatter(x=wide["lr"], y=wide["loss_smooth"], mode="lines", name="smoothed", line=dict(color="#1565c0"))
-    if lr:
-        fig.add_vline(x=lr * scale, line_dash="dash", line_color="#2e7d32",
-                      annotation_text=f"suggested {lr:.2e}", annotation_position="top left")
-    fig.update_layout(title="LR range test: loss against learning rate", xaxis_type="log", height=360,
-                      xaxis_title="learning rate (as applied)", yaxis_title="training loss",
-                      margin=dict(l=10, r=10, t=40, b=10))
+    fig = figures.lr_find_figure(wide["lr"], wide["loss"], wide["loss_smooth"], lr, scale)
     st.plotly_chart(fig, width="stretch", key="lr_find_fig")
     if not lr:
         st.caption("Too few steps for a suggestion.")

@@ -1,18 +1,19 @@
 """The Reliability section (Run detail tab, Compare side by side): corruption robustness, calibration, extent
-invariance and spatial statistics of a run's checkpoint, read from its reliability runs' ``reliability`` events;
-plus the validation-loss and metric curves of a training run."""
+invariance and spatial statistics of a run's checkpoint, read from its reliability runs' ``reliability`` events.
+Its figures (and the validation-loss and metric curves of a training run) are :mod:`mapsage.figures`'."""
 from __future__ import annotations
 
 import json
 from typing import Any, Optional
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
+
+# the figures are mapsage.figures' (the report draws the same); loss_curves and metric_curves are read from here by
+# app/widgets/run_detail_tabs.py
+from mapsage.figures import corruption_heatmap, extent_figure, loss_curves, metric_curves, reliability_diagram  # noqa: F401
 
 PCT = 100.0
-_LAYOUT = dict(margin=dict(l=50, r=20, t=50, b=40), legend=dict(orientation="h", y=-0.2))
 
 
 # ------------------------------------------------------------------------------------------------- reading
@@ -43,7 +44,7 @@ def card_of(run_id: str, runs: Optional[pd.DataFrame] = None) -> tuple[Optional[
     return src, card
 
 
-# ------------------------------------------------------------------------------------------------- figures
+# ------------------------------------------------------------------------------------------------- tables
 def corruption_table(card: dict) -> pd.DataFrame:
     """One row per corruption, mIoU / Boundary IoU (%) per severity, the mean and the drop from clean."""
     cor = card.get("corruption") or {}
@@ -72,99 +73,8 @@ def corruption_table(card: dict) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def corruption_heatmap(card: dict, title: str = "mIoU under corruption (%)") -> go.Figure:
-    cor = card.get("corruption") or {}
-    rows = cor.get("rows") or []
-    fig = go.Figure()
-    if not rows:
-        return fig
-    names = list(dict.fromkeys(r["corruption"] for r in rows))
-    labels = [next(r.get("label", n) for r in rows if r["corruption"] == n) for n in names]
-    sev = sorted({r["severity"] for r in rows})
-    z = [[next((PCT * r["miou"] for r in rows if r["corruption"] == n and r["severity"] == s
-                and r["miou"] is not None), None) for s in sev] for n in names]
-    clean = PCT * ((cor.get("clean") or {}).get("miou") or 0)
-    fig.add_trace(go.Heatmap(z=z, x=[f"severity {s}" for s in sev], y=labels, colorscale="RdYlGn",
-                             zmin=0, zmax=max(clean, 1), text=[[f"{v:.1f}" if v is not None else "" for v in r]
-                                                               for r in z],
-                             texttemplate="%{text}", colorbar=dict(title="mIoU %")))
-    fig.update_layout(title=f"{title} · clean {clean:.1f}", height=60 + 34 * len(names), **_LAYOUT)
-    fig.update_yaxes(autorange="reversed")
-    return fig
-
-
-def reliability_diagram(cal: dict, title: str = "Reliability diagram") -> go.Figure:
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#999", dash="dash"),
-                             name="perfect calibration"))
-    for key, name, color in (("diagram_before", "before", "#d62728"), ("diagram_after", "after T", "#2ca02c")):
-        d = cal.get(key) or {}
-        pts = [(c, a, n) for c, a, n in zip(d.get("conf", []), d.get("acc", []), d.get("count", [])) if n]
-        if pts:
-            fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
-                                     name=f"{name} (ECE {PCT * (cal.get('ece_' + key.split('_')[1]) or 0):.2f} %)",
-                                     line=dict(color=color), text=[f"{p[2]} px" for p in pts]))
-    fig.update_layout(title=f"{title} · T = {cal.get('temperature', float('nan')):.3f}", height=360,
-                      xaxis_title="confidence", yaxis_title="accuracy", xaxis_range=[0, 1], yaxis_range=[0, 1],
-                      **_LAYOUT)
-    return fig
-
-
-def extent_figure(ext: dict, title: str = "Where the two window layouts disagree") -> go.Figure:
-    zones = ext.get("zones") or []
-    fig = go.Figure()
-    fig.add_trace(go.Bar(x=[z["zone"] for z in zones], y=[PCT * (z["rate"] or 0) for z in zones],
-                         text=[f"{PCT * (z['rate'] or 0):.2f} % · {PCT * (z['pixel_share'] or 0):.0f} % of px"
-                               for z in zones], textposition="outside", marker_color="#1f77b4"))
-    fig.update_layout(title=title, height=300, yaxis_title="disagreement rate %", **_LAYOUT)
-    return fig
-
-
-def loss_curves(scalars: pd.DataFrame, title: str = "Training vs validation loss") -> go.Figure:
-    """Per-epoch mean training loss, validation loss (raw, EMA) and the train–validation gap."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["loss per epoch", "gap: validation − training"])
-    if scalars is None or scalars.empty:
-        return fig
-    ep = scalars[scalars["split"] == "train_epoch"]
-    for name, color, dash in (("loss", "#1f77b4", "solid"), ("val_loss", "#d62728", "solid"),
-                              ("val_loss_ema", "#d62728", "dot")):
-        s = ep[ep["name"] == name].sort_values("epoch")
-        if not s.empty:
-            fig.add_trace(go.Scatter(x=s["epoch"] + 1, y=s["value"], mode="lines+markers",
-                                     name={"loss": "training (crops, augmented)", "val_loss": "validation (raw)",
-                                           "val_loss_ema": "validation (EMA)"}[name],
-                                     line=dict(color=color, dash=dash)), row=1, col=1)
-    g = ep[ep["name"] == "train_val_gap"].sort_values("epoch")
-    if not g.empty:
-        fig.add_trace(go.Bar(x=g["epoch"] + 1, y=g["value"], name="gap", marker_color="#ff7f0e"), row=1, col=2)
-    fig.update_xaxes(title_text="epoch", dtick=1)
-    fig.update_layout(title=title, height=320, **_LAYOUT)
-    return fig
-
-
 def has_val_loss(scalars: pd.DataFrame) -> bool:
     return scalars is not None and not scalars.empty and bool((scalars["name"] == "val_loss").any())
-
-
-def metric_curves(evals: pd.DataFrame, split: str = "val", title: str = "Validation metrics per epoch") -> go.Figure:
-    """mIoU, Boundary IoU, mAcc, aAcc and mF1 (Dice) per epoch, one panel each, a line per weights variant."""
-    cols = [("miou", "mIoU"), ("mbiou", "Boundary IoU"), ("macc", "mAcc"), ("aacc", "aAcc"), ("mf1", "mF1 (Dice)")]
-    fig = make_subplots(rows=1, cols=5, subplot_titles=[c[1] for c in cols], horizontal_spacing=0.05)
-    if evals is None or evals.empty:
-        return fig
-    df = evals[evals["epoch"].notna() & (evals["split"] == split)]
-    if "domain" in df.columns:
-        df = df[df["domain"].fillna("all") == "all"]
-    colors = {"raw": "#1f77b4", "ema": "#2ca02c"}
-    for i, (c, _label) in enumerate(cols):
-        for variant, s in df.sort_values("epoch").groupby("variant"):
-            if c in s.columns and s[c].notna().any():
-                fig.add_trace(go.Scatter(x=s["epoch"] + 1, y=s[c] * PCT, mode="lines+markers", name=variant,
-                                         legendgroup=variant, showlegend=i == 0,
-                                         line=dict(color=colors.get(variant))), row=1, col=i + 1)
-    fig.update_xaxes(dtick=1)
-    fig.update_layout(title=f"{title} (%, {split})", height=300, **_LAYOUT)
-    return fig
 
 
 # ------------------------------------------------------------------------------------------------- text

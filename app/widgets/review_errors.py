@@ -17,7 +17,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
+
+from mapsage import figures
 
 ERRORS_ALL = "errors: all classes"
 DISAGREE = "disagreement: left vs right"
@@ -122,32 +123,10 @@ def atlas_frame(errors: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def atlas_figure(errors: pd.DataFrame, split_label: str, variant: str) -> go.Figure:
-    """Heatmap of per-tile error rates: rows scenes, columns the tiles of each scene (sorted by id)."""
-    df = atlas_frame(errors)
-    fig = go.Figure()
-    if df.empty:
-        fig.update_layout(title="Error atlas: no per-tile confusion in the store")
-        return fig
-    scenes = sorted(df["scene"].unique())
-    parts = sorted(df["part"].unique())
-    z = np.full((len(scenes), len(parts)), np.nan)
-    text = [["" for _ in parts] for _ in scenes]
-    tiles = [["" for _ in parts] for _ in scenes]
-    for r in df.itertuples(index=False):
-        i, j = scenes.index(r.scene), parts.index(r.part)
-        z[i, j] = r.error_rate * 100 if pd.notna(r.error_rate) else np.nan
-        text[i][j] = f"{z[i, j]:.1f}" if np.isfinite(z[i, j]) else ""
-        tiles[i][j] = r.tile
-    fig.add_trace(go.Heatmap(z=z, x=parts, y=[s or "(tiles)" for s in scenes], text=text, texttemplate="%{text}",
-                             customdata=tiles, colorscale="YlOrRd", zmin=0,
-                             colorbar=dict(title="% wrong"),
-                             hovertemplate="%{customdata}: %{z:.2f} % of valid pixels wrong<extra></extra>"))
-    fig.update_yaxes(autorange="reversed", title_text="scene")
-    fig.update_xaxes(title_text="tile")
-    fig.update_layout(title=f"Error atlas: share of misclassified pixels per tile ({split_label}, {variant})",
-                      height=140 + 40 * len(scenes), margin=dict(l=110, r=20, t=50, b=60))
-    return fig
+def atlas_figure(errors: pd.DataFrame, split_label: str, variant: str) -> figures.Figure:
+    """Heatmap of per-tile error rates: rows scenes, columns the tiles of each scene (sorted by id;
+    :func:`mapsage.figures.error_atlas`)."""
+    return figures.error_atlas(atlas_frame(errors), split_label, variant)
 
 
 def georef_footprints(paths: Mapping[str, str]) -> dict[str, list[list[float]]]:

@@ -9,6 +9,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from mapsage import figures
+
 # widget key -> (query parameter, kind): kind "list" (comma-separated), "str", "bool"
 URL_KEYS: dict[str, tuple[str, str]] = {
     "runs_search": ("q", "str"), "runs_status": ("status", "list"), "runs_stage": ("stage", "list"),
@@ -272,9 +274,6 @@ def varying_knobs(configs: dict[str, dict], limit: int = 8) -> pd.DataFrame:
 
 def parallel_coordinates(run_ids: list[str], table: pd.DataFrame, figure_col: str | None) -> None:
     """Parallel coordinates of the selected runs: the config keys in which they differ, and the figure."""
-    import numpy as np
-    import plotly.graph_objects as go
-
     import store
 
     configs = {}
@@ -289,27 +288,11 @@ def parallel_coordinates(run_ids: list[str], table: pd.DataFrame, figure_col: st
     if knobs.empty:
         st.caption("The selected runs have the same config.")
         return
-    dims = []
-    for c in knobs.columns:
-        col = knobs[c]
-        num = pd.to_numeric(col, errors="coerce")
-        if num.notna().all():
-            if (num > 0).all() and num.max() / num.min() > 50:
-                dims.append(dict(label=f"log10 {c}", values=np.log10(num.astype(float))))
-            else:
-                dims.append(dict(label=c, values=num.astype(float)))
-        else:
-            cats = sorted(col.astype(str).unique())
-            dims.append(dict(label=c, values=[cats.index(v) for v in col.astype(str)],
-                             tickvals=list(range(len(cats))), ticktext=cats))
-    color = None
+    value = None
     if figure_col and figure_col in table.columns:
         fig_by_run = dict(zip(table["run_id"], table[figure_col]))
         vals = [fig_by_run.get(r) for r in knobs.index]
         if all(v is not None and v == v for v in vals):
-            dims.append(dict(label=figure_col, values=vals))
-            color = vals
-    line = dict(color=color, colorscale="Viridis", showscale=True) if color else dict(color="#1565c0")
-    fig = go.Figure(go.Parcoords(line=line, dimensions=dims))
-    fig.update_layout(height=360, margin=dict(l=70, r=40, t=50, b=20))
+            value = vals
+    fig = figures.parallel_coordinates(knobs, value, figure_col or "", log_ratio=50.0, height=360)
     st.plotly_chart(fig, width="stretch", key="runs_parcoords")

@@ -18,13 +18,14 @@ import yaml
 
 from mapsage.config import Config, ConfigError
 from mapsage.errors import UserError
+from mapsage.metric_names import SWEEP_METRICS
 
 from .knobs import KnobError, override
 
 TYPES = ["float", "int", "choice"]
 SAMPLERS = ["tpe", "random", "grid"]
 PRUNERS = ["median", "asha", "none"]
-METRICS = ["miou", "mbiou", "mf1", "macc", "aacc"]
+METRICS = list(SWEEP_METRICS["segmentation"])   # the knob form's sweep part is for segmentation training kinds
 COLUMNS = ["sweep", "key", "type", "low", "high", "log", "values"]
 
 
@@ -173,7 +174,8 @@ def fields(key: str, cfg: Config) -> dict:
                                             key=f"{key}:sweep_parallel", help="sweep.parallel")),
             "max_wall_h": float(c6.number_input("Wall-clock budget (h, 0 = none)", 0.0, 10000.0, 0.0, step=0.5,
                                                 key=f"{key}:sweep_wall", help="sweep.max_wall_h")),
-            "metric": st.selectbox("Metric (validation, per epoch; maximised)", METRICS, key=f"{key}:sweep_metric",
+            "metric": st.selectbox("Metric (validation, per epoch; maximised)",
+                                   list(SWEEP_METRICS.get(cfg.task, METRICS)), key=f"{key}:sweep_metric",
                                    help="sweep.metric"),
         }
         out["go"] = st.form_submit_button("Start sweep", icon=":material/tune:",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from mapsage.config import CONFIGS_DIR, PROJECT_ROOT, Config, load_config
+from mapsage.registries import CHECKPOINT_REQUIRED_KINDS
 
 STAGES: dict[int, tuple[str, str]] = {
     0: ("Health checks", "The seven checks and the overfit sanity run; must pass before any training is trusted."),
@@ -76,7 +77,7 @@ def discover(configs_dir: Path = CONFIGS_DIR) -> dict[int, list[Template]]:
             path=path, rel=rel, plan_stage=int(stage) if stage is not None else 1, kind=kind,
             title=item.get("title") or path.stem, description=item.get("description") or "",
             dataset=cfg.dataset.name if cfg else "?", run_name=item.get("run_name") or "", cfg=cfg, error=error,
-            needs_checkpoint=bool(cfg) and kind in ("evaluate", "tta_ab", "refine") and not cfg.stage.checkpoint
+            needs_checkpoint=bool(cfg) and kind in CHECKPOINT_REQUIRED_KINDS and not cfg.stage.checkpoint
             or bool(cfg) and kind == "ensemble" and not cfg.ensemble.members,
             summary=dict(item.get("summary") or {}),
         )

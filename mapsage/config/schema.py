@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-from ..metric_names import SELECTABLE
-from ..registries import ARCH_NAMES, LOSS_TERMS
+from ..metric_names import SELECTABLE, SWEEP_METRICS, SWEEP_METRICS_CLS, SWEEP_METRICS_SEG
+from ..registries import ARCH_NAMES, LOSS_TERMS, STAGE_KINDS
 
-StageKind = Literal["train", "evaluate", "tta_ab", "health", "refine", "distill", "ensemble", "demo_job", "export", "predict",
-                    "lr_find", "reliability", "classify"]
+StageKind = Literal[STAGE_KINDS]        # the registry: mapsage/registries.py (runners/stages.py runs each one)
 
 
 @dataclass
@@ -653,8 +652,9 @@ class SweepCfg:
     n_trials: int = 20                      # trial budget (grid: at most the grid's size)
     max_wall_h: Optional[float] = None      # wall-clock budget of the whole sweep (hours); no new trial after it
     max_gpu_h: Optional[float] = None       # GPU-hours budget (trial wall time x GPUs, summed)
-    # segmentation: miou, mbiou, mf1, macc, aacc; image classification: top1, macro_f1
-    metric: Literal["miou", "mbiou", "mf1", "macc", "aacc", "top1", "macro_f1"] = "miou"
+    # by task: mapsage.metric_names.SWEEP_METRICS (segmentation: miou, mbiou, mf1, macc, aacc; image
+    # classification: top1, macro_f1); Config.validate checks the metric against the task
+    metric: Literal[SWEEP_METRICS_SEG + SWEEP_METRICS_CLS] = "miou"
     direction: Literal["maximize", "minimize"] = "maximize"
     pruner: Literal["none", "median", "asha"] = "median"
     min_epochs: int = 1                     # no trial is pruned before it reported this many epochs
@@ -793,6 +793,12 @@ class ClassifyCfg:
                                  + "); set it to '' to turn RandAugment off")
 
 
+def _either(names) -> str:
+    """``a, b or c``."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 @dataclass
 class Config:
     dataset: DatasetCfg
@@ -822,15 +828,17 @@ class Config:
     def validate(self):
         if self.stage.kind == "classify" and self.task != "classification":
             raise ValueError("stage.kind: classify trains an image classifier; set task: classification")
-        if self.task != "classification" and self.sweep.metric in ("top1", "macro_f1"):
+        if self.task != "classification" and self.sweep.metric not in SWEEP_METRICS["segmentation"]:
             raise ValueError(f"sweep.metric: {self.sweep.metric} is an image-classification figure; a segmentation "
-                             f"sweep reports miou, mbiou, mf1, macc or aacc (set sweep.metric=miou)")
+                             f"sweep reports {_either(SWEEP_METRICS['segmentation'])} "
+                             f"(set sweep.metric={SWEEP_METRICS['segmentation'][0]})")
         if self.task == "classification":
             if self.stage.kind not in ("classify",):
                 raise ValueError(f"task: classification runs stage.kind classify, not {self.stage.kind!r}")
-            if self.sweep.parameters and self.sweep.metric not in ("top1", "macro_f1"):
+            if self.sweep.parameters and self.sweep.metric not in SWEEP_METRICS["classification"]:
                 raise ValueError(f"sweep.metric: {self.sweep.metric} is a segmentation figure; a classification "
-                                 f"sweep reports top1 or macro_f1 (set sweep.metric=top1)")
+                                 f"sweep reports {_either(SWEEP_METRICS['classification'])} "
+                                 f"(set sweep.metric={SWEEP_METRICS['classification'][0]})")
             if self.classify.loss == "balanced_softmax" and self.augment.sampler.kind != "uniform":
                 raise ValueError(f"classify.loss: balanced_softmax already corrects for the class prior and "
                                  f"augment.sampler.kind: {self.augment.sampler.kind} rebalances it again; use one "

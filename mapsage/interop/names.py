@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import re
 
-# workbench loss-term names (mapsage.losses) that mmseg would log as ``decode.loss_<term>``
-LOSS_TERMS = {"ce", "dice", "lovasz", "ohem", "focal", "boundary", "kd", "feat", "logit_kl"}
+from ..registries import LOSS_TERMS as _LOSS_TERMS
+
+# workbench loss-term names that mmseg would log as ``decode.loss_<term>``: the registry's (mapsage/registries.py)
+# and distillation's kd, feat and logit_kl
+LOSS_TERMS = {*_LOSS_TERMS, "kd", "feat", "logit_kl"}
 PERCENT_SCALARS = {"acc_seg", "acc_seg_aux"}
 SUMMARY_TO_MMSEG = {"miou": "mIoU", "macc": "mAcc", "aacc": "aAcc", "mf1": "mF1", "mbiou": "mBIoU"}
 MMSEG_TO_SUMMARY = {v: k for k, v in SUMMARY_TO_MMSEG.items()}

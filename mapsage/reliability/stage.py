@@ -31,11 +31,12 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import UserError
+from ..metric_names import HEADLINE
 
 
 def _summary(m) -> dict[str, Optional[float]]:
     r = m.result()
-    return {k: r.summary[k] for k in ("miou", "mbiou", "macc", "aacc", "mf1")}
+    return {k: r.summary[k] for k in HEADLINE}
 
 
 def _nanmean(xs) -> Optional[float]:

@@ -21,6 +21,9 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
+from mapsage import figures
+
+from . import plots
 from .data import ReportData, is_missing, json_dict, num
 from .tables import _all_domain, _epoch, _ints, latest_evaluations
 
@@ -357,9 +360,8 @@ def _per_class_views(t, rid: str) -> list[dict]:
 
 
 def _run_figures(data: ReportData, rid: str, fig_html) -> list[str]:
-    from .figures import confusion_figure, esc
-    from .reliability import _diagram
-
+    """The run's confusion matrices (images) and its reliability diagram: the app's figures (Run detail of a
+    classification run)."""
     label = data.labels().get(rid, rid)
     figs = []
     cf = _all_domain(data.confusion)
@@ -368,16 +370,14 @@ def _run_figures(data: ReportData, rid: str, fig_html) -> list[str]:
     for _, c in cf.iterrows():
         mat = mats.get((rid, int(c["seq"])))
         if mat is not None:
-            figs.append(fig_html(confusion_figure(
-                mat[0], mat[1], f"{label} · {c['variant']} · {c['split']} · "
-                                + ("final" if is_missing(c["epoch"]) else f"epoch {int(c['epoch']) + 1}")
-                                + ": confusion (images)", unit="images")))
+            head = f"{label} · {c['variant']} · {c['split']} · {plots.epoch_text(c['epoch'])}"
+            figs.append(fig_html(figures.confusion_heatmap(mat[0], list(mat[1]), True, str(c["split"]), unit="images",
+                                                           title=f"{head}: confusion (images)")))
     cal = calibration(data, rid)
     if cal is not None:
-        fig = _diagram({**cal, "temperature": cal["temperature"] or 0.0})
-        fig.update_layout(title={"text": esc(f"{label}: reliability, T = {temp_text(cal['temperature'])} "
-                                             f"({cal['split'] or '–'}, {cal['n_images'] or '–'} images)")})
-        figs.append(fig_html(fig))
+        figs.append(fig_html(figures.reliability_diagram(
+            cal, f"{label}: reliability, T = {temp_text(cal['temperature'])} ({cal['split'] or '–'}, "
+                 f"{cal['n_images'] or '–'} images)", unit="images")))
     return [f for f in figs if f]
 
 

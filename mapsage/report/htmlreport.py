@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from . import plots
 from .data import ReportData, is_missing, num
+from .figures import figure_html
 from .tables import ReportTables, build_tables
 
 # --------------------------------------------------------------------------------------------------------------
@@ -235,7 +237,6 @@ def render(data: ReportData, tables: Optional[ReportTables] = None, thumbnails: 
     from plotly.offline import get_plotlyjs
 
     from ..palette import class_colours
-    from . import figures as F
     from .thumbs import tile_thumbnails
 
     t = tables if tables is not None else build_tables(data)
@@ -245,7 +246,7 @@ def render(data: ReportData, tables: Optional[ReportTables] = None, thumbnails: 
     fig_id = iter(range(10 ** 6))
 
     def fig_html(fig) -> Optional[str]:
-        return None if fig is None else F.figure_html(fig, f"fig-{next(fig_id)}")
+        return None if fig is None else figure_html(fig, f"fig-{next(fig_id)}")
 
     # runs
     runs_rows = []
@@ -284,7 +285,7 @@ def render(data: ReportData, tables: Optional[ReportTables] = None, thumbnails: 
     classification = classification_context(data, t, fig_html)
 
     diffs_view = differences_view(t.differences, level)
-    forest = fig_html(F.forest_figure(t.differences))
+    forest = "\n".join(fig_html(f) for f in plots.forest_figures(t.differences, level)) or None
     problems = [f"{p.get('run_b') or p.get('run_id_b')}"
                 + (f" · {p['variant_b']}" if p.get("variant_b") else "")
                 + f" vs {p.get('run_a') or p.get('run_id_a')}"
@@ -322,8 +323,8 @@ def render(data: ReportData, tables: Optional[ReportTables] = None, thumbnails: 
                                 f"({level} % interval [{100 * lo:+.2f}, {100 * hi:+.2f}] excludes 0).")
         ab_groups.append({"heading": heading, "kept": ", ".join(kept), "baseline": base, "table": tv,
                           "warnings": warnings,
-                          "figure": fig_html(F.ab_figure(g, f"{labels.get(rid, rid)}: {kind} gain over the "
-                                                            f"baseline ({splits})"))})
+                          "figure": fig_html(plots.ab_figure(g, f"{labels.get(rid, rid)}: {kind} gain over the "
+                                                                f"baseline ({splits})"))})
 
     thumb_groups = []
     for t_ in thumbs:
@@ -348,21 +349,11 @@ def render(data: ReportData, tables: Optional[ReportTables] = None, thumbnails: 
     else:
         thumbs_empty = "The A/B runs stored no per-tile rows for their variants, so no tile can be ranked."
 
-    class_figures = [f for f in (fig_html(F.per_class_figure(t.per_class, "iou")),
-                                 fig_html(F.per_class_figure(t.per_class, "biou"))) if f]
+    class_figures = [fig_html(f) for f in plots.class_figures(data, t.per_class)]
 
     confusion_figures = _confusion_figures(data, cls_runs, labels, fig_html)
 
-    curve_figures = [f for f in (
-        fig_html(F.curve_figure(t.curves[t.curves["source"] == "eval"], ["miou"], "Validation mIoU per epoch",
-                                "mIoU % (split in legend)", 100.0)),
-        fig_html(F.curve_figure(t.curves[t.curves["source"] == "eval"], ["mbiou"],
-                                "Validation Boundary IoU per epoch", "Boundary IoU % (split in legend)", 100.0)),
-        fig_html(F.curve_figure(t.curves[t.curves["source"] == "train"], ["loss"], "Training loss per epoch (mean)",
-                                "loss (train)")),
-        fig_html(F.curve_figure(t.curves[t.curves["source"] == "train"], ["lr"], "Learning rate (end of epoch)",
-                                "learning rate", log_y=True)),
-    ) if f]
+    curve_figures = [fig_html(f) for f in plots.curve_figures(t.curves)]
 
     verdicts = view(t.verdicts, [("run", "run", f_text), ("tile", "tile", f_text), ("variant", "variant", f_text),
                                  ("baseline", "baseline", f_text), ("verdict", "verdict", f_text),
@@ -412,10 +403,8 @@ def render(data: ReportData, tables: Optional[ReportTables] = None, thumbnails: 
 
 
 def _confusion_figures(data: ReportData, skip: set, labels: dict, fig_html) -> list:
-    """The segmentation runs' confusion matrices (pixels), all domains pooled; ``skip``: classification runs
-    (their matrices, in images, are in the Image classification section)."""
-    from . import figures as F
-
+    """The segmentation runs' confusion matrices (pixels; the app's heatmap), all domains pooled; ``skip``:
+    classification runs (their matrices, in images, are in the Image classification section)."""
     out = []
     cf = data.confusion[~data.confusion["run_id"].isin(skip)]
     if cf.empty:
@@ -429,9 +418,8 @@ def _confusion_figures(data: ReportData, skip: set, labels: dict, fig_html) -> l
         m = np.asarray(c["matrix"], dtype=np.int64)
         names = list(c["class_names"]) if c["class_names"] is not None else data.class_names(c["run_id"])
         names = [str(n) for n in names] + [str(i) for i in range(len(names), m.shape[0])]
-        ep = "final" if is_missing(c["epoch"]) else f"epoch {int(c['epoch']) + 1}"
-        out.append(fig_html(F.confusion_figure(
-            m, names, f"{labels.get(c['run_id'])} · {c['variant']} · split {c['split']} ({ep})")))
+        head = f"{labels.get(c['run_id'])} · {c['variant']} · {plots.epoch_text(c['epoch'])}"
+        out.append(fig_html(plots.confusion_figure(data, c["run_id"], m, names, head, str(c["split"]))))
     return out
 
 

@@ -3,13 +3,18 @@ extent invariance, block bootstrap with the minimum detectable effect), runs sid
 
 ``ReportData.reliability`` maps a run id to its card ``{section: payload}`` (the ``reliability`` events of the
 run's newest reliability run; ``store.report_queries.reliability_cards``). HTML tables and a reliability diagram
-per run; Markdown lines; a CSV-ready long table (:func:`reliability_table`)."""
+per run (the app's, :func:`mapsage.figures.reliability_diagram`); Markdown lines; a CSV-ready long table
+(:func:`reliability_table`)."""
 from __future__ import annotations
 
 import html
 from typing import Any
 
 import pandas as pd
+
+from mapsage.figures import reliability_diagram
+
+from .figures import figure_html
 
 PCT = 100.0
 
@@ -97,8 +102,6 @@ def _corruption_grid(card: dict) -> list[dict]:
 
 def reliability_html(data) -> str:
     """The section (empty string when no run has a card)."""
-    from .figures import figure_html
-
     summ = summary_rows(data)
     if not summ:
         return ""
@@ -117,7 +120,7 @@ def reliability_html(data) -> str:
         parts.append(_html_table(_corruption_grid(card)))
         cal = card.get("calibration")
         if cal:
-            parts.append(figure_html(_diagram(cal), f"rel_diag_{i}"))
+            parts.append(figure_html(reliability_diagram(cal), f"rel_diag_{i}"))
         ext = card.get("extent") or {}
         if ext.get("zones"):
             parts.append(_html_table([{"zone": z["zone"], "share of pixels %": _f(z["pixel_share"]),
@@ -134,23 +137,6 @@ def reliability_html(data) -> str:
                 "MDE block / tile-wise": f"{_f(c['block']['mde'])} / {_f(c['tile']['mde'])}"} for c in comps]))
     parts.append("</section>")
     return "\n".join(parts)
-
-
-def _diagram(cal: dict):
-    import plotly.graph_objects as go
-
-    from .figures import _layout
-
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#999", dash="dash"),
-                             name="perfect"))
-    for key, name in (("diagram_before", "before"), ("diagram_after", "after T")):
-        d = cal.get(key) or {}
-        pts = [(c, a) for c, a, n in zip(d.get("conf", []), d.get("acc", []), d.get("count", [])) if n]
-        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
-                                 name=f"{name} (ECE {_f(cal.get('ece_' + key.split('_')[1]))} %)"))
-    return _layout(fig, f"Reliability diagram · T = {cal.get('temperature', 0):.3f}", height=340,
-                   xaxis_title="confidence", yaxis_title="accuracy")
 
 
 def reliability_markdown(data) -> list[str]:

@@ -168,7 +168,7 @@ still wrong, <span style="color:#00beff">■</span> changed on ignored pixels (n
 
 <section id="classes">
 <h2>Per-class IoU and Boundary IoU</h2>
-{% for f in class_figures %}{{ f|safe }}{% endfor %}
+<div class="grid2">{% for f in class_figures %}<div>{{ f|safe }}</div>{% endfor %}</div>
 <h3>IoU per class (%)</h3>
 {{ table(class_iou) }}
 <h3>Boundary IoU per class (%)</h3>

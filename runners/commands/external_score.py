@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from mapsage.metric_names import HEADLINE
+
 
 def register_runs_score(rs) -> None:
     sc = rs.add_parser("score", help="record an external (benchmark) score of a run, e.g. CodaLab's test mIoU")
@@ -12,7 +14,8 @@ def register_runs_score(rs) -> None:
     sc.add_argument("--split", default="test", help="the split the benchmark scored (default test)")
     sc.add_argument("--value", type=float, required=True, help="the score: points (52.4) or a fraction (0.524)")
     sc.add_argument("--source", required=True, help="where it comes from (codalab, a paper, ...)")
-    sc.add_argument("--metric", default="miou", help="miou (default), mbiou, macc, aacc or mf1")
+    sc.add_argument("--metric", default="miou", choices=HEADLINE, metavar="METRIC",
+                    help=f"the benchmark's figure: {', '.join(HEADLINE)} (default miou)")
     sc.add_argument("--submission", default=None, metavar="ZIP", help="the submitted file, for the record")
     sc.add_argument("--note", default="", help="free text")
     sc.set_defaults(func=cmd_score)

@@ -2,6 +2,10 @@
 with a 95 % interval, ranked by the mean; ``compare`` pairs two groups' runs on (fold, seed)."""
 from __future__ import annotations
 
+from mapsage.metric_names import METRICS
+
+_METRIC_HELP = f"the figure the groups are ranked by: {', '.join(METRICS)} (default miou)"
+
 
 def register(sub) -> None:
     p = sub.add_parser("groups", help="repeat/fold groups: mean ± sd and 95 %% interval; paired comparison")
@@ -9,13 +13,13 @@ def register(sub) -> None:
     gs.required = True
     s = gs.add_parser("list", help="the groups, ranked by their mean")
     s.add_argument("--split", default="val")
-    s.add_argument("--metric", default="miou")
+    s.add_argument("--metric", default="miou", choices=tuple(METRICS), metavar="METRIC", help=_METRIC_HELP)
     s.set_defaults(func=_list)
     s = gs.add_parser("compare", help="B - A paired on (fold, seed): Student-t and paired bootstrap interval")
     s.add_argument("group_a")
     s.add_argument("group_b")
     s.add_argument("--split", default="val")
-    s.add_argument("--metric", default="miou")
+    s.add_argument("--metric", default="miou", choices=tuple(METRICS), metavar="METRIC", help=_METRIC_HELP)
     s.set_defaults(func=_compare)
 
 

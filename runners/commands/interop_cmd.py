@@ -74,6 +74,7 @@ def gather_bundle(run_id: str):
 
     import store
     from mapsage.interop.bundle import RunBundle
+    from mapsage.interop.names import SUMMARY_TO_MMSEG
 
     row = store.run(run_id)
     if row is None:
@@ -93,7 +94,7 @@ def gather_bundle(run_id: str):
         evaluations.append({
             "split": r.split, "domain": r.domain, "variant": r.variant,
             "epoch": None if _nan(r.epoch) else int(r.epoch), "ts": r.ts,
-            "summary": {k: getattr(r, k) for k in ("miou", "macc", "aacc", "mf1", "mbiou")
+            "summary": {k: getattr(r, k) for k in SUMMARY_TO_MMSEG
                         if getattr(r, k) is not None and not (isinstance(getattr(r, k), float)
                                                               and math.isnan(getattr(r, k)))},
             "classes": classes})

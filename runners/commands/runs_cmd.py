@@ -10,6 +10,7 @@ import sys
 
 from mapsage.errors import UserError
 from mapsage.progress import view as progress_view
+from mapsage.registries import STAGE_KINDS
 
 
 def register(sub) -> None:
@@ -20,7 +21,8 @@ def register(sub) -> None:
     ls = rs.add_parser("list", help="the runs, newest first")
     ls.add_argument("--json", action="store_true")
     ls.add_argument("--status", action="append", help="only this status (repeatable)")
-    ls.add_argument("--kind", action="append", help="only this stage kind (repeatable)")
+    ls.add_argument("--kind", action="append", choices=STAGE_KINDS, metavar="KIND",
+                    help=f"only this stage kind (repeatable): {', '.join(STAGE_KINDS)}")
     ls.add_argument("--limit", type=int, default=None)
     ls.set_defaults(func=cmd_list)
 
