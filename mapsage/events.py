@@ -57,6 +57,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .evalid import merged
+
 EVENTS_FILE = "events.jsonl"
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "died", "pruned")
 FINAL_STATUSES = ("succeeded", "failed", "cancelled", "died", "pruned")
@@ -144,7 +146,6 @@ class EventWriter:
         if not self.enabled:
             return None
         if type == "metrics":   # every evaluation carries its identity (mapsage.evalid)
-            from .evalid import merged
             payload = {**payload, "identity": merged(self, payload)}
         with self._lock:
             body = _clean(payload)

@@ -17,6 +17,7 @@ import pickle
 from pathlib import Path
 from typing import Any, Iterable
 
+from .config import resolve_path
 from .errors import CheckpointError
 
 TRUST_KEY = "runtime.trust_pickle"
@@ -33,7 +34,6 @@ def trust(paths: Iterable[str | Path] | None) -> None:
     """Add files the user trusts to be unpickled (``runtime.trust_pickle``)."""
     for p in paths or ():
         if p:
-            from .config import resolve_path
             _trusted.add(_key(resolve_path(str(p))))
 
 

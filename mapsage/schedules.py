@@ -22,6 +22,8 @@ import bisect
 import math
 from typing import Optional, Sequence
 
+from .config import ConfigError
+
 KINDS = ("cosine", "poly", "step", "cosine_restarts", "onecycle", "constant")
 
 
@@ -35,7 +37,6 @@ class LRSchedule:
                  cycle_steps: int = 0, cycle_mult: float = 1.0, pct_start: float = 0.3, div_factor: float = 25.0,
                  final_div_factor: float = 1e4):
         if kind not in KINDS:
-            from .config import ConfigError
             raise ConfigError(f"train.lr_schedule: unknown schedule '{kind}'; known: {', '.join(KINDS)}")
         self.optimizer = optimizer
         self.kind = kind
@@ -136,7 +137,6 @@ def schedule_kwargs(cfg, steps_per_epoch: int) -> dict:
     kind = str(getattr(t, "lr_schedule", "cosine"))
     milestones = [int(round(float(e) * spe)) for e in (getattr(t, "lr_steps", None) or [])]
     if kind == "step" and not milestones:
-        from .config import ConfigError
         raise ConfigError("train.lr_schedule is 'step' but train.lr_steps is empty; list the epochs at which the "
                           "LR is multiplied by train.lr_gamma, e.g. train.lr_steps=[30,45]")
     return dict(kind=kind, warmup_ratio=float(t.warmup_ratio), min_lr_ratio=float(t.min_lr_ratio),

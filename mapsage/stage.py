@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 from .config import Config
 from .events import EventWriter
+from .progress import Tracker
 
 
 @dataclass
@@ -45,7 +46,6 @@ class StageContext:
     def progress(self, force: bool = False, **progress) -> None:
         """A heartbeat with progress (epoch, epochs, step, steps, frac, phase, message); rate-limited. The
         fraction is kept monotonic and ETA / rate are added (:class:`mapsage.progress.Tracker`)."""
-        from .progress import Tracker
 
         if self._tracker is None:
             self._tracker = Tracker()

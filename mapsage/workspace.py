@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .runids import run_path
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -22,7 +24,6 @@ def runs_dir() -> Path:
 def run_dir(run_id: str) -> Path:
     """``runs/<run_id>``; a run id that is not one folder inside ``runs/`` raises ``RunIdError``
     (``mapsage.runids``)."""
-    from .runids import run_path
 
     return run_path(runs_dir(), run_id)
 

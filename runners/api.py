@@ -24,8 +24,10 @@ from mapsage.config import CONFIGS_DIR, ConfigError, load_config, run_name, to_d
 from mapsage.errors import UserError
 from mapsage.registries import CHECKPOINT_KINDS, EXPERIMENT_COLUMNS
 from mapsage.workspace import run_dir as _run_dir
+from store.derive import experiment_columns
 
 from . import jobs, scheduler
+from .predict_spec import launch_predict
 from .settings import Settings, load_settings
 
 _last_refresh = 0.0
@@ -87,7 +89,6 @@ def check_launch(config_path: str | Path, overrides: list[str] | None = None, gp
 
 def predict(target: str, on: str | None = None, options: list[str] | None = None, gpus: int | None = None) -> str:
     """Queue a ``predict`` job with a run's model (or a predict config) on a split, image folder or raster."""
-    from .predict_spec import launch_predict
 
     return launch_predict(target, on, options, gpus=gpus)
 
@@ -195,7 +196,6 @@ def list_templates(root: str | Path | None = None) -> list[dict]:
     the configs folder), ``abs_path``, ``plan_stage``, ``kind``, ``title``, ``description``, ``run_name``,
     ``knobs`` (dotted key -> value), ``summary`` (the experiment-table columns) and ``error`` (a template that
     does not load shows why instead of disappearing)."""
-    from store.derive import experiment_columns
 
     root = Path(root) if root else CONFIGS_DIR
     out = []

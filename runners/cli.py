@@ -10,6 +10,8 @@ import importlib
 import os
 import sys
 
+from mapsage.errors import UserError
+
 COMMAND_MODULES = ["config_cmd", "data_cmd", "score_cmd", "run_cmd", "runs_cmd", "report_cmd", "interop_cmd",
                    "export_cmd", "predict_cmd", "submit_cmd", "sweep_cmd", "annotate_cmd", "groups_cmd",
                    "reliability_cmd", "queue_cmd", "classify_cmd"]
@@ -25,7 +27,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from mapsage.errors import UserError
     return (UserError, FileNotFoundError)
 
 

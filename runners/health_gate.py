@@ -18,6 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from mapsage.config import load_config, resolve_path
+from mapsage.events import FINAL_STATUSES
+from mapsage.health.result import health_records
+from mapsage.workspace import runs_dir
+
 TRAINING_KINDS = ("train", "distill")
 
 
@@ -52,7 +57,6 @@ class GateResult:
 
 
 def _same_dataset(a: dict, cfg) -> bool:
-    from mapsage.config import resolve_path
     ds = (a or {}).get("dataset") or {}
     if ds.get("name") != cfg.dataset.name:
         return False
@@ -66,7 +70,6 @@ def health_runs(cfg) -> list[Path]:
     """Run folders of health runs on ``cfg``'s dataset, newest first."""
     import yaml
 
-    from mapsage.workspace import runs_dir
     root = runs_dir()
     if not root.is_dir():
         return []
@@ -86,8 +89,6 @@ def health_runs(cfg) -> list[Path]:
 
 def evaluate(cfg) -> GateResult:
     """The gate's state for ``cfg``'s dataset (whatever ``cfg``'s kind)."""
-    from mapsage.events import FINAL_STATUSES
-    from mapsage.health.result import health_records
     from runners import jobs
     name = cfg.dataset.name
     runs = health_runs(cfg)
@@ -109,7 +110,6 @@ def evaluate(cfg) -> GateResult:
 
 def gate_for(config_path, overrides: Optional[list[str]] = None) -> Optional[GateResult]:
     """The gate for launching ``config_path`` with ``overrides``; None when it is not a training stage."""
-    from mapsage.config import load_config
     cfg = load_config(config_path, list(overrides or []))
     if cfg.stage.kind not in TRAINING_KINDS:
         return None

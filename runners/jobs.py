@@ -32,14 +32,16 @@ from mapsage.config import (
     save_resolved,
 )
 from mapsage.config.core import apply_overrides
-from mapsage.errors import CheckpointError, UserError
+from mapsage.errors import CheckpointError, DiskFullError, UserError
 from mapsage.event_records import RunState, fold_events
 from mapsage.events import EVENTS_FILE, FINAL_STATUSES, EventWriter, read_events
+from mapsage.runids import is_run_id
 from mapsage.workspace import run_dir, runs_dir
 
 from . import procs, scheduler
 from .settings import load_settings
 from .stages import check_kind
+from .validate import validate_launch
 
 EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 3, "died": 4, "pruned": 5}
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".json", ".safetensors", ".bin")
@@ -79,7 +81,6 @@ def run_of_checkpoint(ref: str | None) -> str | None:
     """The run a ``stage.checkpoint`` reference belongs to: a run id, or a file inside a run folder."""
     if not ref:
         return None
-    from mapsage.runids import is_run_id
 
     if is_run_id(ref) and run_dir(ref).is_dir():
         return ref
@@ -118,8 +119,6 @@ def submit(cfg: Config, parent_run: str | None = None, parent_relation: str | No
 
 
 def _submit(cfg, kind, gpus, name, parent_run, parent_relation, resume_from, executor) -> str:
-    from mapsage.errors import DiskFullError
-
     rid = _new_run_id(name)
     rdir = run_dir(rid)
     try:
@@ -174,7 +173,6 @@ def _preflight(cfg: Config, resume_from: str | Path | None = None) -> str:
     """Fail now, in one line, not inside the detached job; returns the job's executor."""
     check_kind(cfg.stage.kind)
     from .executors import check_launch as check_executor
-    from .validate import validate_launch
 
     executor = check_executor(cfg)     # a cluster that is unreachable or cannot hold the request fails here
     if int(cfg.runtime.gpus) < 0:
@@ -372,7 +370,6 @@ def restart(rid: str) -> str:
         cfg = config_from_dict(data, {k: str(rdir / "config.yaml") for k in data})
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{rdir / 'config.yaml'}: cannot read the run's config ({exc})") from exc
-    from .validate import validate_launch
 
     validate_launch(cfg)
     gpus = int(cfg.runtime.gpus)

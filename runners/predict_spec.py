@@ -8,7 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from mapsage.config import resolve_path
 from mapsage.errors import UserError
+from mapsage.workspace import runs_dir
+from runners.commands.runs_cmd import resolve_run_id
 
 
 def _yaml_scalar(value: str) -> str:
@@ -20,13 +23,11 @@ def _yaml_scalar(value: str) -> str:
 def predict_spec(target: str, on: Optional[str] = None, options: Optional[list[str]] = None) -> tuple[Path, list[str]]:
     """``target``: a run id / prefix or a config file; ``on``: a split, folder or raster; ``options``: more
     ``key=value`` overrides. Returns the config path and the overrides of the job."""
-    from mapsage.workspace import runs_dir
 
     overrides: list[str] = []
     path = Path(target).expanduser()
     if path.suffix.lower() in (".yaml", ".yml"):
         if not path.is_file():
-            from mapsage.config import resolve_path
             path = resolve_path(target)
         if not path.is_file():
             raise UserError(f"{target}: config file not found; give a run id or a predict config "
@@ -34,8 +35,6 @@ def predict_spec(target: str, on: Optional[str] = None, options: Optional[list[s
         config = path
         overrides.append("stage.kind=predict")
     else:
-        from runners.commands.runs_cmd import resolve_run_id
-
         rid = resolve_run_id(target)
         config = runs_dir() / rid / "config.yaml"
         if not config.is_file():

@@ -31,9 +31,12 @@ from pathlib import Path
 from typing import Iterator
 
 from mapsage.config import PROJECT_ROOT
+from mapsage.diskspace import remove_stale_temps
+from mapsage.errors import UserError
 from mapsage.event_records import fold_events
 from mapsage.events import EVENTS_FILE, FINAL_STATUSES, EventWriter
 from mapsage.workspace import run_dir, workspace_root
+from store.locks import LockTimeout, file_lock, lock_path
 
 from . import procs
 from .settings import Settings, load_settings
@@ -57,9 +60,6 @@ def state_path() -> Path:
 
 @contextlib.contextmanager
 def scheduler_lock(timeout: float = 60.0) -> Iterator[None]:
-    from mapsage.errors import UserError
-    from store.locks import LockTimeout, file_lock, lock_path
-
     try:
         with file_lock(lock_path("scheduler"), exclusive=True, timeout=timeout):
             yield
@@ -160,7 +160,6 @@ def _finish_dead(rid: str, entry: dict) -> str:
         pgid = entry.get("pgid")
         if procs.kill_job_members(pgid, run_dir(rid)):      # only processes that name this run's folder
             procs.wait_group_gone(pgid, 5.0)
-        from mapsage.diskspace import remove_stale_temps
 
         for folder in (run_dir(rid) / "checkpoints", run_dir(rid)):
             remove_stale_temps(folder)
@@ -275,7 +274,6 @@ def _start_queued(state: dict, settings: Settings) -> list[str]:
         if status != "queued":
             continue  # cancelled (or otherwise finished) while queued
         if read_job(rid).get("executor", "local") != "local":   # a cluster job: submitted, no local slot
-            from mapsage.errors import UserError
 
             from .executors import for_run
 

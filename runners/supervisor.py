@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from mapsage.diskspace import remove_stale_temps
 from mapsage.events import EVENTS_FILE, FINAL_STATUSES, EventWriter, read_events
 
 from . import procs
@@ -56,8 +57,6 @@ def _tail(rdir: Path, lines: int = 15) -> str:
 
 
 def _clean_temps(rdir: Path) -> list[Path]:
-    from mapsage.diskspace import remove_stale_temps
-
     removed = []
     for folder in (rdir / "checkpoints", rdir):
         removed += remove_stale_temps(folder)

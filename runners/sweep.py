@@ -26,12 +26,14 @@ import yaml
 
 from mapsage.config import Config, ConfigError, config_from_dict, load_config, run_name, to_dict
 from mapsage.errors import UserError
-from mapsage.events import FINAL_STATUSES
+from mapsage.events import EVENTS_FILE, FINAL_STATUSES, read_events
 from mapsage.registries import TRAINING_KINDS
 from mapsage.sweep.space import apply_params, grid_size, parse_space, suggest
 from mapsage.sweep.study import create_study, load_study, sweep_dir, sweeps_dir
+from mapsage.workspace import run_dir, workspace_root
 
 from . import procs
+from .scheduler import last_status, read_job
 from .settings import load_settings
 
 STATE_FILE = "sweep.json"
@@ -168,7 +170,6 @@ def start(config_path: str | Path, overrides: list[str] | None = None, detach: b
 def spawn_driver(sweep_id: str) -> int:
     d = sweep_dir(sweep_id)
     env = dict(os.environ)
-    from mapsage.workspace import workspace_root
 
     env["MAPSAGE_WORKSPACE"] = str(workspace_root())
     env["PYTHONUNBUFFERED"] = "1"
@@ -206,8 +207,6 @@ def _default_launcher(cfg: Config) -> str:
 
 
 def _run_status(rid: str) -> str | None:
-    from .scheduler import last_status
-
     return last_status(rid)[0]
 
 
@@ -219,9 +218,6 @@ class _Follower:
         self.seen: dict[str, tuple[int, str | None]] = {}
 
     def status(self, rid: str) -> str | None:
-        from mapsage.events import EVENTS_FILE, read_events
-        from mapsage.workspace import run_dir
-
         offset, status = self.seen.get(rid, (0, None))
         records, offset = read_events(run_dir(rid) / EVENTS_FILE, offset)
         for r in records:
@@ -232,8 +228,6 @@ class _Follower:
 
 
 def _gpu_hours(state: dict, gpus: int, now: float) -> float:
-    from .scheduler import read_job
-
     total = 0.0
     for t in state["trials"].values():
         started = read_job(t["run_id"]).get("started_at") if t.get("run_id") else None

@@ -17,9 +17,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mapsage.classify.data import check_launch
 from mapsage.config import Config, ConfigError, resolve_path
 from mapsage.errors import CheckpointError, DataError
+from mapsage.health.runref import resolve_run_ref
 from mapsage.registries import SEG_TRAINING_KINDS
+from mapsage.safeload import check_file, trust
+
+from .settings import load_settings
 
 LATEST = "latest:"
 NO_DATA_KINDS = ("demo_job",)
@@ -28,8 +33,6 @@ TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
 
 
 def _check_weights_file(value, key: str, what: str) -> None:
-    from mapsage.safeload import check_file
-
     if not value or str(value).strip().lower() in ("", "none", "null", "false", "random", "scratch"):
         return
     path = resolve_path(str(value))
@@ -47,7 +50,6 @@ def is_exported_model(ref) -> bool:
 def _check_checkpoint_ref(ref, key: str) -> None:
     """A checkpoint reference (file, run folder, run id): resolvable now, and its file loads safely."""
     from mapsage.infer.checkpoints import resolve_checkpoint
-    from mapsage.safeload import check_file
 
     if not ref or str(ref).strip().startswith(LATEST):
         return
@@ -87,8 +89,6 @@ def _check_dataset(cfg: Config) -> None:
 
 
 def _check_gpus(cfg: Config) -> None:
-    from .settings import load_settings
-
     want = int(cfg.runtime.gpus or 0)
     pool = list(load_settings().gpus)
     if want < 0:
@@ -105,20 +105,16 @@ def validate_launch(cfg: Config, resume_from: str | Path | None = None) -> None:
         if not resolve_path(str(f)).is_file():
             raise CheckpointError(f"runtime.trust_pickle: {resolve_path(str(f))} not found; list only existing "
                                   f"files you trust")
-    from mapsage.safeload import trust
 
     trust(cfg.runtime.trust_pickle)
     _check_gpus(cfg)
     if getattr(cfg, "task", "segmentation") == "classification":   # images + labels CSV/folders, local weights
-        from mapsage.classify.data import check_launch
 
         check_launch(cfg)
         return
     if kind not in NO_DATA_KINDS:
         _check_dataset(cfg)
     if resume_from and Path(resume_from).suffix in TORCH_SUFFIXES:
-        from mapsage.safeload import check_file
-
         check_file(resume_from, key="resume checkpoint")
     if (kind in TRAIN_KINDS and not resume_from) or kind == "health":
         _check_weights_file(cfg.model.pretrained, "model.pretrained", "pretrained weights")
@@ -128,8 +124,6 @@ def validate_launch(cfg: Config, resume_from: str | Path | None = None) -> None:
         check_max_params(cfg, model_facts(cfg, flops=False)["model_params"])
     if kind == "health" and cfg.stage.checkpoint and not str(cfg.stage.checkpoint).startswith(LATEST):
         # health checks accept a run folder without best*.pth (any checkpoint, or only its events)
-        from mapsage.health.runref import resolve_run_ref
-        from mapsage.safeload import check_file
 
         ref = resolve_run_ref(cfg.stage.checkpoint)
         if ref.checkpoint is not None and ref.run_dir is None:

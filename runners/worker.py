@@ -23,6 +23,7 @@ from mapsage.errors import UserError
 from mapsage.events import EventWriter, NullEvents
 
 from . import procs
+from .executors import stop_status
 from .settings import load_settings
 
 
@@ -156,7 +157,6 @@ def main(argv: list[str] | None = None) -> int:
             beater.done.set()
             beater.join(timeout=5)
     if status == "cancelled":          # a cluster job stopped for a requeue is queued again, not cancelled
-        from .executors import stop_status
 
         status, message = stop_status(run_id, status, message)
     _say(f"run {run_id} {status}" + (f": {message}" if message else ""))

@@ -15,7 +15,10 @@ from typing import Sequence
 
 import pandas as pd
 
+from mapsage.errors import UserError
+
 from .db import read_connection
+from .ranked import ranking
 from .schema import ensure_schema
 
 LINK_COLUMNS = ["run_id", "cv_group", "cv_repeat", "cv_fold", "cv_folds", "seed", "sweep_id", "sweep_trial",
@@ -70,7 +73,6 @@ def group_board(split: str = "val", metric: str = "miou") -> pd.DataFrame:
     """One row per repeat/fold group: ``group``, ``name``, ``runs``, ``seeds``, ``folds``, ``mean``, ``sd``,
     ``ci_low``, ``ci_high``, ``min``, ``max``, ``run_ids``, ``pending`` (runs of the group without a figure yet);
     ranked by the mean (``rank``)."""
-    from .ranked import ranking
 
     links = run_links()
     links = links[links["cv_group"].notna()]
@@ -106,9 +108,7 @@ def paired_groups(group_a: str, group_b: str, split: str = "val", metric: str = 
     (``bootstrap``, see :func:`pair_bootstrap`), and how many pairs B won. Pairing removes the fold's and
     seed's own difficulty from the comparison (the folds of both groups must be the same cut: same dataset,
     ``split.seed`` and k)."""
-    from mapsage.errors import UserError
 
-    from .ranked import ranking
 
     links = run_links()
     a = links[links["cv_group"] == group_a]

@@ -33,7 +33,7 @@ from mapsage.events import EVENTS_FILE, read_events
 from mapsage.runids import RunIdError, run_path
 from mapsage.workspace import db_path, runs_dir
 
-from .db import LockTimeout, StoreBusy, _timeout, file_lock, lock_path, read_connection, write_connection
+from .db import LockTimeout, StoreBusy, StoreError, _timeout, file_lock, lock_path, read_connection, write_connection
 from .derive import experiment_columns
 from .ranked import best_sql, tile_set_sql
 from .schema import EVENT_TABLES, RUN_COLUMNS, ensure_schema
@@ -363,7 +363,6 @@ def _ingest_failure(exc: Exception, batch) -> Exception:
     runs; nothing of the batch was stored, the next ingest retries it."""
     from mapsage.diskspace import free_mb, is_disk_full
 
-    from .db import StoreError
 
     runs = sorted({s[0] for s in batch.states})
     what = (f"{len(runs)} run(s) ({', '.join(runs[:3])}{'...' if len(runs) > 3 else ''})" if runs else "no run")

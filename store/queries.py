@@ -16,10 +16,12 @@ import pandas as pd
 from mapsage.metric_names import HEADLINE as _HEADLINE
 from mapsage.metric_names import METRICS as _METRIC_NAMES
 from mapsage.registries import EXPERIMENT_COLUMNS as _EXPERIMENT_COLUMNS
+from mapsage.workspace import run_dir
 
 from .db import read_connection
 from .review import VERDICTS
 from .schema import EVENT_TABLES, ensure_schema
+from .scores import val_test_gaps
 
 TIME_COLUMNS = ("created_at", "started_at", "ended_at", "updated_at", "last_heartbeat")
 # the figures of the metric registry (mapsage/metric_names.py) with a column of their own in evaluations: the
@@ -151,7 +153,6 @@ def list_runs(status: str | Sequence[str] | None = None, kind: str | Sequence[st
 
 def _with_external(df: pd.DataFrame) -> pd.DataFrame:
     """The latest external mIoU per run (the test split's when there is one) and its gap to the best val mIoU."""
-    from .scores import val_test_gaps
 
     for c in EXTERNAL_COLUMNS:
         df[c] = np.nan if c in ("external_miou", "val_test_gap") else None
@@ -349,7 +350,6 @@ def artifacts(run_id: str | Sequence[str], kind: str | Sequence[str] | None = No
     if absolute:
         from pathlib import Path
 
-        from mapsage.workspace import run_dir
 
         df["abs_path"] = [str(p if Path(p).is_absolute() else run_dir(r) / p) if p is not None else None
                           for r, p in zip(df["run_id"], df["path"])]

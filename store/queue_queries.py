@@ -11,6 +11,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from mapsage.workspace import run_dir
+
 from .db import read_connection
 from .schema import ensure_schema
 
@@ -29,7 +31,6 @@ def queue_files(run_id: str) -> pd.DataFrame:
     """The newest probability and mask file per (tile, kind, variant) of a run, sorted by tile, kind, variant."""
     from pathlib import Path
 
-    from mapsage.workspace import run_dir
 
     kinds = ", ".join(f"'{k}'" for k in QUEUE_KINDS)
     df = _query(f"""

@@ -16,12 +16,14 @@ from typing import Any, Sequence
 import pandas as pd
 
 from .db import StoreError
+from .groups import run_links
 from .queries import (
     _ids,
     _pylist,
     _query,
     _sql_where,
     _where,
+    _with_external,
     ab_rows,
     artifacts,
     health,
@@ -155,7 +157,6 @@ def _attach_external(runs: list[dict]) -> None:
     """Each run's latest external (benchmark) mIoU, the test split's first, and its gap to the best val mIoU."""
     import pandas as pd
 
-    from .queries import _with_external
 
     if not runs:
         return
@@ -170,7 +171,6 @@ def _attach_external(runs: list[dict]) -> None:
 def _attach_groups(runs: list[dict]) -> None:
     """Each run's repeat/fold group facts (``store.groups.run_links``: cv_group, cv_repeat, cv_fold, cv_folds,
     seed), so a report can aggregate the runs of one group."""
-    from .groups import run_links
 
     if not runs:
         return

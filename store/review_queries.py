@@ -18,6 +18,8 @@ from typing import Any, Optional, Sequence
 
 import pandas as pd
 
+from mapsage.workspace import run_dir
+
 from .db import read_connection
 from .schema import ensure_schema
 
@@ -99,7 +101,6 @@ def review_layers(run_id: str, tile: Optional[str] = None) -> pd.DataFrame:
     Columns: ``tile, kind, variant, path, abs_path`` (resolved against the run folder), ``split``, ``domain``
     and ``meta`` (the artifact's metadata as a dict: ``color``, ``miou``, ``mbiou``, ``d_mbiou_points`` ...),
     ``seq``. Sorted by tile, then kind, then variant."""
-    from mapsage.workspace import run_dir
 
     kinds = ", ".join(f"'{k}'" for k in LAYER_KINDS)
     params: list[Any] = [run_id]

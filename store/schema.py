@@ -19,7 +19,9 @@ import time
 
 import duckdb
 
-from .db import StoreError
+from mapsage.workspace import db_path
+
+from .db import StoreError, read_connection, write_connection
 
 # What an evaluation measured, beside run_id / split / domain / variant / epoch / n_images (mapsage.evalid)
 _IDENTITY_COLUMNS: list[tuple[str, str]] = [
@@ -210,9 +212,7 @@ _checked: set[tuple[str, int]] = set()
 
 def ensure_schema() -> None:
     """Create or migrate the workspace's database when needed (checked once per process and file)."""
-    from mapsage.workspace import db_path
 
-    from .db import read_connection, write_connection
 
     path = db_path()
     if path.exists():

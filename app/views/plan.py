@@ -12,6 +12,7 @@ from app.widgets.knob_form import summary_line
 from app.widgets.launch import cancel, launch, resume
 from app.widgets.live import live_jobs
 from app.widgets.nav import ensure_routed
+from runners import api
 
 
 @st.cache_data(show_spinner=False, ttl=30)
@@ -20,8 +21,6 @@ def _board(sig: tuple):
 
 
 def _settings_line() -> str:
-    from runners import api
-
     try:
         s = api.settings()
     except Exception as exc:  # noqa: BLE001 - shown, not fatal

@@ -7,9 +7,12 @@ import streamlit as st
 
 from app.widgets.common import guard, open_run
 from app.widgets.nav import ensure_routed
+from app.widgets.sweep_form import rows_to_parameters, sweep_overrides
 from mapsage import figures
+from mapsage.errors import UserError
 from mapsage.metric_names import SWEEP_METRICS
 from mapsage.registries import TRAINING_KINDS
+from runners.api import list_templates
 
 ensure_routed()
 from runners import sweep as sweeps  # noqa: E402
@@ -17,8 +20,6 @@ from runners import sweep as sweeps  # noqa: E402
 st.title(":material/tune: Sweeps")
 
 def _start_form() -> None:
-    from runners.api import list_templates
-
     templates = [t for t in guard(list_templates, default=[]) or [] if t.get("kind") in TRAINING_KINDS
                  and not t.get("error")]
     if not templates:
@@ -61,8 +62,6 @@ def _start_form() -> None:
                           key=f"sweep_metric_{'cls' if classify else 'seg'}")
     if not st.button("Start the sweep", type="primary", key="sweep_start"):
         return
-    from app.widgets.sweep_form import rows_to_parameters, sweep_overrides
-    from mapsage.errors import UserError
 
     try:        # the same sweep: block the Plan's knob form and `mapsage sweep start --set` build
         overrides = sweep_overrides(rows_to_parameters(space.to_dict("records")), n_trials, sampler, pruner,

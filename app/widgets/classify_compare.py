@@ -11,7 +11,9 @@ import pandas as pd
 import streamlit as st
 
 import store
+from app.widgets.compare import config_diff
 from mapsage import figures
+from mapsage.workspace import run_dir
 
 
 def _final(run_id: str) -> dict | None:
@@ -28,8 +30,6 @@ def _final(run_id: str) -> dict | None:
 
 
 def _correct(run_id: str) -> dict[str, bool] | None:
-    from mapsage.workspace import run_dir
-
     p = run_dir(run_id) / "predictions" / "val_predictions.csv"
     if not p.is_file():
         return None
@@ -50,8 +50,6 @@ def paired_top1(a: dict[str, bool], b: dict[str, bool], n: int = 2000, seed: int
 
 
 def classification_compare(picked: list[str], labels: dict[str, str], rows: dict) -> None:
-    from app.widgets.compare import config_diff
-
     ref = picked[0]
     figs = {r: _final(r) for r in picked}
     base = figs.get(ref) or {}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.widgets.common import show_error
-from mapsage.config import ConfigError
+from mapsage.config import ConfigError, to_dict
 from mapsage.errors import UserError
 
 
@@ -66,7 +66,6 @@ def classification_form(t) -> None:
 
 def _changed(cfg, overrides: list[str]) -> list[str]:
     """The overrides whose value differs from the template's."""
-    from mapsage.config import to_dict
 
     d = to_dict(cfg)
     out = []

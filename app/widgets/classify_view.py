@@ -14,6 +14,7 @@ import streamlit as st
 
 import store
 from mapsage import figures
+from mapsage.workspace import run_dir
 
 TABS = ["Curves", "Per class", "Confusion", "Errors", "Grad-CAM", "Calibration", "Health", "Config", "Log"]
 
@@ -38,8 +39,6 @@ def _artifact(run_id: str, kind: str) -> dict | None:
 
 
 def _run_dir(run_id: str) -> Path:
-    from mapsage.workspace import run_dir
-
     return run_dir(run_id)
 
 

@@ -6,6 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from mapsage.errors import UserError
+from runners import api, scheduler
+from runners.executors import placement
 
 # launch-form field -> (config key, label, help)
 SLURM_FIELDS = [
@@ -20,8 +22,6 @@ SLURM_FIELDS = [
 
 
 def _settings():
-    from runners import api
-
     try:
         return api.settings()
     except UserError:
@@ -66,9 +66,6 @@ def executor_line() -> str:
 
 
 def _slurm_rows() -> list[dict]:
-    from runners import scheduler
-    from runners.executors import placement
-
     rows = []
     for rid, entry in scheduler.load_state()["active"].items():
         if entry.get("executor") != "slurm":

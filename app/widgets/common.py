@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import pandas as pd
 import streamlit as st
 
 from mapsage.errors import UserError
+from mapsage.progress import view
+from mapsage.runids import is_run_id
 from mapsage.workspace import workspace_root
+from runners import api
 
 PAGE_FILES = {
     "home": "views/home.py",
@@ -43,7 +46,6 @@ def refresh(ingest: bool | str = True) -> Optional[dict]:
     script calls it with ``ingest="background"`` (a page render never waits for an ingest; what it loads shows on
     the next read); the live fragment ingests in the call, so each tick shows the events of the one before.
     Errors the user can act on are shown, never raised."""
-    from runners import api
 
     try:
         return api.refresh(min_interval=1.0, ingest=ingest)
@@ -78,10 +80,6 @@ def open_run(run_id: str) -> None:
     st.switch_page(PAGE_FILES["detail"], query_params={"run": run_id})
 
 
-def open_compare(run_ids: Iterable[str]) -> None:
-    st.switch_page(PAGE_FILES["compare"], query_params={"runs": ",".join(run_ids)})
-
-
 def query_list(name: str) -> list[str]:
     raw = st.query_params.get_all(name) if hasattr(st.query_params, "get_all") else [st.query_params.get(name)]
     out: list[str] = []
@@ -89,7 +87,6 @@ def query_list(name: str) -> list[str]:
         if item:
             out.extend(p for p in str(item).split(",") if p)
     if name in RUN_PARAMS:   # run ids from a URL: only names of folders inside workspace/runs/
-        from mapsage.runids import is_run_id
 
         bad = [p for p in out if not is_run_id(p)]
         if bad:
@@ -145,13 +142,11 @@ def status_text(status: Optional[str]) -> str:
 
 def progress_text(progress: Optional[dict], status: Optional[str] = None) -> str:
     """One line from a heartbeat's progress (``mapsage.progress.view``: fraction, phase, epoch, rate, ETA)."""
-    from mapsage.progress import view
 
     return view(progress, status)["text"] if progress or status == "succeeded" else ""
 
 
 def progress_fraction(progress: Optional[dict], status: Optional[str] = None) -> Optional[float]:
     """The monotonic fraction every reader shows (``mapsage.progress.view``; 1.0 once the run succeeded)."""
-    from mapsage.progress import view
 
     return view(progress, status)["frac"]

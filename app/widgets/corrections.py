@@ -18,6 +18,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import streamlit as st
 
+from app.widgets.review_map import _read_array, palette_rgb
+from mapsage.config import config_from_dict
 from mapsage.errors import UserError
 
 CANVAS_MAX = 720
@@ -56,7 +58,6 @@ def _background(image: Any, label: Optional[np.ndarray], palette_rgb: np.ndarray
                 ignore_index: int):
     from PIL import Image
 
-    from app.widgets.review_map import _read_array
 
     rgb = _read_array(image, "image")
     if rgb.ndim == 2:
@@ -72,7 +73,6 @@ def _background(image: Any, label: Optional[np.ndarray], palette_rgb: np.ndarray
 def _dataset_cfg(run_config: dict):
     """The run's config from its stored JSON form, where mapping keys are strings: integer keys of
     ``dataset.value_map`` (raw value -> class id) are restored before validation."""
-    from mapsage.config import config_from_dict
 
     cfg = dict(run_config)
     ds = dict(cfg.get("dataset") or {})
@@ -87,7 +87,6 @@ def corrections_section(run_id: str, run_config: dict, tile: str, lay: Any, left
                         classes: Sequence[str], palette: Sequence[str], ignore_index: int,
                         label_name: str = "label", reviewer_default: str = "") -> None:
     """Accept / paint / export, for one tile of a run (``lay``: its layers, ``app.widgets.review_tiles``)."""
-    from app.widgets.review_map import _read_array, palette_rgb
     from app.widgets.review_tiles import LABEL, variant_label
     from mapsage.analysis import labels as lv
 

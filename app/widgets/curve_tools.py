@@ -8,6 +8,9 @@ import pandas as pd
 import streamlit as st
 
 from mapsage.figures import AXES, step_curves
+from runners import api
+
+from .common import guard
 
 
 def step_curves_panel(scalars: pd.DataFrame, key: str) -> None:
@@ -22,9 +25,7 @@ def step_curves_panel(scalars: pd.DataFrame, key: str) -> None:
 def live_log_tail(run_id: str, lines: int, active: bool) -> None:
     """The run's stdout tail; while the run is active it refreshes itself every 3 s (only this fragment
     reruns)."""
-    from runners import api
 
-    from .common import guard
 
     @st.fragment(run_every=3.0 if active else None)
     def _tail():

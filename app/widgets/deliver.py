@@ -6,8 +6,11 @@ from __future__ import annotations
 import streamlit as st
 
 from mapsage.registries import MODEL_KINDS
+from mapsage.workspace import run_dir
 
 from .common import guard, isnum
+from .delivery_map import delivery_map_html
+from .launch import predict
 
 
 def _splits(run: dict) -> list[str]:
@@ -18,8 +21,6 @@ def _splits(run: dict) -> list[str]:
 
 
 def predict_form(run: dict) -> None:
-    from .launch import predict
-
     rid = run["run_id"]
     with st.form(f"predict_{rid}", border=False):
         c1, c2 = st.columns([2, 1])
@@ -77,7 +78,6 @@ def predictions_section(run: dict) -> None:
     import json
     from pathlib import Path
 
-    from mapsage.workspace import run_dir
 
     mpath = run_dir(run["run_id"]) / "predictions" / "manifest.json"
     if not mpath.is_file():
@@ -102,7 +102,6 @@ def predictions_section(run: dict) -> None:
                f"`{out['classes']}`" + (f" · polygons `{poly}` ({out['polygons']['polygons']})" if poly else ""))
     for w in out.get("warnings") or []:
         st.warning(w)
-    from .delivery_map import delivery_map_html
 
     html = guard(delivery_map_html, out["input"], out["classes"], classes=m.get("classes") or [],
                  palette=m.get("palette") or [], polygons=poly if poly and Path(poly).exists() else None,

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .basemap import Basemap, add_basemap, open_basemap
 from .review_map import Georef, build_review_map, palette_rgb, render_offline
 
 
@@ -58,8 +59,6 @@ def delivery_map_html(image: str | Path, classes_raster: str | Path, *, classes:
                          georef=geo if geo is not None else False, height=height)
     info = dict(getattr(m, "mapsage_info", {}))
     if basemap is not None and geo is not None:
-        from .basemap import Basemap, add_basemap, open_basemap
-
         bm = basemap if isinstance(basemap, Basemap) else open_basemap(basemap)
         info["basemap"] = {"path": str(bm.path), "kind": bm.kind,
                            "tiles": add_basemap(m, bm, info["bounds"], max_tiles=basemap_max_tiles)}

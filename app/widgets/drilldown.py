@@ -18,7 +18,9 @@ import pandas as pd
 import streamlit as st
 
 from app.widgets.common import guard
+from app.widgets.review_map import _read_array
 from mapsage import figures
+from mapsage.analysis.errors_map import cell_mask
 from mapsage.errors import UserError
 
 REVIEW_PAGE = "views/review.py"
@@ -96,9 +98,7 @@ def _layers(ws: str, run_id: str, n: int) -> pd.DataFrame:
 def _thumb(ws: str, run_id: str, n: int, tile: str, variant: str, t: int, p: int, split: str,
            run_config: dict) -> tuple[Optional[str], bool]:
     """(thumbnail data URI or None, whether the cell's pixels are drawn on it)."""
-    from app.widgets.review_map import _read_array
     from app.widgets.review_tiles import LABEL, tile_layers
-    from mapsage.analysis.errors_map import cell_mask
 
     lay = tile_layers(_layers(ws, run_id, n), tile, LABEL, variant, run_config=run_config, split=split)
     if lay.image is None:

@@ -7,6 +7,10 @@ from typing import Any
 
 import pandas as pd
 
+from mapsage.config import ConfigError
+from mapsage.errors import UserError
+from runners.commands.export_cmd import launch_export
+
 
 def _details(text: Any) -> dict:
     if isinstance(text, dict):
@@ -66,7 +70,6 @@ def export_action(run_id: str) -> None:
     """Run detail's Export action: choose builds, queue an ``export`` job of this run (Streamlit)."""
     import streamlit as st
 
-    from mapsage.errors import UserError
 
     with st.popover("Export", icon=":material/deployed_code:",
                     help="ONNX / TorchScript builds of this run's best checkpoint, with parity and speed measured"):
@@ -74,8 +77,6 @@ def export_action(run_id: str) -> None:
                                             "torchscript:fp16"], default=["onnx:fp32", "onnx:int8"],
                                  key="detail_export_targets")
         if st.button("Queue export", key="detail_export", disabled=not targets):
-            from mapsage.config import ConfigError
-            from runners.commands.export_cmd import launch_export
             try:
                 new = launch_export(run_id, targets)
             except (ConfigError, UserError) as exc:

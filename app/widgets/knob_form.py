@@ -10,8 +10,12 @@ import pandas as pd
 import streamlit as st
 
 from mapsage.config import Config, ConfigError, run_name
+from mapsage.schedules import lr_figure
 
 from . import knobs
+from .cluster import executor_fields
+from .launch import confirm_pending
+from .sweep_form import fields as sweep_fields
 from .templates import Template
 
 
@@ -133,13 +137,10 @@ def render(t: Template, checkpoint_runs: list[str]) -> FormResult:
                                                      help="runtime.gpus: > 1 runs under torchrun; 0 = a CPU slot"))
         extra = st.text_area("More overrides (`key=value`, one a line)", "", key=f"{key}:extra", height=80,
                              help="any config key, e.g. train.lr=1e-4 or augment.cutmix_p=0.2")
-        from .cluster import executor_fields
 
         extra = "\n".join([extra, *executor_fields(key, cfg)])       # where it runs: local or SLURM
         sweep = None
         if cfg.stage.kind in knobs.TRAIN_KINDS:
-            from .sweep_form import fields as sweep_fields
-
             sweep = sweep_fields(key, cfg)                 # "sweep these knobs over …" (its own submit button)
         b1, b2, _ = st.columns([1, 1, 4])
         check = b1.form_submit_button("Check", help="resolve the config with these knobs without launching")
@@ -148,7 +149,6 @@ def render(t: Template, checkpoint_runs: list[str]) -> FormResult:
     result = _resolve(t, values, extra, action)
     result.sweep = sweep
     lr_preview(result.cfg or cfg, key)
-    from .launch import confirm_pending
     confirm_pending(t)                    # a gated launch of this template waiting for "Launch anyway"
     return result
 
@@ -157,7 +157,6 @@ def lr_preview(cfg: Config, key: str) -> None:
     """The per-iteration learning-rate curve the run will follow (training kinds), drawn before launch."""
     if cfg.stage.kind not in ("train", "distill"):
         return
-    from mapsage.schedules import lr_figure
     with st.expander(f"Learning-rate schedule: {cfg.train.lr_schedule}", expanded=False):
         try:
             st.plotly_chart(lr_figure(cfg), width="stretch", key=f"{key}:lr_curve")

@@ -11,6 +11,8 @@ import streamlit as st
 
 from mapsage.config import ConfigError
 from mapsage.errors import UserError
+from runners import api
+from runners.health_gate import gate_for
 
 from . import data
 from .common import show_error
@@ -31,7 +33,6 @@ def _ingest_now(run_id: str) -> None:
 
 def health_gate(template: Template, overrides: list[str]):
     """The health gate of a training launch (``runners.health_gate``); None when it does not apply or passes."""
-    from runners.health_gate import gate_for
     try:
         gate = gate_for(template.path, overrides)
     except (ConfigError, UserError):
@@ -75,7 +76,6 @@ def launch(template: Template, overrides: list[str], gpus: Optional[int] = None,
            confirmed: bool = False, flash: Optional[dict] = None) -> Optional[str]:
     """Launch through ``runners.api``. A training stage on a dataset whose health checks failed or never ran
     asks first: the launch is kept pending and :func:`confirm_pending` (drawn with the template's form) asks."""
-    from runners import api
 
     if not confirmed:
         try:   # what would fail the launch is said now, before the health gate asks anything
@@ -111,7 +111,6 @@ def launch_many(templates: list[Template]) -> list[str]:
 
 def predict(run_id: str, on: Optional[str], options: list[str]) -> Optional[str]:
     """Queue a ``predict`` job with ``run_id``'s model (``runners.api.predict``)."""
-    from runners import api
 
     try:
         rid = api.predict(run_id, on or None, options)
@@ -124,8 +123,6 @@ def predict(run_id: str, on: Optional[str], options: list[str]) -> Optional[str]
 
 
 def cancel(run_id: str) -> Optional[str]:
-    from runners import api
-
     try:
         status = api.cancel(run_id, wait=False)
     except UserError as exc:
@@ -136,8 +133,6 @@ def cancel(run_id: str) -> Optional[str]:
 
 
 def resume(run_id: str, overrides: Optional[list[str]] = None) -> Optional[str]:
-    from runners import api
-
     try:
         rid = api.resume(run_id, overrides or [])
     except (ConfigError, UserError) as exc:

@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from mapsage.errors import UserError
+from runners import api
 
 from . import data
 from .common import (
@@ -32,8 +33,6 @@ LIVE_EVERY_S = 2.0
 
 
 def _fresh_status(run_id: str) -> dict:
-    from runners import api
-
     try:
         return api.status(run_id)
     except UserError as exc:

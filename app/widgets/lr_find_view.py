@@ -7,6 +7,8 @@ import json
 import streamlit as st
 
 from mapsage import figures
+from mapsage.workspace import run_dir
+from runners import api
 
 from .common import guard, open_run
 
@@ -32,8 +34,6 @@ def lr_find_section(run: dict, scalars) -> None:
                 + (f"; the test stopped: {info['lr_find_stopped']}" if info.get("lr_find_stopped") else "") + ").")
     if st.button(f"Train with train.lr = {lr:.2e}", type="primary", icon=":material/rocket_launch:",
                  key="lr_find_use"):
-        from mapsage.workspace import run_dir
-        from runners import api
 
         new = guard(api.launch, str(run_dir(run["run_id"]) / "config.yaml"),
                     ["stage.kind=train", f"train.lr={lr:.3g}"], what="Launching the training run")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from .common import PAGE_FILES
+from .common import PAGE_FILES, refresh, workspace_label
 
 _state = threading.local()
 
@@ -49,7 +49,6 @@ def run_routed(page) -> None:
 def route() -> None:
     """The entry script: page set-up, the menu, a store refresh (scheduler pass + non-blocking ingest), then the
     chosen page."""
-    from .common import refresh, workspace_label
 
     st.set_page_config(page_title="MapSage Workbench", page_icon=str(Path(__file__).resolve().parents[1] / "static" / "favicon.png"), layout="wide")
     page = navigation()

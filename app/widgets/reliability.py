@@ -9,9 +9,12 @@ from typing import Any, Optional
 import pandas as pd
 import streamlit as st
 
+from app.widgets.common import guard
+
 # the figures are mapsage.figures' (the report draws the same); loss_curves and metric_curves are read from here by
 # app/widgets/run_detail_tabs.py
 from mapsage.figures import corruption_heatmap, extent_figure, loss_curves, metric_curves, reliability_diagram  # noqa: F401
+from runners.commands.reliability_cmd import launch_reliability
 
 PCT = 100.0
 
@@ -117,7 +120,6 @@ def bootstrap_table(card: dict) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------------- sections
 def reliability_section(run_id: str, run: dict, key: str = "rel") -> None:
     """The Run detail tab."""
-    from app.widgets.common import guard
 
     src, card = guard(card_of, run_id, default=(None, {}), what="Reading the reliability card")
     if not card:
@@ -126,7 +128,6 @@ def reliability_section(run_id: str, run: dict, key: str = "rel") -> None:
                 icon=":material/verified:")
         if run.get("kind") in ("train", "distill") and run.get("status") == "succeeded":
             if st.button("Compute the reliability card", key=f"{key}_launch", icon=":material/play_arrow:"):
-                from runners.commands.reliability_cmd import launch_reliability
                 new = guard(launch_reliability, run_id, what="Launching the reliability run")
                 if new:
                     st.success(f"Queued `{new}`; the card appears here when it ends.")
@@ -195,7 +196,6 @@ def reliability_section(run_id: str, run: dict, key: str = "rel") -> None:
 
 def compare_section(run_ids: list[str]) -> None:
     """Compare: the runs' cards side by side (headline table, heatmaps, reliability diagrams)."""
-    from app.widgets.common import guard
 
     cards = {rid: guard(card_of, rid, default=(None, {}), what=f"Reading the reliability card of {rid}")
              for rid in run_ids}

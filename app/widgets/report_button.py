@@ -17,13 +17,12 @@ from typing import Callable, Optional, Sequence
 import streamlit as st
 
 from mapsage.errors import UserError
+from runners.commands.report_cmd import gather
 
 FORMATS = {"html": ("text/html", "html"), "md": ("text/markdown", "md"), "csv": ("application/zip", "zip")}
 
 
 def _gather(run_ids: Sequence[str], title: Optional[str]):
-    from runners.commands.report_cmd import gather
-
     # the app's refresh ingests continuously; the report reads the store as it is
     return gather(run_ids, ingest=False, title=title)
 

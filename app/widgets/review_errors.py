@@ -18,7 +18,9 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from app.widgets.review_map import render_offline
 from mapsage import figures
+from mapsage.analysis import errors_map as em
 
 ERRORS_ALL = "errors: all classes"
 DISAGREE = "disagreement: left vs right"
@@ -74,7 +76,6 @@ def overlay_layers(wanted: Sequence[str], classes: Sequence[str], *, label: Opti
                    right_name: str = "prediction", left_name: str = "left") -> list[tuple[str, np.ndarray, bool]]:
     """The overlays of one tile as ``(layer name, RGBA, shown)``, ``right`` being the mask the errors are about.
     Layers that their inputs cannot give (no label, no probabilities) are left out."""
-    from mapsage.analysis import errors_map as em
 
     out: list[tuple[str, np.ndarray, bool]] = []
     if drill is not None and label is not None and right is not None:
@@ -158,7 +159,6 @@ def atlas_map_html(errors: pd.DataFrame, footprints: Mapping[str, Any]) -> str:
     """An offline folium map of georeferenced tile footprints coloured by their error rate."""
     import folium
 
-    from app.widgets.review_map import render_offline
 
     df = errors[errors["tile"].isin(list(footprints))]
     bounds = np.array([footprints[t] for t in df["tile"]], np.float64)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -516,8 +515,3 @@ def review_map_html(image: ArrayOrPath, **kwargs) -> str:
     if base:
         allow.append(re.split(r"\{", base, maxsplit=1)[0])
     return render_offline(m, allow=allow)
-
-
-def map_info_json(m) -> str:
-    """What :func:`build_review_map` put on the map (bounds, layers, swipe sides), as JSON."""
-    return json.dumps(getattr(m, "mapsage_info", {}))

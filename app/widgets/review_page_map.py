@@ -13,9 +13,11 @@ import streamlit as st
 import store
 from app.widgets.common import guard, isnum, show_error
 from app.widgets.palette import high_contrast
-from app.widgets.review_errors import ATLAS, error_layer_names
+from app.widgets.review_errors import ATLAS, error_layer_names, overlay_layers
+from app.widgets.review_map import Georef, _read_array, review_map_html
 from app.widgets.review_page import Pair, ReviewRun, Tiles
 from app.widgets.review_tiles import LABEL, TileLayers, tile_layers, variant_label
+from mapsage.analysis.uncertainty import load_probs
 from mapsage.errors import UserError
 from store import review_queries
 
@@ -72,8 +74,6 @@ def _base_map_input(col: Any, lay: Optional[TileLayers]) -> str:
     """A georeferenced (GeoTIFF) tile takes a base map tile URL; a plain image tile says it is drawn in pixels."""
     georef = False
     if lay is not None and isinstance(lay.image, str) and lay.image.lower().endswith((".tif", ".tiff")):
-        from app.widgets.review_map import Georef
-
         try:
             georef = Georef.from_raster(lay.image) is not None
         except Exception:  # noqa: BLE001 - unreadable: the map call reports it
@@ -93,8 +93,6 @@ def _map_html(ws: str, run_id: str, n: int, _run_config: dict, split: str, class
               colours_v: tuple[str, ...], wanted: tuple[str, ...] = (), drill_v: object = None, probs_file: str = "",
               block: int = 64) -> str:
     """The map of one tile (``_run_config`` is the run's, so not hashed: ``run_id`` stands for it)."""
-    from app.widgets.review_errors import overlay_layers
-    from app.widgets.review_map import _read_array, review_map_html
 
     classes = list(classes)
     lt = tile_layers(review_queries.review_layers(run_id, tile_id), tile_id, left_v, right_v, run_config=_run_config,
@@ -107,8 +105,6 @@ def _map_html(ws: str, run_id: str, n: int, _run_config: dict, split: str, class
     left_is_label = left_v == LABEL
     overlays = []
     if wanted or drill_v is not None:
-        from mapsage.analysis.uncertainty import load_probs
-
         lab = lt.label if isinstance(lt.label, np.ndarray) or lt.label is None else _read_array(lt.label, "label")
         overlays = overlay_layers(
             wanted, classes, label=lab, right=_read_array(lt.right, variant_label(right_v)),

@@ -12,6 +12,8 @@ import streamlit as st
 
 import store
 from app.widgets.common import guard, isnum, show_error
+from app.widgets.corrections import corrections_section
+from app.widgets.review_errors import atlas_figure, atlas_frame, atlas_map_html, georef_footprints
 from app.widgets.review_page import Pair, ReviewRun, Tiles
 from app.widgets.review_tiles import LABEL, TileLayers, agreement, class_rows, variant_label
 from mapsage.errors import UserError
@@ -135,8 +137,6 @@ def label_section(rr: ReviewRun, pair: Pair, tile: str, lay: Optional[TileLayers
     """The section "Correct the label of this tile" (:func:`app.widgets.corrections.corrections_section`)."""
     st.subheader("Correct the label of this tile")
     if lay is not None:
-        from app.widgets.corrections import corrections_section
-
         corrections_section(rr.rid, rr.cfg, tile, lay, pair.left, pair.right, rr.classes, list(rr.palette.colors),
                             rr.ignore_index, reviewer_default=st.session_state.get("review_reviewer", ""))
 
@@ -193,8 +193,6 @@ def _agreement(pair: Pair, tiles: Tiles) -> None:
 def error_atlas(rr: ReviewRun, pair: Pair, tiles: Tiles) -> None:
     """The run's misclassified share per tile of the compared mask: heatmap, georeferenced map, worst tiles."""
     with st.expander(f"Error atlas of this run: misclassified share per tile of `{pair.R}`"):
-        from app.widgets.review_errors import atlas_figure, atlas_frame, georef_footprints
-
         errs = guard(error_queries.tile_errors, rr.rid, rr.split, pair.right, default=pd.DataFrame(),
                      what="Reading the per-tile errors")
         if errs is None or errs.empty:
@@ -206,8 +204,6 @@ def error_atlas(rr: ReviewRun, pair: Pair, tiles: Tiles) -> None:
         imgs = layers[layers["kind"] == "image"] if not layers.empty else pd.DataFrame()
         feet = georef_footprints(dict(zip(imgs["tile"], imgs["abs_path"]))) if not imgs.empty else {}
         if feet:
-            from app.widgets.review_errors import atlas_map_html
-
             st.iframe(atlas_map_html(errs, feet), height=420, alt="Error atlas map")
             st.caption(f"{len(feet)} georeferenced tile(s) at their real place, coloured by error rate.")
         worst = atlas_frame(errs).sort_values("error_rate", ascending=False).head(10)

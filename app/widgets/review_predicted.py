@@ -16,6 +16,7 @@ from mapsage.workspace import run_dir
 
 from .basemap import ENV, BasemapError, open_basemap
 from .common import show_error
+from .delivery_map import delivery_map_html
 
 
 def raster_outputs(run_id: str) -> tuple[dict, list[dict]]:
@@ -37,7 +38,6 @@ def _stamp(*paths) -> tuple:
 @st.cache_data(show_spinner="Drawing the predicted raster…", max_entries=8)
 def _html(image: str, classes_cog: str, classes: tuple, palette: tuple, polygons: str | None, basemap: str | None,
           stamp: tuple, height: int) -> str:
-    from .delivery_map import delivery_map_html
 
     return delivery_map_html(image, classes_cog, classes=list(classes), palette=list(palette), polygons=polygons,
                              basemap=basemap or None, height=height)

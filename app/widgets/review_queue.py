@@ -17,6 +17,8 @@ import streamlit as st
 from app.widgets.common import guard, show_error
 from mapsage.analysis.uncertainty import DESCENDING, SCORE_LABELS, SCORES
 from mapsage.errors import UserError
+from runners.review_queue import QueueError, score_tiles
+from runners.review_queue import order as order_queue
 
 WALK_KEY = "review_queue_walk"
 BY_KEY = "review_queue_by"
@@ -25,7 +27,6 @@ BY_KEY = "review_queue_by"
 @st.cache_data(show_spinner="Scoring the tiles' uncertainty…", max_entries=16)
 def _scores(ws: str, run_id: str, n_events: int, variant: Optional[str], ignore_index: int
             ) -> tuple[pd.DataFrame, dict]:
-    from runners.review_queue import score_tiles
 
     return score_tiles(run_id, variant=variant, ignore_index=ignore_index)
 
@@ -47,8 +48,6 @@ def queue_section(run_id: str, run: dict, table: pd.DataFrame, *, ws: str, n_eve
                   drill_active: bool = False) -> pd.DataFrame:
     """Draw the review queue of a run; returns the page's tile table, reordered by the queue when the reviewer
     walks the tiles in queue order (never while a confusion drill-down orders them)."""
-    from runners.review_queue import QueueError
-    from runners.review_queue import order as order_queue
 
     ds = ((run or {}).get("config") or {}).get("dataset") or {}
     ignore = int(ds.get("ignore_index", 255))

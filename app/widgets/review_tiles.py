@@ -14,6 +14,8 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from mapsage.abrule import rule_text
+from mapsage.config import ConfigError, config_from_dict
 from mapsage.errors import DataError, UserError
 from store.review import VERDICTS
 
@@ -85,8 +87,6 @@ class Rule:
     from_ab: bool = False
 
     def text(self) -> str:
-        from mapsage.abrule import rule_text
-
         return rule_text(self.criterion, self.threshold, self.guard)
 
 
@@ -286,8 +286,6 @@ def tile_layers(layers: pd.DataFrame, tile: str, left: str, right: str,
         out.left = path_of(None, left)
     out.right = path_of(None, right)
     if (out.image is None or out.label is None) and run_config:
-        from mapsage.config import ConfigError
-
         try:
             image, label = dataset_tile(run_config, out.split, tile)
         except ConfigError:
@@ -308,7 +306,6 @@ def tile_layers(layers: pd.DataFrame, tile: str, left: str, right: str,
 
 def dataset_tile(run_config: Mapping, split: Optional[str], tile: str) -> tuple[Optional[str], Optional[np.ndarray]]:
     """(image path, decoded label ids or None) of one tile of a run's dataset."""
-    from mapsage.config import config_from_dict
     from mapsage.data import build_dataset
 
     cfg = config_from_dict(dict(run_config))

@@ -10,6 +10,7 @@ import streamlit as st
 
 import store
 from app.widgets import data, interop
+from app.widgets.classify_view import classification_detail
 from app.widgets.common import (
     ACTIVE,
     ago,
@@ -24,9 +25,12 @@ from app.widgets.common import (
     status_text,
 )
 from app.widgets.deliver import deliver_section
+from app.widgets.export_ab import export_action
 from app.widgets.launch import cancel, resume
 from app.widgets.report_button import report_button
 from app.widgets.run_notes import tags_and_note
+from app.widgets.warm_start import warm_start_action
+from runners import api
 
 ROLES = {"result": "the run's own result", "adopted": "the variant this run adopted",
          "lineage": "the parent's checkpoint re-scored (lineage, not this run's result)",
@@ -56,7 +60,6 @@ def header(rid: str, run: dict) -> None:
     st.markdown(f"{status_text(run.get('status'))} &nbsp; `{rid}` · stage {run.get('plan_stage')} · "
                 f"`{run.get('kind')}` · dataset `{run.get('dataset')}` · figures on split `{run.get('split')}`")
     if run.get("kind") == "classify":          # image classification: its own figures (app/widgets/classify_view.py)
-        from app.widgets.classify_view import classification_detail
 
         guard(classification_detail, run, what=f"Drawing classification run {rid}")
         st.stop()
@@ -148,16 +151,12 @@ def _actions(rid: str, run: dict) -> None:
             if new:
                 st.success(f"Resumed as `{new}`.")
     elif run.get("kind") in ("train", "distill") and run.get("status") == "succeeded":
-        from app.widgets.export_ab import export_action
         export_action(rid)              # ONNX / TorchScript builds with parity and speed
-        from app.widgets.warm_start import warm_start_action
         warm_start_action(rid)          # fine-tune at a new crop size from this run's weights
 
 
 @st.fragment(run_every=2.0)
 def _live(run_id: str) -> None:
-    from runners import api
-
     refresh()
     try:
         live = api.status(run_id)

@@ -15,9 +15,12 @@ import yaml
 import store
 from app.widgets import data, evals, interop
 from app.widgets.common import ACTIVE, PAGE_FILES, guard, isnum, pct
+from app.widgets.curve_tools import live_log_tail, step_curves_panel
+from app.widgets.drilldown import confusion_drilldown
 from app.widgets.palette import ClassPalette
 from mapsage import figures as charts
 from mapsage.metrics.names import evaluation_warnings, metric_label
+from mapsage.workspace import run_dir
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -51,7 +54,6 @@ def curves(rid: str, run: dict, metrics: pd.DataFrame, per_class_rows: pd.DataFr
            palette: ClassPalette) -> None:
     """Plateau note, mIoU and per-class curves, validation loss and metrics, training and step curves."""
     from app.widgets import reliability as rel_w
-    from app.widgets.curve_tools import step_curves_panel
 
     split = run.get("split") or "val"
     epoch_evals = (metrics[metrics["epoch"].notna() & (metrics["split"] == split)] if not metrics.empty
@@ -143,7 +145,6 @@ def confusion(rid: str, run: dict, chosen: Optional[pd.Series], palette: ClassPa
         return
     m, names = got
     norm = st.toggle("Row-normalised (share of each label's pixels)", value=True, key="cm_norm")
-    from app.widgets.drilldown import confusion_drilldown
 
     confusion_drilldown(rid, run, chosen, m, names, palette, normalise=norm, key="cm",
                         ws=data.workspace_key(), run_label=run.get("name"))
@@ -195,7 +196,6 @@ def health(rid: str, run: dict, runs: pd.DataFrame) -> None:
                 st.code(str(r["evidence_json"]))
             pic = r.get("picture")
             if isinstance(pic, str) and pic:        # a missing picture is NULL in the store (NaN here)
-                from mapsage.workspace import run_dir
 
                 p = Path(pic) if Path(pic).is_absolute() else run_dir(health_rid) / pic
                 if p.exists():
@@ -224,7 +224,6 @@ def config(run: dict) -> None:
 def log(rid: str, run: dict) -> None:
     """The log's tail (live while the run is active) and the stored log records."""
     lines = st.select_slider("Lines", [50, 200, 1000], value=200, key="log_lines")
-    from app.widgets.curve_tools import live_log_tail
 
     live_log_tail(rid, lines, run.get("status") in ACTIVE)
     logs = data.table(rid, run.get("n_events"), "logs")

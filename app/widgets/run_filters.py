@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from mapsage import figures
+from mapsage.errors import UserError
 
 # widget key -> (query parameter, kind): kind "list" (comma-separated), "str", "bool"
 URL_KEYS: dict[str, tuple[str, str]] = {
@@ -201,7 +202,6 @@ def group_board_view(split: str, metric: str, label: str) -> None:
 
 
 def _paired_view(board: pd.DataFrame, split: str, metric: str, label: str) -> None:
-    from mapsage.errors import UserError
     from store.groups import paired_groups
 
     names = dict(zip(board["group"], board["name"] + " · " + board["group"].str[-9:]))

@@ -17,10 +17,14 @@ import streamlit as st
 import yaml
 
 from mapsage.config import Config, ConfigError
+from mapsage.config.core import parse_override
 from mapsage.errors import UserError
 from mapsage.metric_names import SWEEP_METRICS
+from mapsage.sweep.space import parse_space
+from runners import sweep as sweeps
 
-from .knobs import KnobError, override
+from .common import show_error
+from .knobs import KnobError, _norm, override
 
 TYPES = ["float", "int", "choice"]
 SAMPLERS = ["tpe", "random", "grid"]
@@ -73,7 +77,6 @@ def _choice_value(text: str) -> Any:
 def rows_to_parameters(rows: Iterable[dict]) -> dict[str, dict]:
     """The ticked rows as ``sweep.parameters`` (checked with :func:`mapsage.sweep.space.parse_space`). A row
     without a ``sweep`` column counts as ticked. One-line errors name the row's key."""
-    from mapsage.sweep.space import parse_space
 
     params: dict[str, dict] = {}
     for row in rows:
@@ -124,9 +127,7 @@ def sweep_overrides(params: dict, n_trials: int, sampler: str = "tpe", pruner: s
 def _space_override(params: dict) -> str:
     """``sweep.parameters={...}`` in YAML flow style (JSON would write 6e-05, which YAML reads as text), checked
     to read back as ``params``."""
-    from mapsage.config.core import parse_override
 
-    from .knobs import _norm
 
     item = "sweep.parameters=" + yaml.safe_dump(params, default_flow_style=True, sort_keys=False,
                                                 width=1 << 30).strip()
@@ -187,9 +188,7 @@ def fields(key: str, cfg: Config) -> dict:
 def start(template_rel: str, template_path, overrides: list[str], spec: dict) -> Optional[dict]:
     """Start the sweep (the driver detached) through :func:`runners.sweep.start`; errors are shown. Returns
     ``{sweep_id, command, n_trials, keys, sampler, pruner}`` or None."""
-    from runners import sweep as sweeps
 
-    from .common import show_error
 
     try:
         params = rows_to_parameters(spec["rows"])

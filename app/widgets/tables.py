@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from mapsage.metrics.names import metric_label
+from store.ranked import tiles_text, variant_text, weights_text
 
 DESCRIPTIVE = [("backbone", "Backbone"), ("pretrain", "Pretrain"), ("loss", "Loss"), ("aug", "Aug"),
                ("lr_schedule", "LR schedule"), ("size", "Size"), ("tta", "TTA"), ("post", "Post")]
@@ -43,7 +44,6 @@ def experiment_table(runs: pd.DataFrame, board: pd.DataFrame, split: str, rank_b
     Returns display columns: Rank, Run, Status, Stage, Kind, the descriptive columns, the figures labelled with
     ``split`` (points), Evaluation (the short identity), Tiles, Weights, Variant, Ranked as, Params (M), Images/s,
     Device, per-class IoU (optional), Split, Dataset, Duration (min), Started, run_id."""
-    from store.ranked import tiles_text, variant_text, weights_text
 
     if runs is None or runs.empty:
         return pd.DataFrame()

@@ -11,6 +11,7 @@ from typing import Optional
 
 from mapsage.config import CONFIGS_DIR, PROJECT_ROOT, Config, load_config
 from mapsage.registries import CHECKPOINT_REQUIRED_KINDS
+from runners import api
 
 STAGES: dict[int, tuple[str, str]] = {
     0: ("Health checks", "The seven checks and the overfit sanity run; must pass before any training is trusted."),
@@ -56,7 +57,6 @@ def discover(configs_dir: Path = CONFIGS_DIR) -> dict[int, list[Template]]:
 
     The list is the runner's (:func:`runners.api.list_templates`); each template is also resolved into a typed
     :class:`Config` here, because the launch knobs start from its values."""
-    from runners import api
 
     board: dict[int, list[Template]] = {s: [] for s in STAGES}
     for item in api.list_templates(configs_dir):

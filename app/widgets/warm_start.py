@@ -24,6 +24,7 @@ import streamlit as st
 
 from mapsage.config import PROJECT_ROOT, load_config
 from mapsage.errors import UserError
+from mapsage.workspace import run_dir
 
 from .common import show_error
 from .launch import confirm_pending, launch
@@ -54,7 +55,6 @@ def overrides_for(run_id: str, cfg, crop: int) -> list[str]:
 
 def run_template(run_id: str) -> Optional[Template]:
     """The finished run's resolved config as a launchable template (its ``config.yaml`` snapshot)."""
-    from mapsage.workspace import run_dir
     path = Path(run_dir(run_id)) / "config.yaml"
     cfg = load_config(path, [])
     try:

@@ -29,6 +29,8 @@ from typing import Any, Mapping, Optional
 import numpy as np
 from PIL import Image
 
+from ..config import resolve_path
+from ..data.decode import build_decoder
 from ..data.label_versions import (  # noqa: F401  (the reading side lives next to the datasets; re-exported)
     MANIFEST,
     LabelVersionError,
@@ -40,6 +42,7 @@ from ..data.label_versions import (  # noqa: F401  (the reading side lives next 
     safe_name,
     versions,
 )
+from ..data.samples import discover_samples
 from ..data.tileids import tile_stem
 
 SOURCES = ("refined", "raw", "edit", "import")
@@ -124,7 +127,6 @@ def add_version(folder: Path, corrections: Mapping[str, np.ndarray], *, reviewer
 # ------------------------------------------------------------------------------------------------ export
 def _encoder(ds) -> tuple[str, Any]:
     """How class ids go back to the dataset's stored form: (``"index"``, uint8 LUT) or (``"colour"``, [256,3])."""
-    from ..data.decode import build_decoder
 
     dec = build_decoder(ds)
     C, ign = ds.num_classes, int(ds.ignore_index)
@@ -173,8 +175,6 @@ def export_version(cfg, version: int, out_dir: str | Path, *, only_corrected: bo
     hard-linked (copied across file systems), corrected masks are encoded (:func:`encode_mask`) and written in
     place of the original ones. ``only_corrected``: write only the corrected tiles (image + mask). The same
     config with ``dataset.root`` set to ``out_dir`` reads the export. Returns counts and the paths written."""
-    from ..config import resolve_path
-    from ..data.samples import discover_samples
 
     ds = cfg.dataset
     folder = Path(folder) if folder is not None else labels_root(ds)

@@ -23,6 +23,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from ..errors import DataError, UserError
+from .errors_map import disagreement_share
 
 SCORES = ("entropy", "margin", "low_margin_share", "disagreement", "member_entropy")
 DESCENDING = {"entropy": True, "margin": False, "low_margin_share": True, "disagreement": True,
@@ -80,8 +81,6 @@ def tile_scores(probs: Optional[np.ndarray] = None, members: Sequence[np.ndarray
                 mean_ent = np.mean([_entropy(m) for m in mp], axis=0) / math.log(C)
                 out["member_entropy"] = float((ent_of_mean - mean_ent)[v].mean())
     if len(members) >= 2:
-        from .errors_map import disagreement_share
-
         out["disagreement"] = disagreement_share(list(members), ignore_index=ignore_index)
     return out
 

@@ -16,6 +16,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..config import ConfigError, resolve_path
 from ..errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
@@ -34,8 +35,6 @@ class ClsSample:
 
 
 def dataset_root(cfg) -> Path:
-    from ..config import resolve_path
-
     return resolve_path(cfg.dataset.root)
 
 
@@ -44,7 +43,6 @@ def category_ids(cfg) -> list[int]:
     ids = list(cfg.classify.category_ids)
     c = len(cfg.dataset.classes)
     if ids and len(ids) != c:
-        from ..config import ConfigError
         raise ConfigError(f"classify.category_ids has {len(ids)} ids for {c} dataset.classes; give one id per "
                           f"class, in the order of dataset.classes")
     return ids or list(range(c))
@@ -278,7 +276,6 @@ def check_launch(cfg) -> None:
     if cfg.dataset.split.folds:
         groups = {s.group for s in samples}
         if len(groups) < cfg.dataset.split.folds:
-            from ..config import ConfigError
             raise ConfigError(f"dataset.split.folds={cfg.dataset.split.folds}: only {len(groups)} groups "
                               f"(classify.group_column / dataset.split.group_regex)")
     check_weights(cfg)

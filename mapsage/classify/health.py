@@ -16,7 +16,9 @@ import time
 
 import numpy as np
 
+from ..config import ConfigError
 from ..health.result import CheckResult, HealthChecksFailed, format_table
+from .data import ClsDataset, normalization
 
 CHECKS = ("ids", "normalisation", "splits", "metric", "sanity")
 
@@ -98,7 +100,6 @@ def _metric() -> CheckResult:
 def _sanity(cfg, train) -> CheckResult:
     import torch
 
-    from .data import ClsDataset, normalization
     from .losses import ClsLoss
     from .model import build_classifier
 
@@ -132,7 +133,6 @@ def run_checks(cfg, train, val, events=None, names=None) -> list[CheckResult]:
     names = list(cfg.classify.health_checks if names is None else names)
     unknown = [n for n in names if n not in CHECKS]
     if unknown:
-        from ..config import ConfigError
         raise ConfigError(f"classify.health_checks: unknown check(s) {unknown}; known: {', '.join(CHECKS)}")
     out = []
     for name in names:

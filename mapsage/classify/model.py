@@ -15,12 +15,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError
+from ..models.pretrained import check_pretrained_value, extract_state_dict, read_weights
 
 
 def check_weights(cfg) -> Optional[Path]:
     """The local weights file of ``classify.pretrained`` (None for random init); a hub name or missing file is a
     one-line error naming the key."""
-    from ..models.pretrained import check_pretrained_value
 
     try:
         return check_pretrained_value(cfg.classify.pretrained)
@@ -84,8 +84,6 @@ def build_classifier(cfg, num_classes: int, load_weights: bool = True) -> ClsNet
     model = ClsNet(backbone, num_classes, c.head, c.head_scale, c.arcface_margin)
     path = check_weights(cfg) if load_weights else None
     if path is not None:
-        from ..models.pretrained import extract_state_dict, read_weights
-
         sd = extract_state_dict(read_weights(path))
         own = backbone.state_dict()
         ok = {k: v for k, v in sd.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}

@@ -16,7 +16,11 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from ..config import config_from_dict
 from ..errors import CheckpointError, UserError
+from ..safeload import load_file
+from ..workspace import workspace_root
+from .data import ClsDataset, ClsSample, list_images
 
 CKPT_RE = re.compile(r"^fold(?P<fold>\d+)_seed(?P<seed>-?\d+)_epoch(?P<epoch>\d+)_score(?P<score>[0-9.]+)\.pth$")
 
@@ -31,8 +35,6 @@ class Member:
 
 
 def _runs_root() -> Path:
-    from ..workspace import workspace_root
-
     return workspace_root() / "runs"
 
 
@@ -92,8 +94,6 @@ def discover(refs: Iterable[str]) -> list[Member]:
 
 def load_member(path: Path):
     """(model in eval mode, checkpoint dict) of a classification checkpoint (weights-only load)."""
-    from ..config import config_from_dict
-    from ..safeload import load_file
     from .model import build_classifier
 
     data = load_file(path, what="classification checkpoint", key="members")
@@ -124,7 +124,6 @@ def predict_folder(refs: Iterable[str], folder: str | Path, *, scales: Sequence[
     "members": [...]}``."""
     import torch
 
-    from .data import ClsDataset, ClsSample, list_images
 
     folder = Path(folder)
     files = list_images(folder)

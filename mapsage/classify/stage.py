@@ -31,7 +31,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import to_dict
+from ..errors import TrainingError, UserError
+from ..evalid import stamp, tile_facts
+from ..schedules import build_schedule
 from ..stage import StageContext
+from ..sweep.trial import epoch_reporter
+from .data import ClsDataset, category_ids, class_counts, load_rgb, normalization, split_samples
+from .gradcam import grad_cam, overlay
+from .health import gate
+from .losses import build_loss
+from .model import build_classifier, effective_lr, param_groups
 
 
 def _size_at(cfg, epoch: int) -> int:
@@ -67,14 +77,9 @@ def predict_logits(model, loader, device, tta_hflip: bool = False) -> tuple[np.n
 def run(ctx: StageContext) -> dict:
     from torch.utils.data import DataLoader, WeightedRandomSampler
 
-    from ..evalid import stamp, tile_facts
     from ..metrics.classification import classification_metrics, softmax, temperature_scaled
-    from ..schedules import build_schedule
     from ..train.ema import ModelEma
     from ..train.samplers import sampler_weights
-    from .data import ClsDataset, category_ids, class_counts, normalization, split_samples
-    from .losses import build_loss
-    from .model import build_classifier, effective_lr, param_groups
 
     cfg, ev = ctx.cfg, ctx.events
     t_start = time.time()
@@ -88,7 +93,6 @@ def run(ctx: StageContext) -> dict:
     ids_map = category_ids(cfg)
     train_s, val_s = split_samples(cfg)
     counts = class_counts(train_s, c)
-    from .health import gate
 
     gate(cfg, train_s, val_s, ev)            # classify.health_checks: ids, normalisation, splits, metric, sanity
     mean, std = normalization(cfg)
@@ -162,7 +166,6 @@ def run(ctx: StageContext) -> dict:
         start_epoch, global_step, best, history, bad_epochs = _restore(ctx, model, ema, opt, sched)
     reporter = None
     if cfg.sweep.id and cfg.sweep.trial_id is not None:     # a sweep's trial: report epochs, obey the pruner
-        from ..sweep.trial import epoch_reporter
         reporter = epoch_reporter(cfg, ev)
     stopped = None
     for epoch in range(start_epoch, epochs):
@@ -187,7 +190,6 @@ def run(ctx: StageContext) -> dict:
             logits = model(x, y if y.dim() == 1 else None)
             loss = loss_fn(logits, y)
             if not torch.isfinite(loss):
-                from ..errors import TrainingError
                 raise TrainingError(f"loss is {loss.item()} at epoch {epoch + 1} step {i + 1}; lower train.lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -332,7 +334,6 @@ def _restore(ctx: StageContext, model, ema, opt, sched) -> tuple[int, int, dict,
     Returns ``(first epoch to run, global step, best, history, epochs without gain)``."""
     import shutil
 
-    from ..errors import UserError
     from ..train.checkpoint import set_rng_state
 
     path = Path(ctx.resume_from)
@@ -370,8 +371,6 @@ def _restore(ctx: StageContext, model, ema, opt, sched) -> tuple[int, int, dict,
 
 
 def _ckpt(cfg, state, epoch, score, weights, names, ids_map, mean, std, size) -> dict:
-    from ..config import to_dict
-
     return {"model": state, "epoch": int(epoch), "score": float(score), "weights": weights, "task": "classification",
             "config": to_dict(cfg), "classes": list(names), "category_ids": [int(i) for i in ids_map],
             "mean": [float(m) for m in mean], "std": [float(s) for s in std], "img_size": int(size),
@@ -398,8 +397,6 @@ def _error_gallery(ctx, model, val_ds, ids, labels, probs, names, device) -> Non
     ``classify.gradcam_images``) under ``predictions/errors/``; ``predictions/errors.json`` lists them."""
     import cv2
 
-    from .data import load_rgb
-    from .gradcam import grad_cam, overlay
 
     cc = ctx.cfg.classify
     pred = probs.argmax(1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from ..corruption_levels import CORRUPTIONS, MAX_SEVERITY
 from ..metric_names import SELECTABLE, SWEEP_METRICS, SWEEP_METRICS_CLS, SWEEP_METRICS_SEG
 from ..registries import ARCH_NAMES, LOSS_TERMS, STAGE_KINDS
 
@@ -709,7 +710,6 @@ class ReliabilityCfg:
     combo_max_tiles: Optional[int] = None   # tiles per corrupted validation pass during training (null: all)
 
     def validate(self):
-        from ..corruption_levels import CORRUPTIONS, MAX_SEVERITY
         for key in ("corruptions", "combo_corruptions"):
             bad = [c for c in getattr(self, key) if c not in CORRUPTIONS]
             if bad:

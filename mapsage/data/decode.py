@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from ..config import ConfigError
-from ..config.schema import Config, DatasetCfg
+from ..config.schema import Config, DatasetCfg, PartMaskCfg
 from ..errors import DataError
 from .io import read_color_mask, read_index_mask
 
@@ -340,7 +340,6 @@ def _decoder_key(ds: DatasetCfg) -> str:
 @functools.lru_cache(maxsize=8)
 def _cached_decoder(key: str) -> MaskDecoder:
     data = json.loads(key)
-    from ..config.schema import PartMaskCfg
     ds = DatasetCfg(name="decoder", type=data["type"], root=".", classes=data["classes"],
                     ignore_index=data["ignore_index"], color_map=data["color_map"],
                     ignore_colors=data["ignore_colors"],

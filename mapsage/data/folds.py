@@ -13,6 +13,9 @@ from collections import defaultdict
 
 import numpy as np
 
+from ..config import ConfigError
+from .hashing import image_hashes, near_pairs
+from .io import load_image
 from .samples import Sample
 
 _CACHE: dict[tuple, dict[str, int]] = {}
@@ -36,8 +39,6 @@ class _Union:
 
 def near_duplicate_links(samples: list[Sample], max_bits: int) -> list[tuple[str, str, int]]:
     """(sample id a, sample id b, bits) for image pairs within ``max_bits`` in pHash and dHash (a != b)."""
-    from .hashing import image_hashes, near_pairs
-    from .io import load_image
 
     if max_bits < 0 or len(samples) < 2:
         return []
@@ -72,7 +73,6 @@ def class_presence(samples: list[Sample], dataset_cfg, min_share: float = 1e-3) 
 def assign_folds(samples: list[Sample], dataset_cfg, k: int, seed: int = 0, near_dup_bits: int = 6,
                  presence: np.ndarray | None = None, links: list | None = None) -> dict[str, int]:
     """``{sample id: fold}`` for ``samples`` (0..k-1)."""
-    from ..config import ConfigError
 
     key = (str(dataset_cfg.root), tuple(s.id for s in samples), int(k), int(seed), int(near_dup_bits))
     if presence is None and links is None and key in _CACHE:

@@ -24,6 +24,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ..errors import DataError, UserError
+from .polygons import polygonize
+from .post_raster import post_process_raster
 
 
 @dataclass
@@ -191,7 +193,6 @@ def _predict_geotiff(predictor, src_path, out_dir, *, stem, bands, value_scale, 
            "transform": list(check.transform), "warnings": check.warnings, "predict": info}
     post = getattr(predictor, "post", None)
     if post is not None and post.active:       # the adopted post-processing, block-wise with a halo
-        from .post_raster import post_process_raster
 
         tmp_post = out_dir / f".{stem}_classes.post.tmp.tif"
         out["post"] = post_process_raster(tmp_ids, tmp_post, post, block_rows=block_rows, progress=progress)
@@ -208,8 +209,6 @@ def _predict_geotiff(predictor, src_path, out_dir, *, stem, bands, value_scale, 
         out["probabilities"] = str(prob_cog)
         out["probabilities_dtype"] = "uint8 (value/255)" if probabilities == "uint8" else "float32"
     if polygons:
-        from .polygons import polygonize
-
         ext = "gpkg" if polygon_format == "gpkg" else "geojson"
         out["polygons"] = polygonize(tmp_ids, out_dir / f"{stem}_polygons.{ext}", classes=predictor.classes,
                                      conf_path=tmp_conf, simplify=simplify, min_area_m2=min_area_m2,

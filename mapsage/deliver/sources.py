@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ..config import resolve_path
 from ..errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -46,7 +47,6 @@ def _split_names(cfg) -> list[str]:
 def resolve_source(cfg, source: Optional[str] = None, key: str = "predict.source") -> Source:
     """``source`` (default ``cfg.predict.source``; empty = the dataset's test split): a split name of the config's
     dataset, an image folder, or a raster / image file."""
-    from ..config import resolve_path
 
     text = str(source if source is not None else cfg.predict.source or "").strip()
     if not text:

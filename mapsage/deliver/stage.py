@@ -13,15 +13,16 @@ from __future__ import annotations
 import time
 import warnings
 
+from ..config import config_hash
 from ..errors import DataError
+from .geo import predict_geotiff
+from .sources import resolve_source
 
 
 def run_predict(ctx) -> None:
-    from ..config import config_hash
     from ..infer.evaluate import device_name, resolve_device
     from .model_source import load_predictor
     from .predict import build_manifest, predict_images, write_manifest
-    from .sources import resolve_source
 
     if not ctx.is_main:
         return
@@ -61,8 +62,6 @@ def run_predict(ctx) -> None:
                                   progress=ctx.progress, should_stop=ctx.should_stop,
                                   window_batch=cfg.eval.window_batch)
     if rasters:
-        from .geo import predict_geotiff
-
         for _k, item in enumerate(rasters):
             if ctx.should_stop():
                 break

@@ -54,6 +54,7 @@ from ..stage import StageContext
 from ..train import Trainer
 from ..train.distributed import cleanup, init_from_env
 from .build import build_distill_losses, check_distill_config
+from .data import TeacherViewDataset
 from .targets import cache_rule
 from .teacher import build_teacher, teacher_speed_note
 
@@ -182,8 +183,6 @@ def _teacher_checksum(teacher) -> tuple:
 
 
 def _train_distilled(ctx: StageContext, teacher, device, n_arms: int, share: float = 1.0) -> dict:
-    from .data import TeacherViewDataset
-
     cfg = ctx.cfg
     events = ctx.events if ctx.is_main else NullEvents()
     base = build_dataset(cfg, cfg.dataset.train_split, train=True)

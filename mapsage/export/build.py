@@ -20,9 +20,12 @@ from .core import (
     build_sidecar,
     check_against_eager,
     convert_onnx_fp16,
+    example_input,
     export_onnx_fp32,
     export_torchscript,
+    ort_session,
     quantize_onnx_int8,
+    run_onnx,
     write_sidecar,
 )
 from .errors import ExportError
@@ -39,7 +42,6 @@ def calibration_crops(cfg, n: int, size: Sequence[int], multiple: int, split: Op
                       ) -> tuple[list[np.ndarray], list[str]]:
     """``n`` training tiles (spread evenly over the split), each cropped at its centre to ``size`` (rounded up to
     ``multiple``, zero-padded where the tile is smaller): normalised float32 ``[3,h,w]`` arrays and their ids."""
-    from .core import example_input
 
     try:
         ds = build_dataset(cfg, split or cfg.dataset.train_split, train=False)
@@ -94,7 +96,6 @@ def export_targets(model: torch.nn.Module, cfg, out_dir: str | Path, targets: Se
             path = out_dir / f"{stem}-onnx-fp32.onnx"
             t0 = time.perf_counter()
             export_onnx_fp32(graph, example, path, opset=ecfg.opset, exporter=ecfg.onnx_exporter)
-            from .core import ort_session, run_onnx
             sess = ort_session(path)
             worst = check_against_eager(graph.name, eager,
                                         lambda x: torch.from_numpy(run_onnx(sess, x.numpy())), [second],

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..infer.core import infer_logits
 from ..infer.evaluate import EvalOutcome, device_name, domain_results, make_metrics, pick_indices
+from .runtime import ExportedModel, onnx_providers
 
 
 @dataclass
@@ -174,7 +175,6 @@ def speed_compare(graph: nn.Module, exported: dict[str, Any], x: torch.Tensor, *
                   gpu: bool = True) -> dict[str, Any]:
     """Images/s of PyTorch eager (``graph``, FP32) and of each exported model (name -> ExportedModel) on one input
     ``x [B,3,H,W]``: CPU (``threads`` threads for torch and onnxruntime alike), and GPU where one is present."""
-    from .runtime import ExportedModel, onnx_providers
 
     batch = int(x.shape[0])
     out: dict[str, Any] = {"input": list(x.shape), "repeats": int(repeats)}

@@ -29,7 +29,8 @@ from ..infer.checkpoints import load_checkpoint_model
 from ..infer.evaluate import emit_metrics, resolve_device
 from ..infer.stage import check_classes
 from .build import calibration_crops, export_targets, parse_target
-from .core import example_input, file_sha256
+from .core import DeployGraph, example_input, file_sha256
+from .parity import parity_pass, speed_compare
 from .runtime import load_exported, onnx_providers
 
 BASELINE = "export=pytorch"
@@ -108,7 +109,6 @@ def run(ctx) -> None:
         return
 
     # 2. parity on the validation tiles -------------------------------------------------------------------------
-    from .parity import parity_pass, speed_compare
 
     models: dict[str, Any] = {BASELINE: model.to(device).eval()}
     exported = {}
@@ -130,7 +130,6 @@ def run(ctx) -> None:
 
     # 3. speed ---------------------------------------------------------------------------------------------------
     ctx.progress(force=True, phase="export speed", message="timing PyTorch eager and the exports")
-    from .core import DeployGraph
     speed_x = example_input(first, ecfg.speed_size, mult, batch=ecfg.speed_batch)
     speed = speed_compare(DeployGraph(model).eval(), exported, speed_x, threads=threads,
                           repeats=ecfg.speed_repeats, gpu=device.type == "cuda")

@@ -35,6 +35,9 @@ import traceback
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+from ..config import ConfigError
+from ..errors import UserError
+from .context import HealthRun
 from .result import CheckResult, HealthChecksFailed, format_table, health_records, print_run_health, worst_status
 
 CHECKS: dict[str, str] = {
@@ -57,14 +60,11 @@ __all__ = ["run", "run_checks", "run_check", "check_function", "CHECKS", "CheckR
 
 def __getattr__(name):
     if name == "HealthRun":
-        from .context import HealthRun
         return HealthRun
     raise AttributeError(name)
 
 
 def check_function(name: str) -> Callable:
-    from ..config import ConfigError
-
     key = ALIASES.get(name, name)
     if key not in CHECKS:
         raise ConfigError(f"health.checks: unknown check {name!r}; known checks: {', '.join(CHECKS)}")
@@ -75,8 +75,6 @@ def check_function(name: str) -> Callable:
 def run_check(h, name: str) -> CheckResult:
     """Run one check; a user-fixable error becomes a failed check naming it, a crash a failed check with its
     traceback in the evidence (the other checks still run)."""
-    from ..config import ConfigError
-    from ..errors import UserError
 
     t0 = time.perf_counter()
     try:
@@ -115,7 +113,6 @@ def run(ctx) -> None:
     import torch
 
     from ..infer import resolve_device
-    from .context import HealthRun
 
     cfg = ctx.cfg
     if cfg.runtime.threads:

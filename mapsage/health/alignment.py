@@ -33,6 +33,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..config import resolve_path
+from ..config.schema import SplitCfg
+from ..data import denormalize, get_normalization, load_image
 from ..palette import palette_rgb
 from .context import HealthRun
 from .result import CheckResult
@@ -109,8 +112,6 @@ def _encode_label(label: np.ndarray, h: HealthRun) -> Image.Image:
 
 def _probe_dataset(h: HealthRun, sample, label: np.ndarray, tmp: Path):
     """A one-sample copy of the dataset (same layout, real image file, derived mask) with training transforms."""
-    from ..config import resolve_path
-    from ..config.schema import SplitCfg
 
     cfg = copy.deepcopy(h.cfg)
     d = cfg.dataset
@@ -180,7 +181,6 @@ def _palette(h: HealthRun) -> np.ndarray:
 def check_alignment(h: HealthRun) -> CheckResult:
     import torch
 
-    from ..data import denormalize, get_normalization, load_image
 
     cfg = h.cfg
     C = cfg.dataset.num_classes

@@ -24,7 +24,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..data import load_mask
+from ..data.io import read_index_mask
+from ..metrics import SegMetrics
+from ..metrics.settings import metric_kwargs
 from .context import HealthRun
+from .ids import mask_samples
 from .result import CheckResult
 
 STRIP_RADIUS = 4          # a strip up to 2 * 4 + 1 px wide counts as a strip
@@ -114,7 +119,6 @@ def _fmt(values: list[int], limit: int = 12) -> str:
 
 
 def _read_raw(path: Path) -> np.ndarray | None:
-    from ..data.io import read_index_mask
     try:
         return read_index_mask(path)
     except Exception:          # a colour or unreadable file: the ids check reports it
@@ -122,11 +126,6 @@ def _read_raw(path: Path) -> np.ndarray | None:
 
 
 def check_label_ids(h: HealthRun) -> CheckResult:
-    from ..data import load_mask
-    from ..metrics import SegMetrics
-    from ..metrics.settings import metric_kwargs
-    from .ids import mask_samples
-
     cfg = h.cfg
     d = cfg.dataset
     samples = mask_samples(h)

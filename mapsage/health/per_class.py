@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..events import EventWriter, read_events
 from .context import HealthRun
 from .result import CheckResult
 from .runref import latest_evaluation, resolve_run_ref, training_config_under_test
@@ -57,7 +58,6 @@ def _quick_evaluation(h: HealthRun, model, label: str) -> dict:
     return the ``metrics`` record it writes (overall, domain 'all')."""
     import torch
 
-    from ..events import EventWriter, read_events
     from ..infer import evaluate
 
     cfg = h.cfg

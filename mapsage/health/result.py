@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, TextIO
 
 from ..errors import UserError
+from ..events import EVENTS_FILE, read_events
 
 STATUSES = ("pass", "warn", "fail")
 
@@ -98,7 +99,6 @@ def format_table(results: Iterable[CheckResult | dict], width: Optional[int] = N
 
 def health_records(run_dir: str | Path) -> list[dict]:
     """The ``health`` records of a run's event file (the latest per check, in the order they were written)."""
-    from ..events import EVENTS_FILE, read_events
 
     records, _ = read_events(Path(run_dir) / EVENTS_FILE)
     latest: dict[str, dict] = {}

@@ -10,7 +10,10 @@ from typing import Optional
 import yaml
 
 from ..config import Config, ConfigError, config_from_dict, resolve_path
+from ..errors import CheckpointError
 from ..events import EVENTS_FILE, read_events
+from ..runids import is_run_id
+from ..safeload import load_file
 from ..workspace import run_dir as workspace_run_dir
 
 
@@ -25,7 +28,6 @@ def resolve_run_ref(spec: str) -> RunRef:
     """What ``stage.checkpoint`` names, in the forms the evaluation stages accept
     (:mod:`mapsage.infer.checkpoints`): a run id or run folder, ``latest:<template>``, ``<run id>/<file>`` or a
     checkpoint file. A run needs no checkpoint here: its event file is enough for the per-class check."""
-    from ..errors import CheckpointError
     from ..infer.checkpoints import LATEST, best_checkpoint, latest_run, resolve_checkpoint
 
     ref = str(spec).strip()
@@ -36,8 +38,6 @@ def resolve_run_ref(spec: str) -> RunRef:
         if filename:
             return RunRef(folder, resolve_checkpoint(ref).path, ref)
     else:
-        from ..runids import is_run_id
-
         for cand in ([workspace_run_dir(ref)] if is_run_id(ref) else []) + [resolve_path(ref)]:
             if cand.is_dir() and ((cand / EVENTS_FILE).exists() or (cand / "config.yaml").exists()):
                 folder = cand
@@ -72,7 +72,6 @@ def training_config_under_test(cfg: Config) -> tuple[Config, str]:
     if ref.run_dir is not None and (ref.run_dir / "config.yaml").exists():
         return _config_from_yaml(ref.run_dir / "config.yaml"), str(ref.run_dir / "config.yaml")
     if ref.checkpoint is not None:
-        from ..safeload import load_file
         state = load_file(ref.checkpoint, key="stage.checkpoint")
         if isinstance(state, dict) and isinstance(state.get("config"), dict):
             return config_from_dict(state["config"]), f"{ref.checkpoint} (config stored in the checkpoint)"

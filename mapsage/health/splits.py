@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import resolve_path
+from ..data import load_image
 from ..data.hashing import image_hashes, near_pairs
 from .context import HealthRun
 from .result import CheckResult
@@ -36,8 +37,6 @@ def _id_keys(sample) -> set[str]:
 
 
 def check_splits(h: HealthRun) -> CheckResult:
-    from ..data import load_image
-
     cfg = h.cfg
     hc = cfg.health
     splits = h.splits()

@@ -23,6 +23,8 @@ import yaml
 
 from ..errors import CheckpointError
 from ..events import read_events
+from ..runids import is_run_id
+from ..safeload import load_file
 from ..workspace import PROJECT_ROOT, run_dir, runs_dir
 
 LATEST = "latest:"
@@ -101,7 +103,6 @@ def latest_run(template: str, key: str = "stage.checkpoint") -> str:
 def best_score(path: Path, metric: str) -> float:
     """The validation score a best checkpoint was saved for: its ``best`` entry for the weights it holds
     (``best["ema"]`` in ``best_ema.pth``, ``best["raw"]`` in ``best.pth``, as the training engine writes them)."""
-    from ..safeload import load_file
 
     ckpt = load_file(path)
     best = ckpt.get("best") if isinstance(ckpt, dict) else None
@@ -161,7 +162,6 @@ def resolve_checkpoint(reference: Optional[str], key: str = "stage.checkpoint",
                 if folder.parent.resolve() == runs_dir().resolve():
                     rid = folder.name
             return ResolvedCheckpoint(cand.resolve(), rid, weights_for(cand), ref)
-    from ..runids import is_run_id
 
     if is_run_id(ref) and run_dir(ref).is_dir():
         path = best_checkpoint(run_dir(ref), key, metric)

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import DataError, UserError
 from ..evalid import tile_facts
+from ..metrics import SegMetrics
 from ..metrics.settings import metric_kwargs
 from .core import infer_probs
 from .predictions import PredictionWriter
@@ -104,7 +105,6 @@ def pick_indices(n: int, max_tiles: Optional[int]) -> list[int]:
 
 
 def make_metrics(cfg, keep_tiles: bool = True):
-    from ..metrics import SegMetrics  # the one metrics engine
     return SegMetrics(cfg.dataset.num_classes, keep_tiles=keep_tiles, **metric_kwargs(cfg))
 
 

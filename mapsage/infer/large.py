@@ -25,8 +25,11 @@ from torch import nn
 
 from ..config import ConfigError, config_from_dict, to_dict
 from ..config.core import apply_overrides
+from ..data import get_normalization
 from ..errors import DataError, UserError
+from .checkpoints import load_checkpoint_model
 from .core import _chunks, _flip, _pair, forward_padded, model_device, model_output_stride, tta_views, window_grid
+from .evaluate import resolve_device
 from .predictions import palette_array
 
 BLOCK = 256
@@ -193,9 +196,6 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from ..data import get_normalization
-    from .checkpoints import load_checkpoint_model
-    from .evaluate import resolve_device
 
     ap = argparse.ArgumentParser(prog="python -m mapsage.infer.large", description=main.__doc__)
     ap.add_argument("--checkpoint", required=True)

@@ -26,13 +26,16 @@ import torch
 
 from ..config import to_dict
 from ..config.schema import TTACfg
+from ..data import build_dataset, get_normalization
 from ..errors import CheckpointError, UserError
-from ..evalid import model_params, stamp, stamp_checkpoint
+from ..evalid import model_params, split_size, stamp, stamp_checkpoint, tile_hash
 from ..lineage import stored_temperature
+from ..sweep.members import expand_members
 from .ab import ab_row
 from .checkpoints import load_checkpoint_model
 from .core import tta_views
-from .evaluate import EvalOutcome, evaluate_variants, resolve_device
+from .ensemble import Ensemble, Renormalize, default_weights
+from .evaluate import EvalOutcome, device_name, evaluate_variants, resolve_device
 from .post import PostProcessor
 
 _INFER_KEYS = ("mode", "tile", "stride", "tta", "boundary_px", "boundary_strip_px")
@@ -66,7 +69,6 @@ def eval_differences(cfg, ckpt_cfg) -> dict[str, Any]:
 
 
 def _dataset(cfg):
-    from ..data import build_dataset
     return build_dataset(cfg, cfg.eval.split, train=False)
 
 
@@ -106,8 +108,6 @@ def _common(ctx) -> tuple[Any, Any]:
     _threads(ctx.cfg)
     device = resolve_device(ctx.cfg.runtime.device)
     dataset = _dataset(ctx.cfg)
-    from ..evalid import split_size, stamp
-    from .evaluate import device_name
 
     stamp(ctx.events, dataset=ctx.cfg.dataset.name, split_size=split_size(dataset), device=device_name(device))
     return device, dataset
@@ -240,8 +240,6 @@ def _member_name(resolved, i: int) -> str:
 
 def renormalized(model, member_cfg, cfg):
     """Wrap a member trained with another input normalisation so it sees what it was trained on."""
-    from ..data import get_normalization
-    from .ensemble import Renormalize
 
     if member_cfg is None:
         return model
@@ -254,12 +252,10 @@ def renormalized(model, member_cfg, cfg):
 
 def run_ensemble(ctx) -> None:
     """Each member alone, then the weighted ensemble; an ``ab`` row against the best member."""
-    from .ensemble import Ensemble, default_weights
 
     if not ctx.is_main:
         return
     cfg = ctx.cfg
-    from ..sweep.members import expand_members
 
     members_cfg = expand_members(cfg, log=ctx.events.log)
     if len(members_cfg) < 2:
@@ -284,7 +280,6 @@ def run_ensemble(ctx) -> None:
     _run_info(ctx, device, members=infos, average=cfg.ensemble.average,
               parent_run=next((m["run_id"] for m in infos if m["run_id"]), None))
     outcomes: dict[str, EvalOutcome] = {}
-    from ..evalid import stamp, tile_hash
 
     for name, model, ident in zip(names, models, member_ids):
         if ctx.should_stop():

@@ -31,6 +31,7 @@ from typing import Any, Optional
 
 import yaml
 
+from ..config import CONFIGS_DIR
 from ..events import EventWriter
 from .mmseg import ForeignRun, _get
 
@@ -59,7 +60,6 @@ def workbench_dataset(name: Optional[str]) -> Optional[dict]:
     """The ``dataset`` section of the workbench's base config of that name (configs/_base_/datasets), if any."""
     if not name:
         return None
-    from ..config import CONFIGS_DIR
 
     def section(f: Path, depth: int = 0) -> dict:
         try:

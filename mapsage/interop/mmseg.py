@@ -40,6 +40,7 @@ from typing import Any, Optional
 
 from ..errors import DataError, UserError
 from .names import MMSEG_TO_CLASS, MMSEG_TO_SUMMARY, STRUCTURE_KEYS, is_metric_key, scalar_from_mmseg
+from .tensorboard_io import event_folders, read_scalars
 
 TIMESTAMP = re.compile(r"(\d{8}_\d{6})")
 
@@ -419,7 +420,6 @@ def read_mmseg0(log_json: Path) -> ForeignRun:
 
 def read_tensorboard(folder: Path) -> ForeignRun:
     """One TensorBoard event folder (mmseg's ``vis_data``, a workbench export, any scalar logs)."""
-    from .tensorboard_io import read_scalars
 
     series = read_scalars(folder)
     if not series:
@@ -492,7 +492,6 @@ def find_runs(path: str | Path) -> list[ForeignRun]:
     if not path.exists():
         raise UserError(f"{path}: no such file or folder; give an mmsegmentation work directory, a *.log.json "
                         f"file or a TensorBoard log folder")
-    from .tensorboard_io import event_folders
 
     runs: list[ForeignRun] = []
     if path.is_file():

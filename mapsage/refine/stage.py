@@ -28,7 +28,17 @@ import numpy as np
 
 from ..abrule import decide, rule_text
 from ..config import to_dict
+from ..data import build_dataset
+from ..data.normalization import get_normalization, normalize_image
 from ..errors import CheckpointError, UserError
+from ..evalid import model_params, split_size, stamp, stamp_checkpoint, tile_facts
+from ..infer import infer_probs, resolve_device
+from ..infer.checkpoints import load_checkpoint_model
+from ..infer.evaluate import device_name
+from ..infer.predictions import colorize, palette_array, safe_part, tile_stem
+from ..infer.stage import check_classes, eval_differences
+from ..metrics import SegMetrics
+from ..metrics.settings import metric_kwargs
 from .chains import SAM_CHAINS, Refiner, validate_chains
 from .sam import SamUnavailable
 
@@ -43,8 +53,6 @@ class _MaskWriter:
     """Id PNG + colour PNG per (variant, tile), registered as artifacts."""
 
     def __init__(self, ctx, palette, num_classes: int, split: str):
-        from ..infer.predictions import palette_array
-
         self.ctx = ctx
         self.root = ctx.run_dir / "predictions" / ARTIFACT_DIR
         self.lut = palette_array(palette, num_classes)
@@ -53,7 +61,6 @@ class _MaskWriter:
     def write(self, kind: str, variant: str, tile: str, ids: np.ndarray, **meta) -> Path:
         from PIL import Image
 
-        from ..infer.predictions import colorize, safe_part, tile_stem
 
         stem = self.root / safe_part(variant) / tile_stem(tile)
         stem.parent.mkdir(parents=True, exist_ok=True)
@@ -92,14 +99,6 @@ def _points(x: Optional[float]) -> Optional[float]:
 def run(ctx) -> None:
     import torch
 
-    from ..data import build_dataset
-    from ..data.normalization import get_normalization, normalize_image
-    from ..evalid import model_params, split_size, stamp, stamp_checkpoint, tile_facts
-    from ..infer import infer_probs, resolve_device
-    from ..infer.checkpoints import load_checkpoint_model
-    from ..infer.evaluate import device_name
-    from ..infer.stage import check_classes, eval_differences
-    from ..metrics import SegMetrics
 
     cfg = ctx.cfg
     rcfg = cfg.refine
@@ -158,7 +157,6 @@ def run(ctx) -> None:
                     sam_model=rcfg.sam.model_type if not unavailable else None)
 
     boundary_px = cfg.eval.boundary_px
-    from ..metrics.settings import metric_kwargs
     mkw = metric_kwargs(cfg)
     metrics = {c: SegMetrics(num_classes, keep_tiles=True, **mkw) for c in chains}
     seconds = {c: 0.0 for c in chains}

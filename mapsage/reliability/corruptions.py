@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from ..corruption_levels import CORRUPTIONS, LABELS, LEVELS, MAX_SEVERITY  # noqa: F401  (the registry, re-exported)
+from ..data.normalization import normalize_image
 from ..errors import UserError
 
 
@@ -208,7 +209,6 @@ class CorruptedView:
     def __getitem__(self, i: int) -> dict:
         import torch
 
-        from ..data.normalization import normalize_image
 
         ds = self.dataset
         s = ds.samples[i]

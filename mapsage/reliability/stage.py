@@ -31,7 +31,10 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import UserError
+from ..evalid import checkpoint_epoch, file_hash
+from ..events import EVENTS_FILE, read_events
 from ..metric_names import HEADLINE
+from ..workspace import run_dir as run_folder
 
 
 def _summary(m) -> dict[str, Optional[float]]:
@@ -73,7 +76,6 @@ def corruption_summary(clean: dict, rows: list[dict]) -> dict[str, Any]:
 def _parent_tiles(run_dir: Path, epoch: Optional[int]) -> dict[str, list[dict]]:
     """The last validation's tile rows per weights variant (raw, ema) of a training run folder (at ``epoch`` when
     given and present)."""
-    from ..events import EVENTS_FILE, read_events
 
     path = Path(run_dir) / EVENTS_FILE
     if not path.is_file():
@@ -111,7 +113,6 @@ def run(ctx) -> None:
     from tqdm import tqdm
 
     from ..data import build_dataset
-    from ..evalid import checkpoint_epoch, file_hash
     from ..infer.checkpoints import load_checkpoint_model
     from ..infer.evaluate import device_name, resolve_device
     from ..infer.stage import check_classes
@@ -237,7 +238,6 @@ def run(ctx) -> None:
     comparisons = []
     plan = block_plan([r["tile"] for r in clean_rows], rc.block_by, group_regex, rc.grid_k, rc.min_blocks)
     if resolved.run_id:
-        from ..workspace import run_dir as run_folder
         try:
             parent = _parent_tiles(run_folder(resolved.run_id), ck_epoch)
         except UserError:

@@ -25,6 +25,8 @@ from mapsage import figures
 
 from . import plots
 from .data import ReportData, is_missing, json_dict, num
+from .htmlreport import Cell, f_epoch, f_float, f_int, f_pts, f_text, f_wrap, view
+from .markdown import _table, md_escape
 from .tables import _all_domain, _epoch, _ints, latest_evaluations
 
 RUN_COLUMNS = ["backbone", "pretrain", "loss", "aug", "lr_schedule", "size"]
@@ -305,14 +307,10 @@ def class_label(name: Any, excluded: Any) -> str:
 
 
 def _num_cell(text: str):
-    from .htmlreport import Cell
-
     return Cell(text, "num")
 
 
 def _experiments_view(t):
-    from .htmlreport import f_epoch, f_float, f_int, f_pts, f_text, f_wrap, view
-
     e = t.cls_experiments
     e = e.assign(_ece=[ece_text(b, a) for b, a in zip(e["ece"], e["ece_calibrated"])],
                  _nll=[("–" if num(b) is None else f"{b:.3f}") + ("" if num(a) is None else f" → {a:.3f}")
@@ -334,8 +332,6 @@ def _experiments_view(t):
 
 
 def _groups_view(t):
-    from .htmlreport import f_int, f_text, view
-
     g = t.cls_groups
     if g.empty:
         return None
@@ -348,8 +344,6 @@ def _groups_view(t):
 
 
 def _per_class_views(t, rid: str) -> list[dict]:
-    from .htmlreport import f_int, f_pts, f_text, view
-
     out = []
     for _, g in evaluations(t.cls_per_class[t.cls_per_class["run_id"] == rid]):
         g = g.assign(_class=[class_label(n, x) for n, x in zip(g["class_name"], g["excluded"])])
@@ -403,8 +397,6 @@ def html_context(data: ReportData, t, fig_html) -> Optional[dict]:
 
 
 def _md_experiments(t, esc) -> list[str]:
-    from .markdown import _table
-
     rows = [[esc(e["run"]), esc(e["split"]), esc(e["variant"]), epoch_text(e["epoch"]), esc(e["checkpoint"]),
              "–" if is_missing(e["n_images"]) else str(int(e["n_images"])), esc(e["backbone"]), pts(e["top1"]),
              pts(e["top5"]), pts(e["macro_f1"]), ece_text(e["ece"], e["ece_calibrated"]),
@@ -416,8 +408,6 @@ def _md_experiments(t, esc) -> list[str]:
 
 
 def _md_groups(t, esc) -> list[str]:
-    from .markdown import _table
-
     g = t.cls_groups
     if g.empty:
         return []
@@ -430,8 +420,6 @@ def _md_groups(t, esc) -> list[str]:
 
 
 def _md_run(data: ReportData, t, rid: str, esc) -> list[str]:
-    from .markdown import _table
-
     lines = [f"### {esc(data.labels().get(rid, rid))}", ""]
     for _, g in evaluations(t.cls_per_class[t.cls_per_class["run_id"] == rid]):
         rows = [[esc(class_label(c["class_name"], c["excluded"])), pts(c["precision"]), pts(c["recall"]),
@@ -455,7 +443,6 @@ def _md_run(data: ReportData, t, rid: str, esc) -> list[str]:
 
 def markdown_lines(data: ReportData, t) -> list[str]:
     """The Markdown section (empty when the report has no classification run)."""
-    from .markdown import md_escape
 
     cls = data.classification_run_ids()
     if not cls:

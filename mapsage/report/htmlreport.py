@@ -10,10 +10,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ..palette import class_colours
 from . import plots
 from .data import ReportData, is_missing, num
 from .figures import figure_html
+from .reliability import reliability_html
 from .tables import ReportTables, build_tables
+from .template import REPORT_TEMPLATE
+from .thumbs import tile_thumbnails
 
 # --------------------------------------------------------------------------------------------------------------
 # table view models
@@ -236,8 +240,6 @@ def render(data: ReportData, tables: Optional[ReportTables] = None, thumbnails: 
     import jinja2
     from plotly.offline import get_plotlyjs
 
-    from ..palette import class_colours
-    from .thumbs import tile_thumbnails
 
     t = tables if tables is not None else build_tables(data)
     thumbs = thumbnails if thumbnails is not None else tile_thumbnails(data, t.changed_tiles)
@@ -381,7 +383,6 @@ def render(data: ReportData, tables: Optional[ReportTables] = None, thumbnails: 
     m = data.metrics
     boundary = sorted({int(b) for b in m["boundary_px"].dropna()}) if not m.empty else []
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False)
-    from .template import REPORT_TEMPLATE
     tmpl = env.from_string(REPORT_TEMPLATE)
     datasets = sorted({str(r.get("dataset")) for r in data.runs if r.get("dataset")})
     splits = sorted(set(m["split"].dropna())) if not m.empty else []
@@ -436,7 +437,6 @@ def classification_context(data: ReportData, t: ReportTables, fig_html) -> Optio
 
 
 def _reliability_html(data: ReportData) -> str:
-    from .reliability import reliability_html
     return reliability_html(data)
 
 

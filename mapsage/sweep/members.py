@@ -10,6 +10,7 @@ from typing import Callable, Optional
 from ..config import ConfigError
 from ..config.schema import EnsembleMember
 from ..workspace import runs_dir
+from .study import sweep_dir
 
 _SCORE = re.compile(r"_[a-z_]+(\d+\.\d+)_(?:raw|ema)\.pth$")
 
@@ -27,8 +28,6 @@ def named_score(run_id: str) -> Optional[float]:
 
 
 def sweep_top(sweep_id: str, k: int) -> list[str]:
-    from .study import sweep_dir
-
     path = sweep_dir(sweep_id) / "sweep.json"
     try:
         state = json.loads(path.read_text(encoding="utf-8"))

@@ -7,7 +7,9 @@ import logging
 from pathlib import Path
 
 from ..errors import UserError
+from ..runids import check_run_id
 from ..workspace import workspace_root
+from .space import grid_space
 
 STUDY_FILE = "study.journal"
 
@@ -17,8 +19,6 @@ def sweeps_dir() -> Path:
 
 
 def sweep_dir(sweep_id: str) -> Path:
-    from ..runids import check_run_id
-
     check_run_id(sweep_id)
     return sweeps_dir() / sweep_id
 
@@ -43,7 +43,6 @@ def storage(sweep_id: str):
 
 def make_sampler(sweep_cfg, params):
     optuna = _optuna()
-    from .space import grid_space
 
     if sweep_cfg.sampler == "grid":
         return optuna.samplers.GridSampler(grid_space(params), seed=sweep_cfg.seed)

@@ -8,6 +8,8 @@ import time
 from typing import Callable
 
 from ..errors import UserError
+from .space import parse_space
+from .study import load_study
 
 
 class TrialPruned(UserError):
@@ -36,8 +38,6 @@ def epoch_reporter(cfg, events=None, is_main: bool = True) -> Callable[[int, dic
         if "trial" not in state:
             import optuna
 
-            from .space import parse_space
-            from .study import load_study
 
             study = load_study(sw.id, sw, parse_space(sw.parameters))
             state["trial"] = optuna.trial.Trial(study, int(sw.trial_id))

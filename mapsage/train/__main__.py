@@ -16,6 +16,12 @@ import time
 import traceback
 from pathlib import Path
 
+from ..config import ConfigError, load_config, run_name, save_resolved
+from ..errors import UserError
+from ..events import EventWriter, NullEvents
+from ..stage import StageContext
+from ..workspace import runs_dir
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mapsage.train", description=__doc__.split("\n")[0])
@@ -25,11 +31,6 @@ def main(argv: list[str] | None = None) -> int:
                                                          "run folder's checkpoints/last.pth)")
     args = parser.parse_args(argv)
 
-    from ..config import ConfigError, load_config, run_name, save_resolved
-    from ..errors import UserError
-    from ..events import EventWriter, NullEvents
-    from ..stage import StageContext
-    from ..workspace import runs_dir
     from .stage import run
 
     rank = int(os.environ.get("RANK", "0"))

@@ -60,6 +60,7 @@ import torch.nn as nn
 
 from ..config import ConfigError, config_hash, to_dict
 from ..data import build_dataset
+from ..data.gpu_augment import build_batch_augment
 from ..errors import CheckpointError, TrainingError
 from ..evalid import model_params, split_size, stamp
 from ..events import EventWriter, NullEvents
@@ -73,6 +74,7 @@ from ..infer.evaluate import (
     pick_indices,
 )
 from ..losses import SegLoss, Targets, describe_mix
+from ..losses.terms import TERMS
 from ..models import FreezeSchedule, build_model, summarize_report
 from ..models.addons import describe as describe_addons
 from ..models.warm_start import describe as describe_warm
@@ -263,7 +265,6 @@ class Trainer:
         self.mixer = BatchMixer(cfg.augment, ignore_index=cfg.loss_ignore_index)
         from .aug_schedule import BatchResizer
         self.resizer = BatchResizer(cfg.augment)                 # progressive resolution / multi-size crops
-        from ..data.gpu_augment import build_batch_augment  # augment.backend: kornia (None otherwise)
         self.batch_aug = build_batch_augment(cfg, self.device, self.train_set.mean, self.train_set.std,
                                              log=self.events.log)
         self._mix_params: Optional[dict] = None
@@ -887,8 +888,6 @@ class _ValLoss:
         self.n = 0
 
     def __call__(self, probs: torch.Tensor, sample: dict) -> None:
-        from ..losses.terms import TERMS, Targets
-
         mask = sample.get("mask")
         if mask is None:
             return

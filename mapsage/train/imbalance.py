@@ -17,6 +17,8 @@ from typing import Optional
 
 import numpy as np
 
+from ..config import ConfigError
+
 
 @dataclass
 class ImbalancePlan:
@@ -52,7 +54,6 @@ def auto_class_weights(counts: np.ndarray, method: str = "inverse", beta: float 
         n = pix / max(tile_px, 1.0)
         w = np.where(present, (1.0 - beta) / np.maximum(1.0 - np.power(beta, n), 1e-12), 0.0)
     else:
-        from ..config import ConfigError
         raise ConfigError(f"loss.class_weights_method: unknown method '{method}'; known: inverse, sqrt_inverse, "
                           f"effective")
     w = w / w[present].mean()
@@ -71,7 +72,6 @@ def prepare(cfg, counts: Optional[np.ndarray]) -> ImbalancePlan:
     classes = list(cfg.dataset.classes)
     balanced_sampler = cfg.augment.sampler.kind != "uniform" or bool(cfg.augment.class_aware_sampling)
     if cfg.augment.sampler.kind != "uniform" and cfg.augment.class_aware_sampling:
-        from ..config import ConfigError
         raise ConfigError("augment.class_aware_sampling and augment.sampler.kind "
                           f"'{cfg.augment.sampler.kind}' both choose the tile sampler; keep one")
     if counts is not None and cfg.augment.sampler.kind != "uniform":

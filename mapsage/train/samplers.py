@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..config import ConfigError
+
 KINDS = ("effective_number", "class_balanced", "repeat_factor")
 
 
@@ -97,7 +99,6 @@ def sampler_weights(counts: np.ndarray, scfg) -> tuple[np.ndarray, str]:
         w = _normalise(r_i)
         note = f"repeat-factor sampler (t={scfg.t:g}, alpha={scfg.alpha:g}, by {scfg.by})"
     else:
-        from ..config import ConfigError
         raise ConfigError(f"augment.sampler.kind: unknown sampler '{scfg.kind}'; known: uniform, {', '.join(KINDS)}")
     n = len(w)
     exp = expected_class_frequency(a, w)

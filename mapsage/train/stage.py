@@ -6,50 +6,30 @@
 process group is joined from the environment. The runner writes the final status record; a NaN loss raises
 :class:`mapsage.errors.TrainingError` (the run fails, its last good checkpoint stays).
 
-Distillation plugs in through :func:`register_extra_losses`: a factory ``f(cfg, ctx) -> {name:
-module}`` whose modules the engine adds to the loss (see :mod:`mapsage.train.engine`). With no factory registered,
-``run`` hands distillation configs (``stage.kind: distill`` or ``distill.enabled``) to
-:func:`mapsage.distill.stage.run`, which trains through that same hook (teacher, feature cache, A/B arm).
+Distillation plugs in through the engine's extra-loss hook (``Trainer(extra_losses={name: module})``, see
+:mod:`mapsage.train.engine`): ``run`` hands distillation configs (``stage.kind: distill`` or ``distill.enabled``) to
+:func:`mapsage.distill.stage.run`, which builds the teacher, its feature cache and the A/B arm and trains through
+that hook.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
-from ..config import ConfigError
 from ..models.budget import check_max_params, model_facts
 from ..stage import StageContext, entry_point
+from ..sweep.trial import epoch_reporter
 from .engine import Trainer
 
-_EXTRA_LOSS_FACTORIES: list[Callable] = []
 # mapsage.distill imports mapsage.train (its Trainer), so training names the distillation stage instead of importing it
 DISTILL_ENTRY = "mapsage.distill.stage:run"
-
-
-def register_extra_losses(factory: Callable) -> None:
-    """Register ``factory(cfg, ctx) -> dict[str, nn.Module] | None``; called by every training run."""
-    if factory not in _EXTRA_LOSS_FACTORIES:
-        _EXTRA_LOSS_FACTORIES.append(factory)
-
-
-def _extra_losses(ctx: StageContext) -> dict:
-    out: dict = {}
-    for f in _EXTRA_LOSS_FACTORIES:
-        got = f(ctx.cfg, ctx)
-        if got:
-            out.update(got)
-    if (ctx.cfg.distill.enabled or ctx.cfg.stage.kind == "distill") and not out:
-        raise ConfigError("distillation was asked for (distill.enabled / stage.kind: distill) but no distillation "
-                          "loss is registered in this installation (mapsage.train.stage.register_extra_losses); "
-                          "set distill.enabled=false and stage.kind=train")
-    return out
 
 
 def run(ctx: StageContext, extra_losses: Optional[dict] = None) -> dict:
     """Train ``ctx.cfg``. Returns the summary (best metrics, epochs done, history)."""
     cfg = ctx.cfg
-    if extra_losses is None and not _EXTRA_LOSS_FACTORIES and (cfg.stage.kind == "distill" or cfg.distill.enabled):
+    if extra_losses is None and (cfg.stage.kind == "distill" or cfg.distill.enabled):
         # the distillation stage builds the teacher, its feature cache and the A/B, and trains through this
         # engine's extra-loss hook; it sits above training, so it is reached by name (DISTILL_ENTRY)
         return entry_point(DISTILL_ENTRY)(ctx)
@@ -60,14 +40,12 @@ def run(ctx: StageContext, extra_losses: Optional[dict] = None) -> dict:
         ctx.events.emit("run_info", **facts)
         check_max_params(cfg, facts["model_params"])
     losses = dict(extra_losses or {})
-    losses.update(_extra_losses(ctx))
     should_stop, out_of_time = _with_time_budget(cfg, ctx.should_stop)
     trainer = Trainer(cfg, run_dir=ctx.run_dir, events=ctx.events if ctx.is_main else None,
                       progress=ctx.progress if ctx.is_main else None, should_stop=should_stop,
                       extra_losses=losses)
     ctx.rank, ctx.world_size = trainer.rank, trainer.world
     if cfg.sweep.id and cfg.sweep.trial_id is not None:     # a sweep's trial: report epochs, obey the pruner
-        from ..sweep.trial import epoch_reporter
         trainer.epoch_callback = epoch_reporter(cfg, ctx.events if ctx.is_main else None, ctx.is_main)
     try:
         summary = trainer.fit(resume_from=ctx.resume_from)

@@ -3,6 +3,10 @@ runs (stored in the workspace's store; the Runs page filters and groups by them;
 searches tags and notes)."""
 from __future__ import annotations
 
+from mapsage.errors import UserError
+from mapsage.runids import is_run_id
+from mapsage.workspace import run_dir
+
 
 def register(sub) -> None:
     p = sub.add_parser("tag", help="add, remove or list a run's tags; --find searches tags and notes")
@@ -19,7 +23,6 @@ def register(sub) -> None:
 
 
 def _tag(args) -> int:
-    from mapsage.errors import UserError
     from store import tags as ann
 
     if args.find is not None:
@@ -39,9 +42,6 @@ def _tag(args) -> int:
 
 
 def _is_folder(run_id: str) -> bool:
-    from mapsage.runids import is_run_id
-    from mapsage.workspace import run_dir
-
     return is_run_id(run_id) and run_dir(run_id).is_dir()
 
 

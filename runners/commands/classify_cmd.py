@@ -13,6 +13,12 @@ import json
 import sys
 from pathlib import Path
 
+from mapsage.classify.data import ClsDataset, ClsSample, category_ids, list_images, load_rgb
+from mapsage.classify.predict import discover, load_member, predict_folder, write_submission
+from mapsage.classify.submission import check_submission, score_submission
+from mapsage.config import load_config, resolve_path
+from mapsage.errors import UserError
+
 
 def register(sub) -> None:
     p = sub.add_parser("classify", help="image classification: predict a folder into submission.csv, validate, score")
@@ -49,8 +55,6 @@ def register(sub) -> None:
 
 
 def _images(folder: str | Path) -> list[str]:
-    from mapsage.classify.data import list_images
-
     folder = Path(folder)
     return [str(p.relative_to(folder)) for p in list_images(folder)]
 
@@ -58,10 +62,6 @@ def _images(folder: str | Path) -> list[str]:
 def _predict(args) -> int:
     from tqdm import tqdm
 
-    from mapsage.classify.predict import discover, load_member, predict_folder, write_submission
-    from mapsage.classify.submission import check_submission
-    from mapsage.config import resolve_path
-    from mapsage.errors import UserError
 
     try:
         scales = [float(v) for v in str(args.scales).split(",") if v.strip()]
@@ -97,21 +97,14 @@ def _predict(args) -> int:
 
 
 def _known_ids(args) -> list[int]:
-    from mapsage.errors import UserError
-
     if args.ids:
         return [int(v) for v in args.ids.split(",") if v.strip()]
     if args.config:
-        from mapsage.classify.data import category_ids
-        from mapsage.config import load_config
-
         return category_ids(load_config(args.config))
     raise UserError("give the known category ids: --ids 1,2,3 or --config CLASSIFICATION_CONFIG")
 
 
 def _check(args) -> int:
-    from mapsage.classify.submission import check_submission
-
     imgs = _images(args.images)
     problems = check_submission(args.submission, imgs, _known_ids(args))
     if problems:
@@ -122,10 +115,6 @@ def _check(args) -> int:
 
 
 def _score(args) -> int:
-    from mapsage.classify.data import category_ids
-    from mapsage.classify.submission import score_submission
-    from mapsage.config import load_config
-
     cfg = load_config(args.config)
     out = score_submission(args.submission, args.labels, category_ids(cfg), cfg.dataset.classes)
     print(f"top-1 {100 * out['top1']:.2f}  macro F1 {100 * out['macro_f1']:.2f}  ({out['n_images']} images)")
@@ -135,10 +124,7 @@ def _score(args) -> int:
 def _gradcam(args) -> int:
     import cv2
 
-    from mapsage.classify.data import ClsDataset, ClsSample, load_rgb
     from mapsage.classify.gradcam import grad_cam, overlay
-    from mapsage.classify.predict import discover, load_member
-    from mapsage.errors import UserError
 
     mem = discover([args.ref])[0]
     model, data, cfg = load_member(mem.path)

@@ -5,6 +5,8 @@ import json
 
 import yaml
 
+from mapsage.config import config_hash, load_config, run_name, to_dict
+
 
 def register(sub) -> None:
     p = sub.add_parser("config", help="inspect configs")
@@ -19,8 +21,6 @@ def register(sub) -> None:
 
 
 def show_config(args) -> int:
-    from mapsage.config import config_hash, load_config, run_name, to_dict
-
     cfg = load_config(args.config, args.overrides)
     data = to_dict(cfg)
     info = {"run_name": run_name(cfg), "config_hash": config_hash(cfg)}

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 
+from mapsage.config import load_config
+
 
 def register(sub) -> None:
     p = sub.add_parser("data", help="inspect datasets")
@@ -41,7 +43,6 @@ def register(sub) -> None:
 
 
 def inspect_cmd(args) -> int:
-    from mapsage.config import load_config
     from mapsage.data import format_report, inspect_config
 
     cfg = load_config(args.config, args.overrides)
@@ -55,7 +56,6 @@ def inspect_cmd(args) -> int:
 
 
 def split_cmd(args) -> int:
-    from mapsage.config import load_config
     from mapsage.data import save_split, split_table
 
     cfg = load_config(args.config, args.overrides)

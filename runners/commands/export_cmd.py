@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mapsage.workspace import PROJECT_ROOT
+from mapsage.errors import UserError
+from mapsage.workspace import PROJECT_ROOT, run_dir
+
+from .run_cmd import follow
 
 DEFAULT_TEMPLATE = PROJECT_ROOT / "configs" / "stage4_refine_ensemble" / "export_demo_segformer_mit-b0_dubai.yaml"
 
@@ -37,7 +40,6 @@ def register(sub) -> None:
 
 def targets_of(formats, precisions, extra) -> list[str]:
     """The ``export.targets`` list from the command's options (order kept, duplicates dropped)."""
-    from mapsage.errors import UserError
 
     out: list[str] = []
     if formats or precisions or not extra:
@@ -65,7 +67,6 @@ def export_overrides(run: str, targets: list[str]) -> list[str]:
 
 def config_for(run: str, config: str | None) -> Path:
     """The run's own config.yaml for a run id (or ``<run id>/<file>``), else ``config`` or the demo template."""
-    from mapsage.workspace import run_dir
 
     if config:
         return Path(config)
@@ -96,7 +97,6 @@ def export_command(args) -> int:
         return 0
     import sys
 
-    from .run_cmd import follow
 
     status = follow(run_id)
     if status in ("failed", "died"):

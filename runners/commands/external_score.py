@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 from mapsage.metric_names import HEADLINE
+from mapsage.workspace import run_dir
+from runners.commands.runs_cmd import resolve_run_id
 
 
 def register_runs_score(rs) -> None:
@@ -27,7 +29,6 @@ def register_runs_score(rs) -> None:
 
 def _model_run(rid: str) -> str:
     """The run whose model a predict run used (from its manifest or run_info), else ``rid`` itself."""
-    from mapsage.workspace import run_dir
 
     m = run_dir(rid) / "predictions" / "manifest.json"
     if m.is_file():
@@ -40,7 +41,6 @@ def _model_run(rid: str) -> str:
 
 def cmd_score(args) -> int:
     import store
-    from runners.commands.runs_cmd import resolve_run_id
 
     rid = resolve_run_id(args.run_id)
     target = _model_run(rid)
@@ -62,7 +62,6 @@ def cmd_score(args) -> int:
 
 def cmd_scores(args) -> int:
     import store
-    from runners.commands.runs_cmd import resolve_run_id
 
     rid = resolve_run_id(args.run_id) if args.run_id else None
     df = store.val_test_gaps(rid)

@@ -22,6 +22,14 @@ import tempfile
 from pathlib import Path
 
 from mapsage.errors import UserError
+from mapsage.interop.bundle import RunBundle, export_points
+from mapsage.interop.foreign import write_run_folder
+from mapsage.interop.mlflow_export import default_tracking_uri, export_run
+from mapsage.interop.mmseg import find_runs
+from mapsage.interop.names import SUMMARY_TO_MMSEG
+from mapsage.interop.tensorboard_io import write_points
+from mapsage.workspace import run_dir, runs_dir, workspace_root
+from runners.commands.report_cmd import report_html, resolve_run_ids
 
 
 def register(sub) -> None:
@@ -73,8 +81,6 @@ def gather_bundle(run_id: str):
     import math
 
     import store
-    from mapsage.interop.bundle import RunBundle
-    from mapsage.interop.names import SUMMARY_TO_MMSEG
 
     row = store.run(run_id)
     if row is None:
@@ -117,7 +123,6 @@ def _artifact_files(run_id: str, bundle, folder: Path, report: bool) -> list[Pat
     import pandas as pd
 
     import store
-    from mapsage.workspace import run_dir
 
     out = []
     cfg = run_dir(run_id) / "config.yaml"
@@ -138,8 +143,6 @@ def _artifact_files(run_id: str, bundle, folder: Path, report: bool) -> list[Pat
             "epoch"]].to_csv(dst, index=False)
         out.append(dst)
     if report:
-        from runners.commands.report_cmd import report_html
-
         dst = folder / "report.html"
         dst.write_text(report_html([run_id], ingest=False, thumbs=2, n_boot=200), encoding="utf-8")
         out.append(dst)
@@ -152,7 +155,6 @@ def export_runs(run_ids, to: str, *, logdir: str | Path | None = None, tracking_
     from tqdm import tqdm
 
     import store
-    from runners.commands.report_cmd import resolve_run_ids
 
     ids = resolve_run_ids(run_ids)
     store.ingest_all(wait=True, run_ids=ids)
@@ -160,14 +162,8 @@ def export_runs(run_ids, to: str, *, logdir: str | Path | None = None, tracking_
     for rid in tqdm(ids, desc=f"export to {to}", unit="run", file=sys.stderr, disable=len(ids) < 2):
         bundle = gather_bundle(rid)
         if to == "tensorboard":
-            from mapsage.interop.bundle import export_points
-            from mapsage.interop.tensorboard_io import write_points
-
             results.append(write_points(Path(logdir) / rid, export_points(bundle)))
         else:
-            from mapsage.interop.mlflow_export import default_tracking_uri, export_run
-            from mapsage.workspace import workspace_root
-
             uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(
                 workspace_root() / "mlflow")
             with tempfile.TemporaryDirectory(prefix="mapsage-mlflow-") as tmp:
@@ -207,9 +203,6 @@ def export_command(args) -> int:
 def import_runs(path, *, dataset: str | None = None, split: str = "val", overwrite: bool = False) -> list[dict]:
     """Import every run under ``path`` (see the module doc); returns one row per source run."""
     import store
-    from mapsage.interop.foreign import write_run_folder
-    from mapsage.interop.mmseg import find_runs
-    from mapsage.workspace import runs_dir
 
     found = find_runs(path)
     rows = []

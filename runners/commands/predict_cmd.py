@@ -11,6 +11,13 @@ from __future__ import annotations
 
 import sys
 
+from mapsage.classify.predict import _group_runs, _runs_root
+from mapsage.errors import UserError
+from mapsage.workspace import run_dir
+from runners.commands.classify_cmd import predict_to_submission
+from runners.commands.run_cmd import follow
+from runners.predict_spec import launch_predict
+
 
 def register(sub) -> None:
     p = sub.add_parser("predict", help="predict a split, an image folder or a GeoTIFF with a run's model",
@@ -45,8 +52,6 @@ def register(sub) -> None:
 
 
 def options_from_args(args) -> list[str]:
-    from mapsage.errors import UserError
-
     opts: list[str] = []
     if getattr(args, "model", None):
         from pathlib import Path
@@ -90,11 +95,8 @@ def options_from_args(args) -> list[str]:
 
 def predict_command(args) -> int:
     from runners import jobs
-    from runners.commands.run_cmd import follow
-    from runners.predict_spec import launch_predict
 
     if _is_classification(args.target):   # image classification: a fused, validated submission.csv
-        from runners.commands.classify_cmd import predict_to_submission
 
         return predict_to_submission([args.target], args.on)
     run_id = launch_predict(args.target, args.on, options_from_args(args), gpus=args.gpus)
@@ -106,7 +108,6 @@ def predict_command(args) -> int:
         st = jobs.live_status(run_id)
         print(f"run {run_id} {status}: {st.get('message')}", file=sys.stderr)
     elif status == "succeeded":
-        from mapsage.workspace import run_dir
         print(f"predictions and manifest: {run_dir(run_id) / 'predictions'}", flush=True)
     return jobs.exit_code(status)
 
@@ -115,7 +116,6 @@ def _is_classification(target: str) -> bool:
     """A classification run (its config says ``task: classification``) or repeat/fold group of them."""
     import yaml
 
-    from mapsage.classify.predict import _group_runs, _runs_root
 
     dirs = [_runs_root() / target] if (_runs_root() / target).is_dir() else _group_runs(target)
     for d in dirs:

@@ -3,10 +3,10 @@ order a reviewer should open them (not yet reviewed first, then the most uncerta
 low-margin share, disagreement between the run's mask variants, or the variants' mutual information)."""
 from __future__ import annotations
 
+from mapsage.analysis.uncertainty import SCORES
+
 
 def register(sub) -> None:
-    from mapsage.analysis.uncertainty import SCORES
-
     p = sub.add_parser("queue", help="rank a run's tiles for review by model uncertainty; --csv exports the queue")
     p.add_argument("run_id")
     p.add_argument("--by", choices=list(SCORES), default=None,

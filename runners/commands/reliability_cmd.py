@@ -10,7 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from mapsage.workspace import PROJECT_ROOT
+from mapsage.workspace import PROJECT_ROOT, run_dir
+
+from .run_cmd import follow
 
 DEFAULT_TEMPLATE = PROJECT_ROOT / "configs" / "stage3_inference" / "reliability_demo_segformer_mit-b0_dubai.yaml"
 
@@ -32,8 +34,6 @@ def register(sub) -> None:
 
 
 def config_for(run: str, config: str | None) -> Path:
-    from mapsage.workspace import run_dir
-
     if config:
         return Path(config)
     head = run.split("/", 1)[0]
@@ -114,14 +114,12 @@ def reliability_command(args) -> int:
     print(run_id, flush=True)
     if not args.wait:
         return 0
-    from .run_cmd import follow
 
     status = follow(run_id)
     if status in ("failed", "died"):
         st = jobs.live_status(run_id)
         print(f"run {run_id} {status}: {st.get('message')}", file=sys.stderr)
     elif status == "succeeded":
-        from mapsage.workspace import run_dir
         path = run_dir(run_id) / "reliability.json"
         if path.is_file():
             for line in card_lines(json.loads(path.read_text())):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from mapsage.errors import UserError
+from mapsage.workspace import runs_dir
 
 
 def register(sub) -> None:
@@ -37,7 +38,6 @@ def register(sub) -> None:
 def resolve_run_ids(run_ids: Sequence[str]) -> list[str]:
     """Full run ids for ids or unique prefixes (run folders first, then the store's runs)."""
     import store
-    from mapsage.workspace import runs_dir
 
     root = runs_dir()
     folders = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import sys
 
+from mapsage.workspace import run_dir
+from runners.groups import launch_group
+from runners.health_gate import confirm_cli
+
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="launch a plan stage as a background job (prints the run id)")
@@ -97,12 +101,9 @@ def run_command(args) -> int:
                                                                for f in args.trust_pickle]))
     deferred: list[str] = []      # the gate's warnings, said once the launch has passed its own checks
     if getattr(args, "health_gate", True):
-        from runners.health_gate import confirm_cli
         if not confirm_cli(args.config, overrides, deferred=deferred):
             return 2
     if getattr(args, "seeds", 1) > 1 or getattr(args, "folds", 0):
-        from runners.groups import launch_group
-
         group_id, run_ids = launch_group(args.config, overrides, seeds=args.seeds, folds=args.folds,
                                          gpus=args.gpus)
         print(f"group {group_id}: {len(run_ids)} runs", file=sys.stderr)
@@ -124,7 +125,6 @@ def run_command(args) -> int:
 
 def report_end(run_id: str, status: str) -> None:
     """One line for a failed or died run: the reason and where its log (with the traceback) is."""
-    from mapsage.workspace import run_dir
     from runners import jobs, scheduler
 
     if status not in ("failed", "died"):

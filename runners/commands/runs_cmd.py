@@ -9,8 +9,14 @@ import math
 import sys
 
 from mapsage.errors import UserError
+from mapsage.events import EVENTS_FILE, FINAL_STATUSES, read_events
 from mapsage.progress import view as progress_view
 from mapsage.registries import STAGE_KINDS
+from mapsage.runids import check_run_id
+from mapsage.workspace import run_dir, runs_dir
+from runners.executors import placement
+
+from .run_cmd import follow, report_end
 
 
 def register(sub) -> None:
@@ -73,9 +79,6 @@ def register(sub) -> None:
 
 
 def resolve_run_id(prefix: str) -> str:
-    from mapsage.runids import check_run_id
-    from mapsage.workspace import run_dir, runs_dir
-
     check_run_id(prefix)                        # one folder name: no '..', '/', absolute path or glob
     root = runs_dir()
     if run_dir(prefix).is_dir():
@@ -180,7 +183,6 @@ def _list_from_folders(why: str, status: str | None, kind: str | None, limit: in
     """The runs as their event files tell them, when the store cannot be opened at all."""
     import pandas as pd
 
-    from mapsage.workspace import runs_dir
     from runners import jobs
 
     print(f"note: the store cannot be read ({' '.join(why.split())[:200]}); runs are listed from the run folders",
@@ -204,7 +206,6 @@ def _list_from_folders(why: str, status: str | None, kind: str | None, limit: in
 
 def _overlay_live_status(df, why: str):
     """The store could not take new events (e.g. a full disk): statuses of unfinished rows from the event files."""
-    from mapsage.events import FINAL_STATUSES
     from runners import jobs
 
     print(f"note: the store was not updated ({' '.join(why.split())[:200]}); statuses are read from the run "
@@ -244,7 +245,6 @@ def _show_data(run_id: str) -> dict:
     data["run_id"] = run_id
     data["run_dir"] = str(jobs._require_run(run_id))
     data["checkpoint"] = str(jobs.find_checkpoint(run_id) or "") or None
-    from runners.executors import placement
 
     data.update(placement(run_id))          # executor; for a cluster job its SLURM job id, state and nodes
     if live.get("status") in ("failed", "died"):
@@ -296,9 +296,6 @@ def cmd_logs(args) -> int:
 
     run_id = resolve_run_id(args.run_id)
     if args.events:
-        from mapsage.events import EVENTS_FILE, read_events
-        from mapsage.workspace import run_dir
-
         records, _ = read_events(run_dir(run_id) / EVENTS_FILE)
         for r in records:
             if r.get("type") in ("log", "status"):
@@ -336,14 +333,11 @@ def cmd_cancel(args) -> int:
 def cmd_resume(args) -> int:
     from runners import jobs
 
-    from .run_cmd import follow
 
     run_id = resolve_run_id(args.run_id)
     new_id = jobs.resume(run_id, args.overrides, gpus=args.gpus, checkpoint=args.checkpoint)
     print(new_id, flush=True)
     if args.wait:
-        from .run_cmd import report_end
-
         status = follow(new_id)
         report_end(new_id, status)
         return jobs.exit_code(status)
@@ -353,7 +347,6 @@ def cmd_resume(args) -> int:
 def cmd_wait(args) -> int:
     from runners import jobs
 
-    from .run_cmd import follow, report_end
 
     run_id = resolve_run_id(args.run_id)
     status = follow(run_id)

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mapsage.errors import DataError, UserError
+
 MASK_SUFFIXES = (".png", ".tif", ".tiff")
 COLOR_SUFFIX = "_color"
 _LISTED = 10
@@ -80,7 +82,6 @@ def _key(rel) -> str:
 
 def _mask_files(folder: Path, role: str, option: str) -> tuple[dict[str, tuple[Path, bool]], int]:
     """``{key: (path, is_colour_twin)}`` and the number of ``_color`` pictures skipped beside their id file."""
-    from mapsage.errors import UserError
 
     if not folder.exists():
         raise UserError(f"{role} folder {folder} does not exist ({option})")
@@ -113,8 +114,6 @@ def _mask_files(folder: Path, role: str, option: str) -> tuple[dict[str, tuple[P
 
 
 def parse_palette(text: str | None, option: str) -> list[tuple[int, int, int]]:
-    from mapsage.errors import UserError
-
     if not text:
         return []
     out = []
@@ -132,7 +131,6 @@ def parse_palette(text: str | None, option: str) -> list[tuple[int, int, int]]:
 def _read_tiff(path: Path) -> np.ndarray:
     from PIL import Image
 
-    from mapsage.errors import DataError
 
     try:
         with Image.open(path) as im:
@@ -156,7 +154,6 @@ def read_id_mask(path: Path, palette: list | None = None, ignore_colors: list | 
     otherwise."""
     from PIL import Image, UnidentifiedImageError
 
-    from mapsage.errors import DataError
 
     if path.suffix.lower() in (".tif", ".tiff"):
         arr = _read_tiff(path)
@@ -196,8 +193,6 @@ def _palette_colours_known(im, palette: list, ignore_colors: list) -> bool:
 
 
 def _from_colour(rgb: np.ndarray, path: Path, palette: list, ignore_colors: list, ignore_index: int) -> np.ndarray:
-    from mapsage.errors import DataError
-
     r, g, b = (rgb[..., i] for i in range(3))
     if (r == g).all() and (g == b).all():
         return np.ascontiguousarray(r)                 # grey RGB: the ids as grey levels
@@ -250,7 +245,6 @@ def score_dirs(pred_dir: str | Path, gt_dir: str | Path, num_classes: int, ignor
     (a dict) receives ``warnings``, ``unmatched`` and ``colour_twins_skipped``."""
     from tqdm import tqdm
 
-    from mapsage.errors import DataError, UserError
     from mapsage.health.label_ids import RawIdScan, judge_ids
     from mapsage.metrics import SegMetrics
 
@@ -332,7 +326,6 @@ def _reduce_zero_label(label: np.ndarray, C: int, ign: int, path: Path) -> np.nd
 
 def _check_values(pred, label, pred_path, gt_path, C: int, ign: int, reduced: bool = False) -> None:
     """Name the file holding a value that is not a class id (the engine would only name the tile)."""
-    from mapsage.errors import DataError
 
     bad_l = (label != ign) & ((label < 0) | (label >= C))
     if bad_l.any():

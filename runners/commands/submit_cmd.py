@@ -8,6 +8,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mapsage.deliver.submission import SubmissionInvalid, build_submission, get_format, validate_submission
+from mapsage.errors import UserError
+from mapsage.workspace import runs_dir
+from runners.commands.runs_cmd import resolve_run_id
+
 
 def register(sub) -> None:
     p = sub.add_parser("submit", help="build (or validate) a benchmark submission zip, e.g. LoveDA's CodaLab zip",
@@ -31,8 +36,6 @@ def _manifest(path: Path) -> dict:
 def find_prediction_manifest(run_id: str, split: str) -> Path:
     """The manifest of ``run_id`` (a predict run) or of the newest complete predict run of ``run_id``'s checkpoint
     on ``split``."""
-    from mapsage.errors import UserError
-    from mapsage.workspace import runs_dir
 
     own = runs_dir() / run_id / "predictions" / "manifest.json"
     if own.is_file():
@@ -59,9 +62,6 @@ def find_prediction_manifest(run_id: str, split: str) -> Path:
 
 
 def _expected_from(against: str, fmt) -> list[str]:
-    from mapsage.errors import UserError
-    from runners.commands.runs_cmd import resolve_run_id
-
     folder = Path(against).expanduser()
     if folder.is_dir():
         stems = [fmt.stem_of(p.stem) for p in sorted(folder.rglob("*"))
@@ -84,10 +84,6 @@ def _print(report, as_json: bool) -> None:
 
 
 def submit_command(args) -> int:
-    from mapsage.deliver.submission import SubmissionInvalid, build_submission, get_format, validate_submission
-    from mapsage.errors import UserError
-    from runners.commands.runs_cmd import resolve_run_id
-
     fmt = get_format(args.format)
     if args.target == "validate":
         if not args.zip:

@@ -15,6 +15,11 @@ import os
 
 from mapsage.errors import UserError
 
+from ..scheduler import read_job
+from ..settings import load_settings
+from .local import LocalExecutor
+from .slurm import SlurmExecutor, stop_outcome
+
 NAMES = ("local", "slurm")
 
 
@@ -23,8 +28,6 @@ def executor_name(cfg, settings=None) -> str:
     name = getattr(cfg.runtime, "executor", None)
     if not name:
         if settings is None:
-            from ..settings import load_settings
-
             settings = load_settings()
         name = settings.executor or "local"
     if name not in NAMES:
@@ -34,17 +37,13 @@ def executor_name(cfg, settings=None) -> str:
 
 def get_executor(name: str):
     if name == "slurm":
-        from .slurm import SlurmExecutor
-
         return SlurmExecutor()
-    from .local import LocalExecutor
 
     return LocalExecutor()
 
 
 def for_run(rid: str):
     """The executor of a queued run (from the run's resolved config)."""
-    from ..scheduler import read_job
 
     job = read_job(rid)
     return get_executor(job.get("executor") or "local")
@@ -74,7 +73,6 @@ def stop_status(run_id: str, status: str, message: str) -> tuple[str, str]:
     time limit, ``scontrol requeue``) is ``queued`` again instead of ``cancelled``."""
     if status != "cancelled" or not os.environ.get("SLURM_JOB_ID"):
         return status, message
-    from .slurm import stop_outcome
 
     return stop_outcome(run_id, status, message)
 
@@ -82,7 +80,6 @@ def stop_status(run_id: str, status: str, message: str) -> tuple[str, str]:
 def placement(rid: str) -> dict:
     """Where a run runs, for ``mapsage runs show`` and the app: executor, and for a cluster job its SLURM job id,
     state (live from squeue when it is still in SLURM), partition, nodes and requeue count."""
-    from ..scheduler import read_job
 
     job = read_job(rid)
     name = job.get("executor") or "local"

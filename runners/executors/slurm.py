@@ -35,11 +35,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mapsage.config import PROJECT_ROOT
+from mapsage.config import PROJECT_ROOT, config_from_dict
 from mapsage.errors import UserError
 from mapsage.event_records import fold_events
 from mapsage.events import EVENTS_FILE, FINAL_STATUSES, EventWriter, read_events
 from mapsage.workspace import run_dir, workspace_root
+
+from ..jobs import _whoami, find_checkpoint
+from ..scheduler import read_job, write_job
+from ..settings import load_settings
 
 SLURM_FOLDER = "slurm"
 _TIMEOUT = 30.0
@@ -188,8 +192,6 @@ def request_for(cfg, settings=None) -> Request:
     """The SLURM request of a config: ``runtime.slurm.*``, else the ``slurm_*`` settings, else defaults (one node,
     one task, the config's ``runtime.gpus`` GPUs unless ``runtime.device`` is cpu)."""
     if settings is None:
-        from ..settings import load_settings
-
         settings = load_settings()
     s = cfg.runtime.slurm
 
@@ -350,9 +352,7 @@ class SlurmExecutor:
         import submitit
         import yaml
 
-        from mapsage.config import config_from_dict
 
-        from ..scheduler import write_job
 
         rdir = run_dir(rid)
         data = yaml.safe_load((rdir / "config.yaml").read_text(encoding="utf-8"))
@@ -393,7 +393,6 @@ class SlurmExecutor:
 
     def poll(self, rid: str, entry: dict, settings=None) -> bool:
         """Bring the run's status in line with SLURM's state of its job. False once the job has left SLURM."""
-        from ..scheduler import read_job, write_job
 
         job_id = entry["slurm_job_id"]
         try:
@@ -432,7 +431,6 @@ class SlurmExecutor:
         """``scancel`` the run's SLURM job (SLURM sends SIGTERM, then SIGKILL after its KillWait); with
         ``wait_for_end`` until the job left SLURM and the run's status is final."""
         from .. import scheduler
-        from ..jobs import _whoami
 
         job_id = entry["slurm_job_id"]
         scheduler.write_job(rid, cancel_requested={"at": time.time(), "by": _whoami()})
@@ -488,7 +486,6 @@ class SlurmTask:
     def _prepare_attempt(self, rdir: Path, job_id: str, restarts: int) -> None:
         """Rank 0 before the worker starts: a requeued attempt resumes from the run's own last checkpoint."""
         from .. import scheduler
-        from ..jobs import find_checkpoint
 
         rid = rdir.name
         records, _ = read_events(rdir / EVENTS_FILE)
@@ -567,7 +564,6 @@ class SlurmTask:
 def stop_outcome(run_id: str, status: str, message: str) -> tuple[str, str]:
     """In the worker of a SLURM job that was asked to stop: a requeue (submitit's checkpoint, ``scontrol requeue``,
     preemption) makes the run ``queued`` again; a cancel stays ``cancelled``."""
-    from ..scheduler import read_job
 
     job = read_job(run_id)
     if job.get("executor") != "slurm" or job.get("cancel_requested"):
