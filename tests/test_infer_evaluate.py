@@ -146,3 +146,13 @@ def test_a_stopped_evaluation_writes_no_metrics(tmp_path, dubai_cfg, dubai_val):
                            events=events, max_tiles=3, should_stop=stop_after_one, show_bar=False)
     assert not out.complete and out.n_images == 1
     assert not _events(tmp_path, "metrics") and not _events(tmp_path, "tiles")
+
+
+def test_a_stop_before_the_first_tile_is_a_stopped_evaluation_not_an_empty_split(tmp_path, dubai_cfg, dubai_val):
+    """train.max_time / a cancel can fire just as validation starts: that is a stop (complete=False, nothing
+    written), not the 'split has no samples' data error that failed the run."""
+    events = EventWriter(tmp_path)
+    out = evaluate_outcome(PointwiseModel(5), dubai_val, dubai_cfg, split="val", variant="raw", device="cpu",
+                           events=events, max_tiles=3, should_stop=lambda: True, show_bar=False)
+    assert not out.complete and out.n_images == 0 and out.timed_images == 0
+    assert not _events(tmp_path, "metrics") and not _events(tmp_path, "tiles")

@@ -189,6 +189,7 @@ def evaluate_variants(model: nn.Module, dataset, cfg, *, split: str, variants: d
     timed = 0
     timed_mpix = 0.0
     n = 0
+    stopped = False          # should_stop() ended the loop (a partial, possibly empty, evaluation)
     dt, hw = 0.0, 0
     tile_s: list[float] = []
     post_tile: dict[str, list[float]] = {name: [] for name in names}
@@ -199,6 +200,7 @@ def evaluate_variants(model: nn.Module, dataset, cfg, *, split: str, variants: d
     try:
         for sample in loader:
             if should_stop is not None and should_stop():
+                stopped = True
                 break
             tile_id = str(sample.get("id", n))
             if "mask" not in sample or sample["mask"] is None:
@@ -254,9 +256,9 @@ def evaluate_variants(model: nn.Module, dataset, cfg, *, split: str, variants: d
         bar.close()
         if was_training:
             model.train()
-    if n == 0:
+    if n == 0 and not stopped:
         raise DataError(f"split '{split}' has no samples to evaluate; check dataset.root and the split settings")
-    if timed == 0:  # a single tile: report its time, warm-up included
+    if timed == 0 and n:  # a single tile: report its time, warm-up included
         infer_s, timed, timed_mpix = dt, 1, hw / 1e6
         tile_s = [dt]
     complete = n == len(indices)
