@@ -86,7 +86,20 @@ def follow(run_id: str, out=None) -> str:
         status = jobs.wait(run_id, on_record=on_record)
     finally:
         bar.close()
+    _ingest_after(run_id)
     return status
+
+
+def _ingest_after(run_id: str) -> None:
+    """The worker writes its final status before its last ingest: take the run's remaining events into the store
+    here, so that what ``--wait`` returns to (``mapsage runs show``, the app, a script reading the store) has the
+    whole run, not the part the worker's periodic ingest had reached."""
+    import store
+
+    try:
+        store.ingest_run(run_id, wait=True, timeout=60.0)
+    except Exception as exc:  # noqa: BLE001 - the event file stays the truth; the next read ingests it
+        print(f"[mapsage] store ingest of {run_id} skipped: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def run_command(args) -> int:
