@@ -97,18 +97,9 @@ class Heartbeat:
                    prog if isinstance(prog, dict) and prog else None)
 
 
-# run_info facts a run's row / live state carries, with their coercion (``plan_stage`` and ``gpus`` are special)
-RUN_INFO_FIELDS: dict[str, Callable[[Any], Any]] = {
-    "name": to_str, "kind": to_str, "title": to_str, "config_hash": to_str, "code_commit": to_str,
-    "dataset": to_str, "split": to_str, "parent_run": to_str, "parent_relation": to_str, "resume_from": to_str,
-    "created_at": to_float, "epochs": to_int, "pid": to_int, "pgid": to_int, "host": to_str}
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    TYPE: ClassVar[str] = "run_info"
-    seq: int | None = None
-    ts: float | None = None
+@dataclass
+class RunFacts:
+    """What ``run_info`` records say about a run: the facts a run's row in the store and its live state carry."""
     name: str | None = None
     kind: str | None = None
     title: str | None = None
@@ -121,11 +112,25 @@ class RunInfo:
     resume_from: str | None = None
     created_at: float | None = None
     epochs: int | None = None
-    pid: int | None = None
+    pid: int | None = None            # pid / host: a heartbeat gives them too (the later one wins)
     pgid: int | None = None
     host: str | None = None
     plan_stage: int | None = None     # ``plan_stage``, else a numeric ``stage``
     gpus: Any = None                  # as written (a list of ids, or a string)
+
+
+_COERCE = {"str | None": to_str, "float | None": to_float, "int | None": to_int}
+# the plain facts with their coercion, read off RunFacts (``plan_stage`` and ``gpus`` are parsed on their own)
+RUN_INFO_FIELDS: dict[str, Callable[[Any], Any]] = {
+    f.name: _COERCE[f.type] for f in dataclasses.fields(RunFacts) if f.name not in ("plan_stage", "gpus")}
+_FACT_NAMES = tuple(f.name for f in dataclasses.fields(RunFacts))
+
+
+@dataclass
+class RunInfo(RunFacts):
+    TYPE: ClassVar[str] = "run_info"
+    seq: int | None = None
+    ts: float | None = None
     payload: dict = field(default_factory=dict)   # every field but seq / ts / type (free-form facts included)
 
     @classmethod
@@ -179,7 +184,7 @@ def progress_frac(progress: dict | None) -> float | None:
 
 
 @dataclass
-class RunState:
+class RunState(RunFacts):
     """A run's live state, folded from its records in file order. ``apply`` one record at a time (incremental);
     ``copy`` before applying more to a state someone else holds."""
     n_events: int = 0                 # records applied (every type)
@@ -194,23 +199,6 @@ class RunState:
     last_heartbeat: float | None = None  # ts of the last heartbeat
     last_beat: float | None = None    # ts of the last heartbeat or status (the scheduler's liveness clock)
     progress: dict | None = None      # the last non-empty heartbeat progress
-    pid: int | None = None            # pid / host: the last given by a heartbeat or run_info
-    host: str | None = None
-    pgid: int | None = None
-    gpus: Any = None
-    name: str | None = None
-    kind: str | None = None
-    title: str | None = None
-    config_hash: str | None = None
-    code_commit: str | None = None
-    dataset: str | None = None
-    split: str | None = None
-    parent_run: str | None = None
-    parent_relation: str | None = None
-    resume_from: str | None = None
-    created_at: float | None = None
-    epochs: int | None = None
-    plan_stage: int | None = None
     info: dict = field(default_factory=dict)   # the run_info payloads merged (later keys win)
 
     @property
@@ -257,7 +245,7 @@ class RunState:
             self.progress = h.progress
 
     def _run_info(self, i: RunInfo) -> None:
-        for key in (*RUN_INFO_FIELDS, "plan_stage", "gpus"):
+        for key in _FACT_NAMES:
             value = getattr(i, key)
             if value is not None:
                 setattr(self, key, value)
