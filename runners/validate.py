@@ -10,7 +10,6 @@ Checks, by what the stage kind reads:
   ``distill.teacher.weights`` and a resume checkpoint: the file exists, is readable and loads safely
   (:func:`mapsage.safeload.check_file`; a ``latest:<template>`` reference is resolved when the job starts, as the
   template's run may still be queued);
-* ``runtime.trust_pickle`` names existing files;
 * ``runtime.gpus`` fits the scheduler's GPU pool.
 """
 from __future__ import annotations
@@ -22,7 +21,7 @@ from mapsage.config import Config, ConfigError, resolve_path
 from mapsage.errors import CheckpointError, DataError
 from mapsage.health.runref import resolve_run_ref
 from mapsage.registries import SEG_TRAINING_KINDS
-from mapsage.safeload import check_file, trust
+from mapsage.safeload import check_file
 
 from .settings import load_settings
 
@@ -101,12 +100,6 @@ def _check_gpus(cfg: Config) -> None:
 def validate_launch(cfg: Config, resume_from: str | Path | None = None) -> None:
     """Raise a one-line UserError for anything that would make the job fail at its start."""
     kind = cfg.stage.kind
-    for f in cfg.runtime.trust_pickle or []:
-        if not resolve_path(str(f)).is_file():
-            raise CheckpointError(f"runtime.trust_pickle: {resolve_path(str(f))} not found; list only existing "
-                                  f"files you trust")
-
-    trust(cfg.runtime.trust_pickle)
     _check_gpus(cfg)
     if getattr(cfg, "task", "segmentation") == "classification":   # images + labels CSV/folders, local weights
 

@@ -110,9 +110,6 @@ def main(argv: list[str] | None = None) -> int:
 
         data = yaml.safe_load((rdir / "config.yaml").read_text(encoding="utf-8"))
         cfg = config_from_dict(data, {k: str(rdir / "config.yaml") for k in data})
-        from mapsage.safeload import trust
-
-        trust(cfg.runtime.trust_pickle)       # files the user named as trusted for full unpickling
         from mapsage.runtime import tune_allocator
 
         _say(tune_allocator(cfg.runtime.keep_freed_memory))

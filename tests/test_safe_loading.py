@@ -1,17 +1,19 @@
 """Files from strangers are data: a crafted checkpoint whose unpickling would create a file is refused, with the file
-named, through every entry point that loads checkpoints or weights (pretrained, resume, evaluate, teacher, health,
-and `mapsage run` at launch), and the file it would create never appears. Naming the file in runtime.trust_pickle
-is the only way to load it, which proves the crafted file really executes code."""
+and the call named, through every entry point that loads checkpoints or weights (pretrained, resume, evaluate,
+teacher, health, and `mapsage run` at launch), and the file it would create never appears. Objects other tools keep
+beside their weights load as inert placeholders (never imported, never run) and the weights load; numpy arrays load
+as arrays; a file that cannot be read as data is refused. No option unpickles a file in full."""
 from __future__ import annotations
 
-import json
+import argparse
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from conftest_train import one_thread, tiny_cfg  # noqa: F401 - fixture
+from conftest_train import LOVEDA_CFG, one_thread, tiny_cfg  # noqa: F401 - fixture
 from mapsage.errors import CheckpointError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,7 +47,7 @@ def crafted(tmp_path) -> tuple[Path, Path]:
 
 def _refused(exc_info, path: Path) -> None:
     text = str(exc_info.value)
-    assert str(path) in text and "refused to load" in text and "runtime.trust_pickle" in text, text
+    assert str(path) in text and "refused to load" in text, text
     assert "os.system" in text or "posix.system" in text, text           # names what it wanted to call
 
 
@@ -113,9 +115,7 @@ def test_health_reads_the_config_of_a_checkpoint(crafted):
     assert not marker.exists()
 
 
-def test_mapsage_run_refuses_at_launch_and_the_opt_in_names_the_file(crafted, tmp_path, monkeypatch, capsys):
-    from conftest_train import LOVEDA_CFG
-    from mapsage import safeload
+def test_mapsage_run_refuses_at_launch_in_one_line(crafted, tmp_path, monkeypatch, capsys):
     from runners import cli
 
     path, marker = crafted
@@ -124,11 +124,68 @@ def test_mapsage_run_refuses_at_launch_and_the_opt_in_names_the_file(crafted, tm
     code = cli.main(["run", str(LOVEDA_CFG), "--set", f"model.pretrained={path}", "--gpus", "0"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and str(path) in err and "refused to load" in err
+    assert "posix.system" in err or "os.system" in err
     assert not marker.exists() and not (ws / "runs").exists() or not any((ws / "runs").iterdir())
-    # the opt-in: a file named in runtime.trust_pickle is unpickled -- and its payload runs
-    monkeypatch.setattr(safeload, "_trusted", set())
-    safeload.trust([path])
-    obj = safeload.load_file(path)
-    assert marker.exists() and isinstance(obj, dict) and "model" in obj
-    assert safeload.trusted(path) and not safeload.trusted(path.with_name("other.pth"))
-    json.dumps(str(path))
+
+
+def _touch(marker: str) -> dict:
+    """A function of an ordinary module: what unpickling would call to rebuild :class:`_History`."""
+    Path(marker).touch()
+    return {}
+
+
+class _History:
+    """Stands for the objects other tools keep beside the weights (mmengine's HistoryBuffer, Lightning's
+    hyper-parameters): rebuilding it would call :func:`_touch`, i.e. run code of the module the file names."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (_touch, (self.marker,))
+
+
+def test_foreign_objects_beside_the_weights_are_read_as_inert_placeholders(tmp_path):
+    """An mmseg-style checkpoint: weights plus a history object, hyper-parameters and numpy arrays in ``meta``. The
+    weights load into the model; numpy arrays load as arrays; the other objects become placeholders that name what
+    the file asked for, and the code they would have run never runs; a warning names them."""
+    from mapsage.models import build_model
+    from mapsage.safeload import Inert, load_file
+
+    marker = tmp_path / "RAN"
+    cfg = tiny_cfg()
+    state = build_model(cfg, load_pretrained=False).state_dict()
+    path = tmp_path / "iter_160000.pth"
+    torch.save({"state_dict": state, "meta": {"history": _History(marker), "hparams": argparse.Namespace(lr=6e-5),
+                                              "seed": np.int64(7), "class_weight": np.arange(3.0)}}, path)
+    with pytest.warns(UserWarning, match=r"kept argparse\.Namespace, \S*_touch as inert placeholders"):
+        obj = load_file(path)
+    meta = obj["meta"]
+    assert isinstance(meta["history"], Inert) and meta["history"].name.endswith("._touch")
+    assert meta["history"].args == (str(marker),)                  # the call it wanted, kept as data
+    assert isinstance(meta["hparams"], Inert) and meta["hparams"].name == "argparse.Namespace"
+    assert meta["seed"] == 7 and np.array_equal(meta["class_weight"], np.arange(3.0))
+    assert not marker.exists()
+    with pytest.warns(UserWarning, match="inert placeholders"):
+        model = build_model(tiny_cfg(f"model.pretrained={path}"))
+    got = model.state_dict()
+    encoder = [k for k in state if ".encoder." in k]                 # pretrained weights: the encoder's
+    assert len(encoder) > 100 and all(torch.equal(got[k], state[k]) for k in encoder)
+    assert not marker.exists()
+
+
+def test_a_file_that_cannot_be_read_as_data_is_refused(tmp_path):
+    """A legacy (pre-zip) torch file with foreign objects cannot be listed without unpickling it: refused, naming
+    the file; so is a file of objects without any tensor."""
+    from mapsage.safeload import load_file
+
+    marker = tmp_path / "RAN"
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"w": torch.ones(2), "meta": _History(marker)}, legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match=r"legacy\.pth: refused to load: .*full unpickling"):
+        load_file(legacy)
+    empty = tmp_path / "objects.pth"
+    torch.save({"meta": _History(marker)}, empty)
+    with pytest.raises(CheckpointError, match=r"objects\.pth: refused to load: .*holds no tensors"):
+        load_file(empty)
+    assert not marker.exists()

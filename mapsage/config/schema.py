@@ -604,7 +604,6 @@ class RuntimeCfg:
                                             # faults on every forward pass; 1.8x faster batched CPU inference
     executor: Optional[Literal["local", "slurm"]] = None   # where the job runs; None: the workspace setting
     slurm: SlurmCfg = field(default_factory=SlurmCfg)
-    trust_pickle: list[str] = field(default_factory=list)   # files allowed full unpickling (mapsage/safeload.py)
 
 
 @dataclass

@@ -59,7 +59,7 @@ def set_rng_state(state: dict | None) -> None:
             keys = n["keys"].numpy() if isinstance(n["keys"], torch.Tensor) else np.asarray(n["keys"])
             np.random.set_state((n["kind"], keys.astype(np.uint32), int(n["pos"]), int(n["has_gauss"]),
                                  float(n["cached_gaussian"])))
-        else:   # format-1 files (a pickled numpy tuple), loaded from a file the user trusted
+        else:   # format-1 files pickled numpy's own tuple (mapsage.safeload reads numpy arrays as data)
             np.random.set_state(n)
     if "torch" in state:
         torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8).cpu())

@@ -21,9 +21,6 @@ def register(sub) -> None:
     p.add_argument("--wait", action="store_true", help="follow the run until it ends; exit with its status")
     p.add_argument("--no-health-gate", dest="health_gate", action="store_false",
                    help="launch a training stage even though the dataset's last health run failed")
-    p.add_argument("--trust-pickle", dest="trust_pickle", action="append", default=[], metavar="FILE",
-                   help="allow this one checkpoint/weights file full unpickling (it can run code: only for files "
-                        "you trust); repeatable; sets runtime.trust_pickle")
     p.add_argument("--seeds", type=int, default=1, metavar="N",
                    help="repeat the config N times (train.seed + 0..N-1) as one group (mean ± sd on Runs)")
     p.add_argument("--folds", type=int, default=0, metavar="K",
@@ -106,12 +103,6 @@ def run_command(args) -> int:
     from runners import jobs
 
     overrides = list(args.overrides)
-    if args.trust_pickle:
-        import json
-        from pathlib import Path
-
-        overrides.append("runtime.trust_pickle=" + json.dumps([str(Path(f).expanduser().resolve())
-                                                               for f in args.trust_pickle]))
     deferred: list[str] = []      # the gate's warnings, said once the launch has passed its own checks
     if getattr(args, "health_gate", True):
         if not confirm_cli(args.config, overrides, deferred=deferred):
