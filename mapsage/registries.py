@@ -10,6 +10,8 @@ against the same names the code implements (the style of timm's ``_registry.py``
   registers no other), and the named roles below (:data:`TRAINING_KINDS`, :data:`CHECKPOINT_KINDS`, ...) are subsets
   of it that the runner, the store and the app read instead of spelling kinds out.
 * :data:`VERDICTS`: a reviewer's verdict on a variant's tile (``store.review``, the review pages, the review queue).
+* :data:`SWEEP_SAMPLERS`, :data:`SWEEP_PRUNERS`, :data:`SWEEP_PARAM_TYPES`: ``sweep.sampler``, ``sweep.pruner`` and
+  a search-space entry's ``type`` (:mod:`mapsage.sweep` builds each one; the sweep forms offer them).
 
 The metric names are :mod:`mapsage.metric_names`; the corruptions are :mod:`mapsage.corruption_levels`.
 tests/test_registries.py pins every consumer to these lists and fails on a literal list of three or more names of
@@ -34,6 +36,12 @@ LOSS_TERMS: tuple[str, ...] = ("ce", "dice", "lovasz", "ohem", "focal", "boundar
 # the descriptive columns of the experiment table (store/derive.py computes them from a run's config), in the
 # order the runs table, the plan's template cards and reports show them
 EXPERIMENT_COLUMNS: tuple[str, ...] = ("backbone", "pretrain", "loss", "aug", "lr_schedule", "size", "tta", "post")
+
+# Optuna samplers and pruners by name (mapsage.sweep.study builds them), the default first
+SWEEP_SAMPLERS: tuple[str, ...] = ("tpe", "random", "grid")
+SWEEP_PRUNERS: tuple[str, ...] = ("median", "asha", "none")
+# a search-space entry's type (mapsage.sweep.space.Param)
+SWEEP_PARAM_TYPES: tuple[str, ...] = ("float", "int", "choice")
 
 STAGE_KINDS: tuple[str, ...] = ("train", "evaluate", "tta_ab", "health", "refine", "distill", "ensemble", "demo_job",
                                 "export", "predict", "lr_find", "reliability", "classify")

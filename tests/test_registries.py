@@ -118,6 +118,32 @@ def test_sweep_metrics_come_from_the_registry():
         load_config(TEMPLATE, [f"sweep.metric={cls[0]}"])
 
 
+def test_sweep_samplers_pruners_and_parameter_types_come_from_the_registry():
+    """The schema, the two sweep forms and the Optuna builders read one list each: every name builds, in order."""
+    import optuna
+
+    from app.widgets import sweep_form
+    from mapsage.sweep.space import parse_space
+    from mapsage.sweep.study import make_pruner, make_sampler
+
+    assert _choices(SweepCfg, "sampler") == registries.SWEEP_SAMPLERS
+    assert _choices(SweepCfg, "pruner") == registries.SWEEP_PRUNERS
+    assert (sweep_form.SAMPLERS, sweep_form.PRUNERS, sweep_form.TYPES) == (
+        list(registries.SWEEP_SAMPLERS), list(registries.SWEEP_PRUNERS), list(registries.SWEEP_PARAM_TYPES))
+    assert (SweepCfg().sampler, SweepCfg().pruner) == (registries.SWEEP_SAMPLERS[0], registries.SWEEP_PRUNERS[0])
+    params = parse_space({"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                          "train.batch_size": {"type": "int", "low": 2, "high": 4},
+                          "augment.crop_size": {"type": "choice", "values": [64, 96]}})
+    assert tuple(p.type for p in params) == registries.SWEEP_PARAM_TYPES
+    samplers = [make_sampler(SweepCfg(sampler=name, parameters={"augment.crop_size": [64, 96]}),
+                             params[2:]) for name in registries.SWEEP_SAMPLERS]
+    assert [type(s) for s in samplers] == [optuna.samplers.TPESampler, optuna.samplers.RandomSampler,
+                                           optuna.samplers.GridSampler]
+    pruners = [make_pruner(SweepCfg(pruner=name)) for name in registries.SWEEP_PRUNERS]
+    assert [type(p) for p in pruners] == [optuna.pruners.MedianPruner, optuna.pruners.SuccessiveHalvingPruner,
+                                          optuna.pruners.NopPruner]
+
+
 def test_metric_groups_and_the_cli_read_the_metric_registry():
     from store import queries, scores
 
@@ -162,7 +188,9 @@ def _vocabularies() -> dict[str, frozenset]:
     return {"stage kinds": frozenset(registries.STAGE_KINDS), "metric names": frozenset(metric_names.METRICS),
             "verdicts": frozenset(registries.VERDICTS), "architectures": frozenset(registries.ARCH_NAMES),
             "loss terms": frozenset(registries.LOSS_TERMS),
-            "experiment columns": frozenset(registries.EXPERIMENT_COLUMNS)}
+            "experiment columns": frozenset(registries.EXPERIMENT_COLUMNS),
+            "sweep samplers": frozenset(registries.SWEEP_SAMPLERS), "sweep pruners": frozenset(registries.SWEEP_PRUNERS),
+            "sweep parameter types": frozenset(registries.SWEEP_PARAM_TYPES)}
 
 
 def _second_lists(source: str, rel: str) -> list[str]:

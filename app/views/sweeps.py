@@ -7,7 +7,7 @@ import streamlit as st
 
 from app.widgets.common import guard, open_run
 from app.widgets.nav import ensure_routed
-from app.widgets.sweep_form import rows_to_parameters, sweep_overrides
+from app.widgets.sweep_form import PRUNERS, SAMPLERS, TYPES, rows_to_parameters, sweep_overrides
 from mapsage import figures
 from mapsage.errors import UserError
 from mapsage.metric_names import SWEEP_METRICS
@@ -49,12 +49,11 @@ def _start_form() -> None:
         ])
     space = st.data_editor(default, num_rows="dynamic", key=f"sweep_space_{'cls' if classify else 'seg'}",
                            width="stretch",
-                           column_config={"type": st.column_config.SelectboxColumn(options=["float", "int",
-                                                                                            "choice"])})
+                           column_config={"type": st.column_config.SelectboxColumn(options=TYPES)})
     c1, c2, c3, c4, c5 = st.columns(5)
     n_trials = c1.number_input("Trials", 1, 1000, 12, key="sweep_n")
-    sampler = c2.selectbox("Sampler", ["tpe", "random", "grid"], key="sweep_sampler")
-    pruner = c3.selectbox("Pruner", ["median", "asha", "none"], key="sweep_pruner")
+    sampler = c2.selectbox("Sampler", SAMPLERS, key="sweep_sampler")
+    pruner = c3.selectbox("Pruner", PRUNERS, key="sweep_pruner")
     min_epochs = c4.number_input("Min. epochs before pruning", 0, 1000, 1, key="sweep_min_ep")
     wall = c5.number_input("Wall-clock budget (h, 0 = none)", 0.0, 1000.0, 0.0, key="sweep_wall")
     metric = st.selectbox("Metric (validation, per epoch)",

@@ -20,15 +20,16 @@ from mapsage.config import Config, ConfigError
 from mapsage.config.core import parse_override
 from mapsage.errors import UserError
 from mapsage.metric_names import SWEEP_METRICS
+from mapsage.registries import SWEEP_PARAM_TYPES, SWEEP_PRUNERS, SWEEP_SAMPLERS
 from mapsage.sweep.space import parse_space
 from runners import sweep as sweeps
 
 from .common import show_error
 from .knobs import KnobError, _norm, override
 
-TYPES = ["float", "int", "choice"]
-SAMPLERS = ["tpe", "random", "grid"]
-PRUNERS = ["median", "asha", "none"]
+TYPES = list(SWEEP_PARAM_TYPES)
+SAMPLERS = list(SWEEP_SAMPLERS)
+PRUNERS = list(SWEEP_PRUNERS)
 METRICS = list(SWEEP_METRICS["segmentation"])   # the knob form's sweep part is for segmentation training kinds
 COLUMNS = ["sweep", "key", "type", "low", "high", "log", "values"]
 

@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional
 
 from ..corruption_levels import CORRUPTIONS, MAX_SEVERITY
 from ..metric_names import SELECTABLE, SWEEP_METRICS, SWEEP_METRICS_CLS, SWEEP_METRICS_SEG
-from ..registries import ARCH_NAMES, LOSS_TERMS, STAGE_KINDS
+from ..registries import ARCH_NAMES, LOSS_TERMS, STAGE_KINDS, SWEEP_PRUNERS, SWEEP_SAMPLERS
 
 StageKind = Literal[STAGE_KINDS]        # the registry: mapsage/registries.py (runners/stages.py runs each one)
 
@@ -648,7 +648,7 @@ class SweepCfg:
     run of the rest of this config. ``metric`` is the per-epoch validation figure each trial reports (the trial's
     value is its best epoch); pruned trials end with the status ``pruned``."""
     parameters: dict[str, Any] = field(default_factory=dict)
-    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    sampler: Literal[SWEEP_SAMPLERS] = "tpe"           # the registry: mapsage/registries.py
     n_trials: int = 20                      # trial budget (grid: at most the grid's size)
     max_wall_h: Optional[float] = None      # wall-clock budget of the whole sweep (hours); no new trial after it
     max_gpu_h: Optional[float] = None       # GPU-hours budget (trial wall time x GPUs, summed)
@@ -656,7 +656,7 @@ class SweepCfg:
     # classification: top1, macro_f1); Config.validate checks the metric against the task
     metric: Literal[SWEEP_METRICS_SEG + SWEEP_METRICS_CLS] = "miou"
     direction: Literal["maximize", "minimize"] = "maximize"
-    pruner: Literal["none", "median", "asha"] = "median"
+    pruner: Literal[SWEEP_PRUNERS] = "median"
     min_epochs: int = 1                     # no trial is pruned before it reported this many epochs
     startup_trials: int = 3                 # median: trials that run to the end before any pruning
     parallel: int = 0                       # trials at once (0: as many as the scheduler has free slots)

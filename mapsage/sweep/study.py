@@ -42,27 +42,27 @@ def storage(sweep_id: str):
 
 
 def make_sampler(sweep_cfg, params):
+    """``sweep.sampler`` (:data:`mapsage.registries.SWEEP_SAMPLERS`) as an Optuna sampler."""
     optuna = _optuna()
-
-    if sweep_cfg.sampler == "grid":
-        return optuna.samplers.GridSampler(grid_space(params), seed=sweep_cfg.seed)
-    if sweep_cfg.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=sweep_cfg.seed)
-    return optuna.samplers.TPESampler(seed=sweep_cfg.seed, n_startup_trials=max(1, sweep_cfg.startup_trials))
+    build = {"tpe": lambda: optuna.samplers.TPESampler(seed=sweep_cfg.seed,
+                                                       n_startup_trials=max(1, sweep_cfg.startup_trials)),
+             "random": lambda: optuna.samplers.RandomSampler(seed=sweep_cfg.seed),
+             "grid": lambda: optuna.samplers.GridSampler(grid_space(params), seed=sweep_cfg.seed)}
+    return build[sweep_cfg.sampler]()
 
 
 def make_pruner(sweep_cfg):
-    """none | median (after ``startup_trials`` complete trials, from epoch ``min_epochs``) | asha (Optuna's
-    asynchronous successive halving, rung 0 at ``min_epochs``)."""
+    """``sweep.pruner`` (:data:`mapsage.registries.SWEEP_PRUNERS`): median (after ``startup_trials`` complete
+    trials, from epoch ``min_epochs``) | asha (Optuna's asynchronous successive halving, rung 0 at ``min_epochs``) |
+    none."""
     optuna = _optuna()
-    if sweep_cfg.pruner == "none":
-        return optuna.pruners.NopPruner()
-    if sweep_cfg.pruner == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, int(sweep_cfg.min_epochs)),
-                                                      reduction_factor=3)
     # steps are 0-based epochs: n_warmup_steps = min_epochs - 1 lets epoch index min_epochs-1 be judged
-    return optuna.pruners.MedianPruner(n_startup_trials=int(sweep_cfg.startup_trials),
-                                       n_warmup_steps=max(0, int(sweep_cfg.min_epochs) - 1))
+    build = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=int(sweep_cfg.startup_trials),
+                                                           n_warmup_steps=max(0, int(sweep_cfg.min_epochs) - 1)),
+             "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, int(sweep_cfg.min_epochs)),
+                                                                    reduction_factor=3),
+             "none": lambda: optuna.pruners.NopPruner()}
+    return build[sweep_cfg.pruner]()
 
 
 def create_study(sweep_id: str, sweep_cfg, params):
