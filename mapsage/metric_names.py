@@ -37,6 +37,11 @@ SELECTABLE = ("miou", "mbiou", "mf1", "mfscore", "mfscore_fg", "macc", "aacc")
 # scores a run may record (store.scores, ``mapsage runs score --metric``)
 HEADLINE = ("miou", "mbiou", "macc", "aacc", "mf1")
 
+# a report's evaluation table, in its column order (mapsage.report.tables)
+REPORT_SUMMARY = ("miou", "mbiou", "macc", "mf1", "aacc", "per_image_miou")
+# the validation curves a report draws per epoch (mapsage.report.tables)
+CURVE_METRICS = ("miou", "mbiou", "macc")
+
 # image classification (mapsage.metrics.classification): the summary keys of a classification evaluation
 CLASSIFICATION = ("top1", "top5", "macro_f1", "ece")
 

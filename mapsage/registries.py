@@ -36,6 +36,8 @@ LOSS_TERMS: tuple[str, ...] = ("ce", "dice", "lovasz", "ohem", "focal", "boundar
 # the descriptive columns of the experiment table (store/derive.py computes them from a run's config), in the
 # order the runs table, the plan's template cards and reports show them
 EXPERIMENT_COLUMNS: tuple[str, ...] = ("backbone", "pretrain", "loss", "aug", "lr_schedule", "size", "tta", "post")
+# an image classifier's (mapsage.report.classification): no TTA or post-processing stage
+CLASSIFICATION_COLUMNS: tuple[str, ...] = tuple(c for c in EXPERIMENT_COLUMNS if c not in ("tta", "post"))
 
 # Optuna samplers and pruners by name (mapsage.sweep.study builds them), the default first
 SWEEP_SAMPLERS: tuple[str, ...] = ("tpe", "random", "grid")

@@ -176,11 +176,6 @@ REGISTRY_MODULES = {"mapsage/registries.py", "mapsage/metric_names.py"}
 ALLOWED = {
     # the figures a golden metric case pins (health check), not a list of the vocabulary
     ("mapsage/health/metric_check.py", ("miou", "macc", "aacc")),
-    # reports: to read mapsage.metric_names / mapsage.registries when mapsage/report/ is next reworked
-    ("mapsage/report/tables.py", ("miou", "mbiou", "macc", "mf1", "aacc", "per_image_miou")),
-    ("mapsage/report/tables.py", ("miou", "mbiou", "macc")),
-    ("mapsage/report/reliability.py", ("miou", "mbiou", "macc", "aacc", "mf1")),
-    ("mapsage/report/classification.py", ("backbone", "pretrain", "loss", "aug", "lr_schedule", "size")),
 }
 
 

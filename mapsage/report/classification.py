@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from mapsage import figures
+from mapsage.registries import CLASSIFICATION_COLUMNS
 
 from . import plots
 from .data import ReportData, is_missing, json_dict, num
@@ -29,7 +30,7 @@ from .htmlreport import Cell, f_epoch, f_float, f_int, f_pts, f_text, f_wrap, vi
 from .markdown import _table, md_escape
 from .tables import _all_domain, _epoch, _ints, latest_evaluations
 
-RUN_COLUMNS = ["backbone", "pretrain", "loss", "aug", "lr_schedule", "size"]
+RUN_COLUMNS = list(CLASSIFICATION_COLUMNS)
 FIGURES = ["top1", "top5", "macro_f1", "ece", "ece_calibrated", "temperature", "nll", "nll_calibrated"]
 EXPERIMENT_COLUMNS = ["run", "run_id", "kind", "status", "split", "variant", "epoch", "checkpoint", "n_images",
                       *RUN_COLUMNS, *FIGURES, "topk", "dataset", "cv_group", "cv_fold", "seed", "eval_seq"]

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from mapsage.figures import reliability_diagram
+from mapsage.metric_names import HEADLINE
 
 from .figures import figure_html
 
@@ -65,11 +66,11 @@ def reliability_table(data) -> pd.DataFrame:
         clean = cor.get("clean") or {}
         if clean:
             rows.append({"run_id": rid, "split": cor.get("split"), "corruption": "clean", "severity": 0,
-                         "level": "", **{k: clean.get(k) for k in ("miou", "mbiou", "macc", "aacc", "mf1")}})
+                         "level": "", **{k: clean.get(k) for k in HEADLINE}})
         for r in cor.get("rows") or []:
             rows.append({"run_id": rid, "split": cor.get("split"), "corruption": r["corruption"],
                          "severity": r["severity"], "level": r.get("level"),
-                         **{k: r.get(k) for k in ("miou", "mbiou", "macc", "aacc", "mf1")}})
+                         **{k: r.get(k) for k in HEADLINE}})
     return pd.DataFrame(rows)
 
 

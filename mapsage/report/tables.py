@@ -25,11 +25,12 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
+from ..metric_names import CURVE_METRICS, REPORT_SUMMARY
 from ..registries import EXPERIMENT_COLUMNS as _EXPERIMENT_COLUMNS
 from .data import ReportData, is_missing, num
 
 EXPERIMENT_COLUMNS = list(_EXPERIMENT_COLUMNS)
-SUMMARY_METRICS = ["miou", "mbiou", "macc", "mf1", "aacc", "per_image_miou"]
+SUMMARY_METRICS = list(REPORT_SUMMARY)
 IGNORED_CONFIG_KEYS = ("meta.",)
 
 
@@ -369,7 +370,7 @@ def curves(data: ReportData) -> pd.DataFrame:
     m = _all_domain(data.metrics)
     m = m[m["epoch"].notna() & ~m["run_id"].isin(data.classification_run_ids())] if not m.empty else m
     for _, r in m.iterrows():
-        for name in ("miou", "mbiou", "macc"):
+        for name in CURVE_METRICS:
             rows.append({"run": labels.get(r["run_id"]), "run_id": r["run_id"], "source": "eval",
                          "split": r["split"], "variant": r["variant"], "epoch": int(r["epoch"]), "name": name,
                          "value": num(r[name]), "_seq": int(r["seq"])})
