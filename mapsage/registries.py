@@ -14,7 +14,7 @@ against the same names the code implements (the style of timm's ``_registry.py``
   a search-space entry's ``type`` (:mod:`mapsage.sweep` builds each one; the sweep forms offer them).
 
 The metric names are :mod:`mapsage.metric_names`; the corruptions are :mod:`mapsage.corruption_levels`.
-tests/test_registries.py pins every consumer to these lists and fails on a literal list of three or more names of
+tests/mapsage/test_registries.py pins every consumer to these lists and fails on a literal list of three or more names of
 a vocabulary anywhere else."""
 
 from __future__ import annotations

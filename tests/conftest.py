@@ -1,17 +1,21 @@
-"""Shared test set-up. Every test session gets its own workspace, so tests never touch ./workspace."""
+"""Shared test set-up. Every test session gets its own workspace, so tests never touch ./workspace.
+
+Tests live in folders shaped like the package (``tests/mapsage/<subpackage>``, ``tests/store``, ``tests/runners``,
+``tests/app``); each folder's ``conftest.py`` holds the fixtures its tests share, and ``tests/support`` the helpers
+and builders of real runs they call. Here: the fixtures every folder uses, and the two session stores built from
+real runs that the app, store and runner tests share (the review workspace and the review queue's)."""
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DUBAI_ROOT = PROJECT_ROOT / "data" / "demo" / "dubai-aerial" / "Semantic segmentation dataset"
-LOVEDA_ROOT = PROJECT_ROOT / "tests" / "data" / "loveda"
-CHROMIUM = Path("/usr/bin/chromium")
+from tests.support import queue, review
+from tests.support.paths import DUBAI_ROOT, LOVEDA_ROOT, PROJECT_ROOT
 
 _session_ws = tempfile.mkdtemp(prefix="mapsage-test-ws-")
 os.environ.setdefault("MAPSAGE_WORKSPACE", _session_ws)
@@ -53,8 +57,30 @@ def artifacts_dir() -> Path:
     return out
 
 
-def chromium_available() -> bool:
-    return CHROMIUM.exists()
+@pytest.fixture(autouse=True)
+def _real_main_module():
+    """Streamlit's AppTest runs a page as ``__main__`` and leaves it in ``sys.modules``; multiprocessing's spawn
+    start method would then re-run that page (or AppTest's deleted temporary script) in every child process of a
+    later test on the same worker. Each test ends with the real ``__main__`` back in place."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
+
+
+@pytest.fixture(scope="session")
+def review_store(tmp_path_factory):
+    """A workspace with a tiny training run, a real refinement run and an evaluation on its checkpoint, ingested
+    (``tests/support/review.py``): ``workspace``, ``train``, ``refine`` and ``evaluate`` (run ids), ``seconds``.
+    Tests point at ``workspace`` themselves (and work on a copy when they write verdicts)."""
+    return review.build(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def queue_store(review_store, tmp_path_factory):
+    """``review_store`` plus ``probs`` (an evaluation with probabilities) in a workspace of its own
+    (``tests/support/queue.py``). Tests that write copy it first."""
+    return queue.build(review_store, tmp_path_factory)
 
 
 # Parallel runs (pytest-xdist, `-n 2 --dist loadgroup` in pyproject's addopts): a file's tests stay on one worker
