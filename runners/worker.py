@@ -67,6 +67,45 @@ def _ingest(run_id: str, wait: bool) -> None:
         _say(f"store ingest skipped: {type(exc).__name__}: {exc}")
 
 
+def _failure(exc: BaseException, stopped: bool, rdir: Path, tb: str | None) -> tuple[str, str, str | None]:
+    """(status, message, traceback) of a stage that raised: cancelled when a stop was asked for, pruned for a
+    sweep trial its pruner stopped, failed otherwise (a user error's own line; a full disk said as such)."""
+    if stopped:
+        return "cancelled", f"stopped on request; the stage ended with {type(exc).__name__}: {exc}", tb
+    if getattr(exc, "run_status", None) == "pruned":     # a sweep trial stopped by its pruner
+        return "pruned", str(exc), None
+    from mapsage.diskspace import disk_full_error, is_disk_full
+
+    if not isinstance(exc, UserError) and is_disk_full(exc):   # a write the stage made itself
+        return "failed", str(disk_full_error(getattr(exc, "filename", None) and Path(exc.filename).parent
+                                             or rdir)), tb
+    return "failed", (str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"), tb
+
+
+def _finish(run_id: str, rdir: Path, events, status: str, message: str, tb: str | None) -> None:
+    """Rank 0's ending: the final status (on a full disk, after freeing this run's half-written files), the job's
+    slot freed, the run ingested."""
+    for attempt in range(3):
+        try:
+            events.status(status, message=message, traceback=tb)
+            break
+        except OSError as exc:
+            _say(f"could not write the final status: {exc}")
+            from mapsage.diskspace import remove_stale_temps
+
+            for folder in (rdir / "checkpoints", rdir):
+                remove_stale_temps(folder)
+            tb = None if attempt else tb        # a shorter record the second time
+            time.sleep(0.2)
+    try:  # free the slot first, so the next queued job starts while this one ingests
+        from .scheduler import schedule
+
+        schedule(release=run_id, release_pgid=os.getpgid(0))
+    except Exception as exc:  # noqa: BLE001 - the next status read schedules instead
+        _say(f"scheduler call failed: {type(exc).__name__}: {exc}")
+    _ingest(run_id, wait=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
@@ -136,47 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # noqa: BLE001 - every ending must leave a final status
         tb = traceback.format_exc()
         print(tb, flush=True)
-        if stop.is_set():
-            status, message = "cancelled", f"stopped on request; the stage ended with {type(exc).__name__}: {exc}"
-        elif getattr(exc, "run_status", None) == "pruned":     # a sweep trial stopped by its pruner
-            status, message, tb = "pruned", str(exc), None
-        else:
-            from mapsage.diskspace import disk_full_error, is_disk_full
-
-            status = "failed"
-            if not isinstance(exc, UserError) and is_disk_full(exc):   # a write the stage made itself
-                message = str(disk_full_error(getattr(exc, "filename", None) and Path(exc.filename).parent
-                                              or rdir))
-            else:
-                message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        status, message, tb = _failure(exc, stop.is_set(), rdir, tb)
     finally:
         if beater is not None:
             beater.done.set()
             beater.join(timeout=5)
     if status == "cancelled":          # a cluster job stopped for a requeue is queued again, not cancelled
-
         status, message = stop_status(run_id, status, message)
     _say(f"run {run_id} {status}" + (f": {message}" if message else ""))
     if rank == 0:
-        for attempt in range(3):     # on a full disk: free this run's half-written files, then try again
-            try:
-                events.status(status, message=message, traceback=tb)
-                break
-            except OSError as exc:
-                _say(f"could not write the final status: {exc}")
-                from mapsage.diskspace import remove_stale_temps
-
-                for folder in (rdir / "checkpoints", rdir):
-                    remove_stale_temps(folder)
-                tb = None if attempt else tb        # a shorter record the second time
-                time.sleep(0.2)
-        try:  # free the slot first, so the next queued job starts while this one ingests
-            from .scheduler import schedule
-
-            schedule(release=run_id, release_pgid=os.getpgid(0))
-        except Exception as exc:  # noqa: BLE001 - the next status read schedules instead
-            _say(f"scheduler call failed: {type(exc).__name__}: {exc}")
-        _ingest(run_id, wait=True)
+        _finish(run_id, rdir, events, status, message, tb)
     return {"succeeded": 0, "failed": 1, "cancelled": 3, "pruned": 5}.get(status, 3)
 
 
