@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 
 from mapsage.evalid import tile_hash
+from tests.support.apptest import open_app
 
-ROOT = Path(__file__).resolve().parents[2]
-MAIN = str(ROOT / "app" / "main.py")
 CLASSES = ["water", "land", "road", "building", "vegetation"]
 TILES = [f"Tile 3 part {i}" for i in range(1, 19)]
 
@@ -107,20 +106,6 @@ def test_the_ranking_rule_roles_completeness_and_progress(ranked_ws):
     assert runs.loc["subset-eval", "best_role"] == "subset"          # its own figure, marked as a subset
 
 
-def _app(page=None, **query):
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(MAIN, default_timeout=120)
-    at.run()
-    if page:
-        for k, v in query.items():
-            at.query_params[k] = v
-        at.switch_page(page)
-        at.run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
-
-
 def _texts(at) -> str:
     return "\n".join(str(e.value) for e in [*at.markdown, *at.caption])
 
@@ -128,7 +113,7 @@ def _texts(at) -> str:
 def test_refinement_run_ranks_by_its_adopted_variant_on_runs_home_and_plan(ranked_ws):
     """The case that ranked a refinement run first on its parent's re-score (refine=raw 34.46) while it adopted
     crf (33.33): Runs, Home and Plan all rank it by crf, and show the re-score nowhere as its result."""
-    at = _app("views/runs.py")
+    at = open_app("views/runs.py")
     table = at.dataframe[0].value.set_index("run_id")
     assert table.loc["refine-crf", "Rank"] == 1
     assert table.loc["refine-crf", "mIoU (val)"] == pytest.approx(33.33)
@@ -141,10 +126,10 @@ def test_refinement_run_ranks_by_its_adopted_variant_on_runs_home_and_plan(ranke
     assert table[["Rank"]].loc[["subset-eval", "running-train", "tta-deciding"]].isna().all().all()
     assert 34.46 not in set(table["mIoU (val)"].round(2))
 
-    text = _texts(_app())
+    text = _texts(open_app())
     assert "- `dubai`: **33.33** (split `val`) — `refine-crf`" in text and "34.46" not in text
 
-    at = _app("views/plan.py")
+    at = open_app("views/plan.py")
     text = _texts(at)
     assert "Best so far: **mIoU (val) 33.33**, bIoU 6.39  \n`refine-crf`" in text
     assert "val · 18/18 tiles · EMA ep 2 of parent-train · refine=crf" in text
@@ -152,7 +137,7 @@ def test_refinement_run_ranks_by_its_adopted_variant_on_runs_home_and_plan(ranke
 
 
 def test_run_detail_headline_shows_one_evaluation_with_a_selector(ranked_ws):
-    at = _app("views/run_detail.py", run="refine-crf")
+    at = open_app("views/run_detail.py", run="refine-crf")
     box = at.selectbox(key="detail_headline")
     assert box.format_func(box.value).startswith("★ val · 18/18 tiles · EMA ep 2 of parent-train · refine=crf")
     metrics = {m.label: m.value for m in at.metric}
@@ -203,7 +188,7 @@ def _back_to_v1(con) -> None:
 
 
 def test_ab_page_says_pending_while_a_deciding_run_is_in_progress(ranked_ws):
-    at = _app("views/tta_ab.py")
+    at = open_app("views/tta_ab.py")
     assert any("Decision pending" in w.value for w in at.warning)
     assert "**tta-deciding**" in _texts(at)
     pending = at.dataframe[0].value

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from tests.support.app import run_in_process
 from tests.support.formats import dubai_part_layout, part_config
@@ -13,14 +12,6 @@ from tests.support.formats import dubai_part_layout, part_config
 TINY = ["train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=2", "train.num_workers=0",
         "augment.crop_size=[128, 128]", "eval.save_predictions=false", "runtime.threads=1", "runtime.device=cpu",
         "train.warmup_epochs=0"]
-
-
-@pytest.fixture
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.mark.slow          # two tiny training runs: about a minute on 2 shared CPU cores
