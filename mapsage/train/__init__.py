@@ -9,9 +9,9 @@ from .checkpoint import load_checkpoint, load_for_inference, save_checkpoint
 from .ema import ModelEma
 from .engine import Trainer, collate
 from .mixing import BatchMixer
-from .optim import WarmupCosine, build_optimizer, build_scheduler, effective_lr, param_groups
+from .optim import build_optimizer, build_scheduler, effective_lr, param_groups
 from .sampler import EpochSampler, class_aware_weights
 
 __all__ = ["Trainer", "collate", "load_for_inference", "load_checkpoint", "save_checkpoint", "ModelEma",
-           "BatchMixer", "WarmupCosine", "build_optimizer", "build_scheduler", "effective_lr", "param_groups",
+           "BatchMixer", "build_optimizer", "build_scheduler", "effective_lr", "param_groups",
            "EpochSampler", "class_aware_weights"]

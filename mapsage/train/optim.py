@@ -5,12 +5,10 @@
   weights, position embeddings, tokens), as mmsegmentation's SegFormer recipe does.
 * ``effective_lr``: ``train.lr`` scaled linearly with the global batch (``batch_size × world_size × accumulate``)
   over ``train.base_batch`` when ``train.scale_lr``.
-* :class:`WarmupCosine`: linear warmup from ``warmup_ratio × peak`` over ``warmup_epochs`` worth of iterations,
-  then cosine decay to ``min_lr_ratio × peak`` at the last iteration. Stepped once per optimiser step.
+* :func:`build_scheduler`: the per-iteration schedule ``train.lr_schedule`` names (:class:`mapsage.schedules.LRSchedule`:
+  linear warmup, then cosine to ``min_lr_ratio × peak`` by default), stepped once per optimiser step.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn as nn
@@ -74,52 +72,6 @@ def build_optimizer(model: nn.Module, cfg, world_size: int = 1) -> tuple[torch.o
         kwargs["fused"] = True
     opt = torch.optim.AdamW(groups, lr=peak, betas=betas, weight_decay=float(cfg.train.weight_decay), **kwargs)
     return opt, peak
-
-
-class WarmupCosine:
-    """Per-iteration LR: linear warmup then cosine to a floor. ``lr_at(t)`` is the LR used for optimiser step t."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, peak_lr: float, total_steps: int, warmup_steps: int,
-                 warmup_ratio: float = 1e-3, min_lr_ratio: float = 0.01):
-        self.optimizer = optimizer
-        self.peak = float(peak_lr)
-        self.total = max(1, int(total_steps))
-        self.warmup = max(0, min(int(warmup_steps), self.total))
-        self.warmup_ratio = float(warmup_ratio)
-        self.min_ratio = float(min_lr_ratio)
-        self.step_count = 0
-        self._apply()
-
-    def factor(self, t: int) -> float:
-        if self.warmup and t < self.warmup:
-            return self.warmup_ratio + (1.0 - self.warmup_ratio) * t / self.warmup
-        span = max(1, self.total - self.warmup - 1)
-        progress = min(1.0, max(0.0, (t - self.warmup) / span))
-        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    def lr_at(self, t: int) -> float:
-        return self.peak * self.factor(t)
-
-    def _apply(self) -> None:
-        lr = self.lr_at(self.step_count)
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr * g.get("lr_mult", 1.0)
-
-    def step(self) -> None:
-        self.step_count += 1
-        self._apply()
-
-    @property
-    def current_lr(self) -> float:
-        return self.lr_at(self.step_count)
-
-    def state_dict(self) -> dict:
-        return {"step_count": self.step_count, "peak": self.peak, "total": self.total, "warmup": self.warmup,
-                "warmup_ratio": self.warmup_ratio, "min_ratio": self.min_ratio}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step_count = int(state["step_count"])
-        self._apply()
 
 
 def build_scheduler(optimizer, cfg, peak_lr: float, steps_per_epoch: int):

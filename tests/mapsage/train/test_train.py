@@ -11,13 +11,13 @@ import torch.nn as nn
 
 from mapsage.errors import CheckpointError, TrainingError
 from mapsage.events import EventWriter, read_events
+from mapsage.schedules import LRSchedule
 from mapsage.stage import StageContext
 from mapsage.train import (
     BatchMixer,
     EpochSampler,
     ModelEma,
     Trainer,
-    WarmupCosine,
     build_optimizer,
     class_aware_weights,
     effective_lr,
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_warmup_cosine_values():
     p = nn.Parameter(torch.zeros(1))
     opt = torch.optim.AdamW([{"params": [p], "lr_mult": 0.65}], lr=1.0)
-    s = WarmupCosine(opt, peak_lr=1e-3, total_steps=110, warmup_steps=10, warmup_ratio=0.1, min_lr_ratio=0.01)
+    s = LRSchedule(opt, peak_lr=1e-3, total_steps=110, warmup_steps=10, warmup_ratio=0.1, min_lr_ratio=0.01)
     assert s.lr_at(0) == pytest.approx(1e-4)
     assert s.lr_at(5) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
     assert s.lr_at(10) == pytest.approx(1e-3)
@@ -47,7 +47,7 @@ def test_warmup_cosine_values():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.65e-3)
     lrs = [s.lr_at(t) for t in range(110)]
     assert all(a <= b for a, b in zip(lrs[:10], lrs[1:11])) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
-    s2 = WarmupCosine(opt, 1e-3, 110, 10, 0.1, 0.01)
+    s2 = LRSchedule(opt, 1e-3, 110, 10, warmup_ratio=0.1, min_lr_ratio=0.01)
     s2.load_state_dict(s.state_dict())
     assert s2.current_lr == s.current_lr
 
