@@ -13,6 +13,7 @@ the store's ingest (``store.ingest``: a run's status / heartbeat / run_info colu
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,20 @@ def to_str(x: Any) -> str | None:
     if x is None:
         return None
     return x if isinstance(x, str) else str(x)
+
+
+def json_dict(text: Any) -> dict:
+    """A JSON object stored as text (an evaluation's ``extra_json``, an artifact's ``meta_json``) as a dict;
+    anything else gives ``{}``."""
+    if isinstance(text, dict):
+        return text
+    if not isinstance(text, str) or not text:
+        return {}
+    try:
+        out = json.loads(text)
+    except ValueError:
+        return {}
+    return out if isinstance(out, dict) else {}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -12,12 +12,12 @@ every other read in :mod:`store.queries`; verdicts are written by :func:`store.a
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import pandas as pd
 
+from mapsage.event_records import json_dict
 from mapsage.workspace import run_dir
 
 from .db import read_connection
@@ -85,16 +85,6 @@ def review_runs(run_id: Optional[str | Sequence[str]] = None) -> pd.DataFrame:
     return df[REVIEW_RUN_COLUMNS].reset_index(drop=True)
 
 
-def _meta(text: Any) -> dict:
-    if not isinstance(text, str) or not text:
-        return {}
-    try:
-        out = json.loads(text)
-    except ValueError:
-        return {}
-    return out if isinstance(out, dict) else {}
-
-
 def review_layers(run_id: str, tile: Optional[str] = None) -> pd.DataFrame:
     """The latest ``image`` / ``label`` / ``pred`` / ``refined`` artifact per (tile, kind, variant) of one run.
 
@@ -120,7 +110,7 @@ def review_layers(run_id: str, tile: Optional[str] = None) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     base = run_dir(run_id)
     df["abs_path"] = [str(p if Path(p).is_absolute() else base / p) if p else None for p in df["path"]]
-    df["meta"] = df["meta_json"].map(_meta)
+    df["meta"] = df["meta_json"].map(json_dict)
     df["split"] = df["meta"].map(lambda m: m.get("split"))
     df["domain"] = df["meta"].map(lambda m: m.get("domain") or None)
     return df[cols].reset_index(drop=True)

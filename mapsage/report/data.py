@@ -8,7 +8,6 @@ another store).
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Optional
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
+from ..event_records import json_dict
 
 # the columns each frame must have (an empty frame gets them, so every table code path works without rows)
 FRAME_COLUMNS: dict[str, list[str]] = {
@@ -72,19 +72,6 @@ def num(v: Any) -> Optional[float]:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
-
-
-def json_dict(text: Any) -> dict:
-    """A JSON object (an evaluation's ``extra_json``) as a dict; anything else gives ``{}``."""
-    if isinstance(text, dict):
-        return text
-    if not isinstance(text, str) or not text:
-        return {}
-    try:
-        out = json.loads(text)
-    except ValueError:
-        return {}
-    return out if isinstance(out, dict) else {}
 
 
 CLASSIFICATION_TASK = "classification"

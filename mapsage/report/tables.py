@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..metric_names import CURVE_METRICS, REPORT_SUMMARY
 from ..registries import EXPERIMENT_COLUMNS as _EXPERIMENT_COLUMNS
-from .data import ReportData, is_missing, num
+from .data import ReportData, is_missing, json_dict, num
 
 EXPERIMENT_COLUMNS = list(_EXPERIMENT_COLUMNS)
 SUMMARY_METRICS = list(REPORT_SUMMARY)
@@ -77,18 +77,6 @@ def _run_order(data: ReportData) -> dict[str, int]:
 
 def _all_domain(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["domain"].fillna("all") == "all"]
-
-
-def _json(text: Any) -> dict:
-    if isinstance(text, dict):
-        return text
-    if not isinstance(text, str) or not text:
-        return {}
-    try:
-        out = json.loads(text)
-    except ValueError:
-        return {}
-    return out if isinstance(out, dict) else {}
 
 
 def _epoch(v: Any) -> Optional[int]:
@@ -325,7 +313,7 @@ def ab_table(data: ReportData, diffs: pd.DataFrame, deltas: Optional[dict] = Non
     ab = ab.assign(_order=ab["run_id"].map(order)).sort_values(["_order", "seq"])
     rows = []
     for _, r in ab.iterrows():
-        details = _json(r["details_json"])
+        details = json_dict(r["details_json"])
         crit = r["criterion"] if not is_missing(r["criterion"]) else "miou"
         ci = diffs[(diffs["comparison"] == "A/B") & (diffs["run_id_b"] == r["run_id"])
                    & (diffs["variant_b"] == r["variant"]) & (diffs["variant_a"] == r["baseline"])
