@@ -92,6 +92,7 @@ _SHARED_FIXTURE_GROUPS = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)      # before xdist's own hook, which turns the marks into the groups it schedules by
 def pytest_collection_modifyitems(config, items):
     for item in items:
         name = item.path.name
